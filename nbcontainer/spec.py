@@ -1,0 +1,442 @@
+"""What a container should be, as plain data, and the parsers for the option syntax.
+
+Pure code: no I/O, nothing imported from the rest of the package but errors. The CLI, the
+magics and the kernel all turn their options into a :class:`ContainerSpec` through the parsers
+here, so the syntax (Docker's) is the same everywhere and every bad value gets the same message.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+from nbcontainer.errors import UsageError
+
+NAMESPACES = ("uts", "ipc", "pid", "mount", "net", "user", "cgroup")
+DEFAULT_NAMESPACES = frozenset({"uts", "ipc", "pid", "mount", "cgroup"})
+NET_MODES = ("host", "none")
+
+# Docker's default capability set (moby/oci/caps/defaults.go).
+DEFAULT_CAPS = (
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+)
+
+# capabilities(7), in bit order.
+ALL_CAPS = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)  # fmt: skip
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_HOSTNAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_size(text: str | int, option: str = "--memory") -> int:
+    """Parse a Docker size (``512``, ``100k``, ``100m``, ``1g``; binary units) into bytes."""
+    if isinstance(text, int):
+        if text < 0:
+            raise UsageError(f"{option}: size must not be negative, got {text}")
+        return text
+    match = _SIZE_RE.match(str(text))
+    if not match:
+        raise UsageError(
+            f"{option}: invalid size {text!r}; use a number with an optional unit "
+            "b, k, m or g (binary units), e.g. 512, 100k, 100m, 1g"
+        )
+    number, unit = match.groups()
+    value = int(float(number) * _SIZE_UNITS[unit.lower()])
+    return value
+
+
+def parse_memory(text: str | int, option: str = "--memory") -> int:
+    """Parse a memory limit; Docker refuses limits below 6 MiB, and so do we."""
+    value = parse_size(text, option)
+    if value < 6 * 1024 * 1024:
+        raise UsageError(
+            f"{option}: {format_size(value)} is too small; the minimum memory limit is 6m"
+        )
+    return value
+
+
+def parse_memory_swap(text: str | int) -> int:
+    """Parse ``--memory-swap``: a size, or ``-1`` for unlimited swap."""
+    if str(text).strip() == "-1":
+        return -1
+    return parse_size(text, "--memory-swap")
+
+
+def parse_cpus(text: str | float) -> float:
+    """Parse ``--cpus``: a positive number of CPUs, e.g. ``0.5``."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"--cpus: invalid value {text!r}; use a positive number of CPUs, e.g. 0.5 or 2"
+        ) from None
+    if not value > 0 or value != value or value > 1024:
+        raise UsageError(f"--cpus: {text!r} is out of range; use a number above 0, e.g. 0.5")
+    if value < 0.01:
+        raise UsageError(f"--cpus: {text!r} is too small; the minimum is 0.01")
+    return value
+
+
+def parse_int(text: str | int, option: str, minimum: int, maximum: int | None = None) -> int:
+    """Parse an integer option within bounds, naming the option in the error."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise UsageError(f"{option}: invalid value {text!r}; use a whole number") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise UsageError(f"{option}: {value} is out of range; use a number {bounds}")
+    return value
+
+
+def parse_cpuset(text: str) -> str:
+    """Validate a CPU list such as ``0``, ``0-1`` or ``0,2-3``; return it normalised."""
+    text = str(text).strip()
+    parts = text.split(",") if text else []
+    if not parts:
+        raise UsageError("--cpuset-cpus: empty CPU list; use e.g. 0 or 0-1 or 0,2")
+    for part in parts:
+        bounds = part.split("-")
+        if len(bounds) > 2 or not all(b.isdigit() for b in bounds):
+            raise UsageError(
+                f"--cpuset-cpus: invalid CPU list {text!r}; use numbers and ranges, e.g. 0-1 or 0,2"
+            )
+        if len(bounds) == 2 and int(bounds[0]) > int(bounds[1]):
+            raise UsageError(f"--cpuset-cpus: range {part!r} runs backwards; write it low-high")
+    return text
+
+
+def cpuset_members(text: str) -> set[int]:
+    """Return the CPU numbers of a CPU list."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def parse_namespaces(text: str | list[str] | frozenset[str]) -> frozenset[str]:
+    """Parse ``--ns``: a comma list of namespace names, ``all`` or ``none``."""
+    if isinstance(text, (list, tuple, set, frozenset)):
+        items = [str(x) for x in text]
+    else:
+        items = [x for x in str(text).replace(" ", "").split(",") if x]
+    if not items:
+        raise UsageError(f"--ns: empty list; use a comma list of {', '.join(NAMESPACES)}, "
+                         "or all, or none")
+    if items == ["all"]:
+        return frozenset(NAMESPACES)
+    if items == ["none"]:
+        return frozenset()
+    aliases = {"mnt": "mount", "network": "net", "hostname": "uts"}
+    result = set()
+    for item in items:
+        name = aliases.get(item.lower(), item.lower())
+        if name not in NAMESPACES:
+            raise UsageError(
+                f"--ns: unknown namespace {item!r}; use a comma list of "
+                f"{', '.join(NAMESPACES)}, or all, or none"
+            )
+        result.add(name)
+    return frozenset(result)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A bind mount of a host path into the container."""
+
+    host: str
+    container: str
+    readonly: bool = False
+
+
+def parse_volume(text: str) -> Volume:
+    """Parse ``-v HOST:CTR[:ro|rw]``; both paths must be absolute."""
+    parts = str(text).split(":")
+    mode = "rw"
+    if len(parts) == 3:
+        host, ctr, mode = parts
+    elif len(parts) == 2:
+        host, ctr = parts
+    else:
+        raise UsageError(f"-v: invalid volume {text!r}; use HOST_PATH:CONTAINER_PATH[:ro]")
+    if mode not in ("ro", "rw"):
+        raise UsageError(f"-v: invalid mode {mode!r} in {text!r}; use ro or rw")
+    if not host.startswith("/") or not ctr.startswith("/"):
+        raise UsageError(
+            f"-v: both paths must be absolute in {text!r}; use e.g. /home/me/data:/data:ro"
+        )
+    if ctr.rstrip("/") == "" or any(p == ".." for p in ctr.split("/")):
+        raise UsageError(f"-v: container path {ctr!r} must be a directory below / without '..'")
+    return Volume(host=host, container=ctr, readonly=mode == "ro")
+
+
+def parse_env(text: str) -> tuple[str, str]:
+    """Parse ``-e K=V``. A bare ``K`` takes the value from nowhere (unlike Docker) and is refused."""
+    key, sep, value = str(text).partition("=")
+    if not sep:
+        raise UsageError(f"-e: invalid {text!r}; use KEY=VALUE")
+    if not _ENV_KEY_RE.match(key):
+        raise UsageError(
+            f"-e: invalid variable name {key!r}; use letters, digits and _, not starting with a digit"
+        )
+    return key, value
+
+
+def parse_user(text: str) -> tuple[int, int | None]:
+    """Parse ``-u UID[:GID]`` (numeric ids; names need the image's passwd, which we don't read)."""
+    uid_text, _, gid_text = str(text).partition(":")
+    try:
+        uid = int(uid_text)
+        gid = int(gid_text) if gid_text else None
+    except ValueError:
+        raise UsageError(f"-u: invalid user {text!r}; use a numeric UID or UID:GID, e.g. 1000:1000")\
+            from None
+    if uid < 0 or uid > 2**32 - 2 or (gid is not None and (gid < 0 or gid > 2**32 - 2)):
+        raise UsageError(f"-u: user {text!r} is out of range; use ids from 0 to 4294967294")
+    return uid, gid
+
+
+def parse_cap(text: str, option: str) -> str:
+    """Parse a capability name (``NET_ADMIN``, ``CAP_NET_ADMIN`` or ``ALL``)."""
+    name = str(text).strip().upper()
+    if name.startswith("CAP_"):
+        name = name[4:]
+    if name != "ALL" and name not in ALL_CAPS:
+        raise UsageError(
+            f"{option}: unknown capability {text!r}; use a name from capabilities(7) such as "
+            "NET_ADMIN or SYS_PTRACE, or ALL"
+        )
+    return name
+
+
+def parse_name(text: str) -> str:
+    """Validate a container name: Docker's rule, letters, digits, ``_ . -``."""
+    if not _NAME_RE.match(str(text)):
+        raise UsageError(
+            f"--name: invalid name {text!r}; use letters, digits, _, . and -, starting with a "
+            "letter or digit, at most 63 characters"
+        )
+    return str(text)
+
+
+def parse_hostname(text: str) -> str:
+    """Validate a hostname (one DNS label)."""
+    if not _HOSTNAME_RE.match(str(text)):
+        raise UsageError(
+            f"--hostname: invalid hostname {text!r}; use letters, digits and -, at most 63"
+        )
+    return str(text)
+
+
+def parse_timeout(text: str | float) -> float:
+    """Parse ``--timeout SECONDS`` (positive)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise UsageError(f"--timeout: invalid value {text!r}; use seconds, e.g. 10 or 0.5")\
+            from None
+    if not value > 0:
+        raise UsageError(f"--timeout: {text!r} must be above 0 seconds")
+    return value
+
+
+def format_size(n: int | float | None) -> str:
+    """Format bytes the way a person reads them: ``100 MiB``, ``1.5 GiB``."""
+    if n is None:
+        return "unlimited"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            if unit == "B":
+                return f"{int(value)} B"
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value} TiB"  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The cgroup limits of a container; ``None`` means not set."""
+
+    memory: int | None = None
+    memory_swap: int | None = None
+    cpus: float | None = None
+    cpu_shares: int | None = None
+    cpuset_cpus: str | None = None
+    pids_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything that defines a container, validated. Build it with :func:`make_spec`."""
+
+    command: tuple[str, ...] = ()
+    image: str = "host"
+    namespaces: frozenset[str] = DEFAULT_NAMESPACES
+    limits: Limits = field(default_factory=Limits)
+    hostname: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    volumes: tuple[Volume, ...] = ()
+    workdir: str | None = None
+    user: tuple[int, int | None] | None = None
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    timeout: float | None = None
+    name: str | None = None
+    init: bool = False
+    tty: bool = False
+
+    @property
+    def net(self) -> str:
+        """``none`` with a network namespace, else ``host``."""
+        return "none" if "net" in self.namespaces else "host"
+
+    @property
+    def has_rootfs(self) -> bool:
+        """True when the container gets its own root filesystem (any image but ``none``)."""
+        return self.image != "none"
+
+    def effective_namespaces(self) -> frozenset[str]:
+        """The namespaces actually created: a rootfs always brings its own mount namespace."""
+        ns = set(self.namespaces)
+        if self.has_rootfs or self.volumes:
+            ns.add("mount")
+        return frozenset(ns)
+
+    def capabilities(self) -> frozenset[str]:
+        """The capability set the payload gets (Docker's rules for add/drop/privileged)."""
+        if self.privileged:
+            return frozenset(ALL_CAPS)
+        caps = set(DEFAULT_CAPS)
+        if "ALL" in self.cap_drop:
+            caps.clear()
+        else:
+            caps.difference_update(self.cap_drop)
+        if "ALL" in self.cap_add:
+            caps.update(ALL_CAPS)
+        else:
+            caps.update(self.cap_add)
+        return frozenset(caps)
+
+    def with_(self, **changes: object) -> ContainerSpec:
+        """A copy with some fields changed."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def make_spec(
+    command: list[str] | tuple[str, ...] = (),
+    *,
+    image: str = "host",
+    memory: str | int | None = None,
+    memory_swap: str | int | None = None,
+    cpus: str | float | None = None,
+    cpu_shares: str | int | None = None,
+    cpuset_cpus: str | None = None,
+    pids_limit: str | int | None = None,
+    ns: str | list[str] | frozenset[str] | None = None,
+    net: str | None = None,
+    hostname: str | None = None,
+    env: list[str] | dict[str, str] | None = None,
+    volumes: list[str] | None = None,
+    workdir: str | None = None,
+    user: str | None = None,
+    cap_add: list[str] | None = None,
+    cap_drop: list[str] | None = None,
+    privileged: bool = False,
+    timeout: str | float | None = None,
+    name: str | None = None,
+    init: bool = False,
+    tty: bool = False,
+) -> ContainerSpec:
+    """Validate options given in the user's syntax and build a :class:`ContainerSpec`.
+
+    Raises :class:`~nbcontainer.errors.UsageError` naming the option, what is wrong and what
+    is allowed. Nothing outside this function is touched, so a bad option creates nothing.
+    """
+    namespaces = DEFAULT_NAMESPACES if ns is None else parse_namespaces(ns)
+    if net is not None:
+        if net not in NET_MODES:
+            raise UsageError(f"--net: unknown mode {net!r}; use host or none")
+        namespaces = namespaces | {"net"} if net == "none" else namespaces - {"net"}
+    mem = None if memory in (None, "") else parse_memory(memory)  # type: ignore[arg-type]
+    swap = None if memory_swap in (None, "") else parse_memory_swap(memory_swap)  # type: ignore[arg-type]
+    if swap is not None and swap != -1:
+        if mem is None:
+            raise UsageError("--memory-swap needs --memory too; set both, e.g. -m 100m "
+                             "--memory-swap 200m")
+        if swap < mem:
+            raise UsageError(
+                f"--memory-swap ({format_size(swap)}) must be at least --memory "
+                f"({format_size(mem)}): it is the total of memory and swap"
+            )
+    limits = Limits(
+        memory=mem,
+        memory_swap=swap,
+        cpus=None if cpus in (None, "") else parse_cpus(cpus),  # type: ignore[arg-type]
+        cpu_shares=None if cpu_shares in (None, "") else parse_int(
+            cpu_shares, "--cpu-shares", 2, 262144),  # type: ignore[arg-type]
+        cpuset_cpus=None if not cpuset_cpus else parse_cpuset(cpuset_cpus),
+        pids_limit=None if pids_limit in (None, "") else parse_int(
+            pids_limit, "--pids-limit", 1, 4194304),  # type: ignore[arg-type]
+    )
+    if isinstance(env, dict):
+        env_items = tuple((parse_env(f"{k}={v}")) for k, v in env.items())
+    else:
+        env_items = tuple(parse_env(e) for e in (env or ()))
+    vols = tuple(parse_volume(v) for v in (volumes or ()))
+    if workdir is not None and not str(workdir).startswith("/"):
+        raise UsageError(f"-w: working directory {workdir!r} must be an absolute path, e.g. /tmp")
+    if image == "none" and workdir is None:
+        pass
+    cmd = tuple(str(c) for c in command)
+    if any("\0" in c for c in cmd):
+        raise UsageError("command: arguments must not contain NUL bytes")
+    if not image or not re.match(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$",
+                                 image):
+        raise UsageError(
+            f"image: invalid image name {image!r}; use lower-case letters, digits, . _ / -, "
+            "with an optional :tag, e.g. busybox or busybox:latest"
+        )
+    return ContainerSpec(
+        command=cmd,
+        image=image,
+        namespaces=namespaces,
+        limits=limits,
+        hostname=None if hostname is None else parse_hostname(hostname),
+        env=env_items,
+        volumes=vols,
+        workdir=workdir,
+        user=None if user in (None, "") else parse_user(user),  # type: ignore[arg-type]
+        cap_add=tuple(parse_cap(c, "--cap-add") for c in (cap_add or ())),
+        cap_drop=tuple(parse_cap(c, "--cap-drop") for c in (cap_drop or ())),
+        privileged=privileged,
+        timeout=None if timeout in (None, "") else parse_timeout(timeout),  # type: ignore[arg-type]
+        name=None if name is None else parse_name(name),
+        init=init,
+        tty=tty,
+    )

@@ -1,0 +1,49 @@
+"""Where nbcontainer keeps its state on disk: the store root and its fixed sub-directories.
+
+Layout (all root-only)::
+
+    <root>/layers/<sha256>/       image layers, content-addressed (images package)
+    <root>/images/                image records (images package)
+    <root>/containers/<id>/       one container: state.json, upper/, work/, log (runtime package)
+    <root>/tmp/                   staging for atomic publishes; cleaned by gc
+
+The root is ``$NBCONTAINER_ROOT`` or ``/var/lib/nbcontainer``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_ROOT = "/var/lib/nbcontainer"
+
+
+def store_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """Return the store root: the argument, else ``$NBCONTAINER_ROOT``, else the default."""
+    return Path(root or os.environ.get("NBCONTAINER_ROOT") or DEFAULT_ROOT)
+
+
+def ensure_dir(path: Path, mode: int = 0o700) -> Path:
+    """Create ``path`` (and parents) if missing, with root-only permissions on the new leaf."""
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    return path
+
+
+def containers_dir(root: Path) -> Path:
+    """Directory holding one sub-directory per container."""
+    return root / "containers"
+
+
+def layers_dir(root: Path) -> Path:
+    """Directory holding the unpacked layers."""
+    return root / "layers"
+
+
+def images_dir(root: Path) -> Path:
+    """Directory holding the image records."""
+    return root / "images"
+
+
+def tmp_dir(root: Path) -> Path:
+    """Staging directory for atomic publishes."""
+    return root / "tmp"

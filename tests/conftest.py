@@ -1,0 +1,134 @@
+"""Shared fixtures: a private store per session, marker-based skips, and the leak check.
+
+Every test gets the ``no_leaks`` check automatically: after the test, the machine must hold no
+more cgroups, host mounts, network namespaces, network links, store containers or child
+processes than before it. A container feature that leaks fails its own test, not a later one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_version() -> str:
+    """``v2`` when /sys/fs/cgroup is a cgroup2 mount, ``v1`` otherwise (v1 or hybrid)."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == "/sys/fs/cgroup":
+                return "v2" if " - cgroup2 " in line else "v1"
+    return "none"
+
+
+IS_ROOT = os.geteuid() == 0
+CGROUP_VERSION = cgroup_version()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip root / cgroup-version tests with a reason where they cannot run."""
+    for item in items:
+        if "root" in item.keywords and not IS_ROOT:
+            item.add_marker(pytest.mark.skip(reason="needs root (namespaces, mounts, cgroups)"))
+        if "cgroup_v1" in item.keywords and CGROUP_VERSION != "v1":
+            item.add_marker(pytest.mark.skip(reason=f"needs cgroup v1/hybrid; this is {CGROUP_VERSION}"))
+        if "cgroup_v2" in item.keywords and CGROUP_VERSION != "v2":
+            item.add_marker(pytest.mark.skip(
+                reason=f"needs pure cgroup v2 (run it in ../shared/v2vm); this is {CGROUP_VERSION}"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Point NBCONTAINER_ROOT at a store of this test session, unless the caller set one."""
+    if os.environ.get("NBCONTAINER_TEST_KEEP_ROOT"):
+        return Path(os.environ["NBCONTAINER_ROOT"])
+    root = tmp_path_factory.mktemp("store")
+    os.environ["NBCONTAINER_ROOT"] = str(root)
+    return root
+
+
+def _nbcontainer_cgroups() -> set[str]:
+    """Every cgroup directory whose path mentions nbcontainer, in every hierarchy."""
+    found: set[str] = set()
+    if not CGROUP_ROOT.is_dir():
+        return found
+    for dirpath, dirnames, _ in os.walk(CGROUP_ROOT):
+        depth = dirpath.count("/") - str(CGROUP_ROOT).count("/")
+        if "nbcontainer" in dirpath:
+            found.add(dirpath)
+        if depth >= 6:
+            dirnames.clear()
+    return found
+
+
+def _host_mounts() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        return {" ".join(line.split()[3:5]) for line in f}
+
+
+def _links() -> set[str]:
+    return set(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else set()
+
+
+def _netns() -> set[str]:
+    return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+
+
+def _containers() -> set[str]:
+    root = os.environ.get("NBCONTAINER_ROOT")
+    if not root or not os.path.isdir(os.path.join(root, "containers")):
+        return set()
+    return set(os.listdir(os.path.join(root, "containers")))
+
+
+def _children() -> set[tuple[int, float]]:
+    me = psutil.Process()
+    out = set()
+    for child in me.children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                out.add((child.pid, child.create_time()))
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def snapshot() -> dict[str, set]:
+    """What a container could leave behind, as sets that can be compared."""
+    return {
+        "cgroups": _nbcontainer_cgroups(),
+        "mounts": _host_mounts(),
+        "links": _links(),
+        "netns": _netns(),
+        "containers": _containers(),
+        "processes": _children(),
+    }
+
+
+def leaks(before: dict[str, set], wait: float = 3.0) -> dict[str, set]:
+    """What is there now and was not before; polls briefly for asynchronous exits."""
+    deadline = time.monotonic() + wait
+    while True:
+        after = snapshot()
+        extra = {k: after[k] - before[k] for k in after if after[k] - before[k]}
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest):
+    """Fail the test if it left cgroups, mounts, links, netns, containers or processes."""
+    if request.node.get_closest_marker("allow_leftovers"):
+        yield
+        return
+    before = snapshot()
+    yield
+    extra = leaks(before)
+    assert not extra, f"test left state behind: {extra}"
