@@ -1,0 +1,57 @@
+"""Which namespace flags a container gets, and in which order they are created or joined.
+
+The order is data, not code (youki's habit): the helper walks these tables. A user namespace
+comes first, so that every other namespace is owned by it; the PID namespace applies to children
+only, so the helper forks after unsharing it; the cgroup namespace comes last, after the
+supervisor has put the child into its cgroup, so that the cgroup is the namespace's root.
+"""
+
+from __future__ import annotations
+
+from nbcontainer import _libc
+
+FLAGS: dict[str, int] = {
+    "user": _libc.CLONE_NEWUSER,
+    "pid": _libc.CLONE_NEWPID,
+    "mount": _libc.CLONE_NEWNS,
+    "uts": _libc.CLONE_NEWUTS,
+    "ipc": _libc.CLONE_NEWIPC,
+    "net": _libc.CLONE_NEWNET,
+    "cgroup": _libc.CLONE_NEWCGROUP,
+}
+
+# /proc/PID/ns/<file> for each namespace name.
+PROC_NAMES: dict[str, str] = {
+    "user": "user", "pid": "pid", "mount": "mnt", "uts": "uts", "ipc": "ipc", "net": "net",
+    "cgroup": "cgroup",
+}
+
+# The order nsenter(1) and runc use to join: user first (it grants the rights for the rest),
+# mount last but one (it changes the root, after which /proc/PID/ns paths could vanish; we
+# open every fd first anyway), cgroup after the cgroup attach.
+JOIN_ORDER = ("user", "ipc", "uts", "net", "pid", "cgroup", "mount")
+
+
+def helper_flags(namespaces: frozenset[str] | set[str]) -> int:
+    """Flags the helper unshares before forking the container's first process: pid only.
+
+    The PID namespace takes effect for children, so it must be unshared before the fork;
+    everything else is unshared by the child so the helper holds no mount namespace alive.
+    """
+    return _libc.CLONE_NEWPID if "pid" in namespaces else 0
+
+
+def child_flags(namespaces: frozenset[str] | set[str]) -> int:
+    """Flags the child unshares before its setup (all but user, pid and cgroup)."""
+    flags = 0
+    for name in ("mount", "uts", "ipc", "net"):
+        if name in namespaces:
+            flags |= FLAGS[name]
+    return flags
+
+
+def ns_inode(pid: int | str, name: str) -> str:
+    """The namespace identity of a process, as ``readlink /proc/PID/ns/NAME`` shows it."""
+    import os
+
+    return os.readlink(f"/proc/{pid}/ns/{PROC_NAMES[name]}")

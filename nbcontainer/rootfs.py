@@ -1,0 +1,210 @@
+"""The container's root filesystem, set up from inside its new mount namespace.
+
+Runs in the container's first process, after unshare(CLONE_NEWNS) and before exec. The recipe
+(runc's, in order): make every mount recursively private so nothing propagates to the host;
+mount the overlay (image layers below, the container's upper directory on top); bind the
+volumes; mount /proc, a read-only /sys and a minimal /dev; pivot_root into the overlay and
+detach the old root; then mask and write-protect the sensitive /proc and /sys paths.
+See mount_namespaces(7), pivot_root(2) and the OCI runtime spec's default masked paths.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from nbcontainer import _libc
+from nbcontainer._libc import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    MS_STRICTATIME,
+    mount,
+)
+
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+# runc's default masked and read-only paths (the OCI spec's defaults; Docker uses the same).
+MASKED_PATHS = (
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+
+def make_private() -> None:
+    """Make every mount of this namespace recursively private: nothing reaches the host."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def link_layers(linkdir: str, layers: Sequence[str]) -> str:
+    """Make short symlinks ``linkdir/0..N`` to the layers; return the lowerdir option value.
+
+    mount(2) data is cut at one page, so 500 long layer paths would not fit; with one-to-three
+    digit names relative to ``linkdir``'s parent (our cwd while mounting), 500 layers take
+    under 3 KiB. overlayfs lists lower layers top first; ``layers`` is bottom first.
+    """
+    os.makedirs(linkdir, exist_ok=True)
+    base = os.path.basename(linkdir)
+    names = []
+    for index, layer in enumerate(layers):
+        link = os.path.join(linkdir, str(index))
+        if os.path.islink(link):
+            os.unlink(link)
+        os.symlink(layer, link)
+        names.append(f"{base}/{index}")
+    return ":".join(reversed(names))
+
+
+def mount_overlay(container_dir: str, layers: Sequence[str]) -> str:
+    """Mount the overlay of ``layers`` with ``upper``/``work`` of ``container_dir``; return merged."""
+    merged = os.path.join(container_dir, "merged")
+    os.makedirs(merged, exist_ok=True)
+    if not layers:
+        empty = os.path.join(container_dir, "empty")
+        os.makedirs(empty, exist_ok=True)
+        layers = [empty]
+    os.chdir(container_dir)
+    lower = link_layers(os.path.join(container_dir, "l"), layers)
+    options = f"lowerdir={lower},upperdir=upper,workdir=work"
+    try:
+        mount("overlay", merged, "overlay", 0, options)
+    except OSError as err:
+        raise OSError(err.errno, f"{err.strerror} (layers: {len(layers)}, options: "
+                                 f"{options[:200]})") from None
+    return merged
+
+
+def _ensure_mountpoint(root: str, path: str, is_dir: bool) -> str:
+    """Create ``path`` inside ``root`` (never following a symlink out of it) and return it."""
+    target = os.path.join(root, path.lstrip("/"))
+    real_root = os.path.realpath(root)
+    parent = os.path.realpath(os.path.dirname(target))
+    if parent != real_root and not parent.startswith(real_root + "/"):
+        raise OSError(1, f"mount point {path} resolves outside the container root")
+    if os.path.islink(target):
+        raise OSError(1, f"mount point {path} is a symlink in the image; refusing to follow it")
+    if is_dir:
+        os.makedirs(target, exist_ok=True)
+    elif not os.path.exists(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "a"):
+            pass
+    return target
+
+
+def bind_volumes(root: str, volumes: Sequence[Sequence[object]]) -> None:
+    """Bind each host path at its container path under ``root``; read-only where asked."""
+    for host, ctr, readonly in volumes:
+        host, ctr = str(host), str(ctr)
+        target = _ensure_mountpoint(root, ctr, os.path.isdir(host))
+        mount(host, target, None, MS_BIND | MS_REC)
+        if readonly:
+            mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+
+
+def mount_proc_sys(root: str, own_sysfs: bool) -> None:
+    """Mount /proc (of this PID namespace) and a read-only /sys under ``root``."""
+    proc = _ensure_mountpoint(root, "/proc", True)
+    mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    sys_dir = _ensure_mountpoint(root, "/sys", True)
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY
+    if own_sysfs:
+        mount("sysfs", sys_dir, "sysfs", flags)
+    else:
+        # In a user namespace without its own network namespace, sysfs cannot be mounted:
+        # bind the host's and make the bind read-only.
+        mount("/sys", sys_dir, None, MS_BIND | MS_REC)
+        mount(None, sys_dir, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+
+
+def mount_dev(root: str) -> None:
+    """A minimal /dev: a small tmpfs with bound device nodes, pts, shm, mqueue and links."""
+    dev = _ensure_mountpoint(root, "/dev", True)
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+    for name in DEVICES:
+        target = os.path.join(dev, name)
+        with open(target, "a"):
+            pass
+        # Bind the host's node rather than mknod: it also works inside a user namespace.
+        mount(f"/dev/{name}", target, None, MS_BIND)
+    pts = os.path.join(dev, "pts")
+    os.mkdir(pts, 0o755)
+    mount("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC,
+          "newinstance,ptmxmode=0666,mode=0620")
+    os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
+    shm = os.path.join(dev, "shm")
+    os.mkdir(shm, 0o1777)
+    mount("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
+    mqueue = os.path.join(dev, "mqueue")
+    os.mkdir(mqueue, 0o755)
+    try:
+        mount("mqueue", mqueue, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError:
+        os.rmdir(mqueue)  # no POSIX message queues in this kernel: leave it out
+    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+                         ("core", "/proc/kcore")):
+        os.symlink(target, os.path.join(dev, link))
+
+
+def hide_path(root: str, path: str) -> None:
+    """Cover ``path`` under ``root`` with an empty read-only tmpfs, if it exists."""
+    target = os.path.join(root, path.lstrip("/"))
+    if os.path.isdir(target) and not os.path.islink(target):
+        mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "size=0,mode=000")
+
+
+def pivot(root: str) -> None:
+    """pivot_root into ``root`` and detach the old root (runc's ``pivot_root(".", ".")``)."""
+    os.chdir(root)
+    _libc.pivot_root(".", ".")
+    # The old root is now stacked on top of "/": detach it, so nothing of the host stays.
+    _libc.umount2(".", MNT_DETACH)
+    os.chdir("/")
+
+
+def mask_paths() -> None:
+    """Mask and write-protect the /proc and /sys paths runc masks (after pivot_root)."""
+    for path in MASKED_PATHS:
+        try:
+            if os.path.isdir(path):
+                mount("tmpfs", path, "tmpfs", MS_RDONLY, "size=0")
+            elif os.path.exists(path):
+                mount("/dev/null", path, None, MS_BIND)
+        except OSError:
+            pass  # absent on this kernel, or already covered
+    for path in READONLY_PATHS:
+        if not os.path.exists(path):
+            continue
+        mount(path, path, None, MS_BIND | MS_REC)
+        mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+
+
+def setup(
+    container_dir: str,
+    layers: Sequence[str],
+    volumes: Sequence[Sequence[object]],
+    hide: Sequence[str],
+    own_sysfs: bool,
+    privileged: bool,
+) -> None:
+    """The whole recipe: private propagation, overlay, volumes, /proc /sys /dev, pivot, masks."""
+    make_private()
+    root = mount_overlay(container_dir, layers)
+    for path in hide:
+        hide_path(root, path)
+    bind_volumes(root, volumes)
+    mount_proc_sys(root, own_sysfs)
+    mount_dev(root)
+    pivot(root)
+    if not privileged:
+        mask_paths()

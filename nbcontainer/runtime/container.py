@@ -1,0 +1,660 @@
+"""The supervisor side of a container: start, poll, wait, send_signal, terminate, kill, cleanup.
+
+The verbs are jupyter_client's provisioner verbs. The caller's process is never forked: a
+fresh single-threaded helper (:mod:`nbcontainer.runtime.init`) does the namespace and mount
+work, and this side answers its few questions (uid maps, cgroup attach) over a socket. Every way
+out — normal exit, setup error, OOM kill, timeout, signal, interrupt — goes through
+:meth:`ContainerProcess.cleanup`, which is idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from nbcontainer import cgroups
+from nbcontainer.errors import (
+    ContainerError,
+    ContainerStateError,
+    NotRootError,
+    SetupError,
+    UsageError,
+)
+from nbcontainer.images import resolve
+from nbcontainer.runtime import state as state_mod
+from nbcontainer.runtime.result import Result
+from nbcontainer.runtime.state import ContainerState
+from nbcontainer.spec import ContainerSpec
+from nbcontainer.store import ensure_dir, store_root
+
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+# -I -S: no site, no user paths, no environment: the fastest start for a stdlib-only helper.
+_HELPER_CODE = (
+    f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
+    "from nbcontainer.runtime.init import main; main(int(sys.argv[1]))"
+)
+SETUP_TIMEOUT = 30.0
+USERNS_BASE = 100000
+USERNS_SIZE = 65536
+
+StdStream = int | IO[Any] | None
+
+
+def require_root() -> None:
+    """Raise NotRootError unless running as root."""
+    if os.geteuid() != 0:
+        raise NotRootError(
+            "nbcontainer needs root for namespaces, mounts and cgroups; run it as root "
+            "(e.g. with sudo)"
+        )
+
+
+def _userns_range() -> tuple[int, int]:
+    """The host id range root inside a user namespace maps to: root's /etc/subuid entry."""
+    try:
+        with open("/etc/subuid") as f:
+            for line in f:
+                user, _, rest = line.strip().partition(":")
+                if user in ("root", "0") and rest:
+                    start, _, count = rest.partition(":")
+                    return int(start), int(count)
+    except (OSError, ValueError):
+        pass
+    return USERNS_BASE, USERNS_SIZE
+
+
+class ContainerProcess:
+    """One helper-built process tree: a container's first process, or an exec into one.
+
+    Subclasses build the helper config; this class runs the protocol and the lifecycle.
+    """
+
+    def __init__(self, *, stdin: StdStream = None, stdout: StdStream = None,
+                 stderr: StdStream = None, pass_fds: Sequence[int] = ()) -> None:
+        self._stdio = (stdin, stdout, stderr)
+        self._pass_fds = tuple(pass_fds)
+        self._helper: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._status: int | None = None
+        self._result: Result | None = None
+        self._started_at = 0.0
+        self._deadline: float | None = None
+        self._timed_out = False
+        self._cleaned = False
+        self.pid: int | None = None
+        self.cgroup: cgroups.Cgroup | None = None
+
+    # -- the parts subclasses provide -------------------------------------------------------
+
+    def _config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _on_userns(self, helper_pid: int) -> None:
+        raise NotImplementedError
+
+    def _on_pid(self, pid: int) -> None:
+        """The container's first process exists and waits: attach it to the cgroup."""
+        assert self.cgroup is not None
+        self.cgroup.attach(pid)
+
+    def _on_ready(self) -> None:
+        pass
+
+    def _finish(self, result: Result) -> None:
+        pass
+
+    def _release(self) -> None:
+        pass
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _spawn(self, timeout: float | None) -> None:
+        """Start the helper, answer its questions until the payload is about to exec."""
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._sock = parent_sock
+        stdin, stdout, stderr = self._stdio
+        try:
+            self._helper = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _HELPER_CODE, str(child_sock.fileno())],
+                stdin=stdin, stdout=stdout, stderr=stderr,
+                pass_fds=(child_sock.fileno(), *self._pass_fds),
+                close_fds=True, start_new_session=True, env={},
+            )
+        finally:
+            child_sock.close()
+        self._started_at = time.monotonic()
+        if timeout is not None:
+            self._deadline = self._started_at + timeout
+        parent_sock.settimeout(SETUP_TIMEOUT)
+        parent_sock.send(json.dumps(self._config()).encode())
+        while True:
+            msg = self._recv()
+            op = msg.get("op")
+            if op == "userns":
+                self._on_userns(self._helper.pid)
+                self._send(op="ok")
+            elif op == "pid":
+                self.pid = int(msg["pid"])
+                self._on_pid(self.pid)
+                self._send(op="go")
+            elif op == "ready":
+                break
+            elif op == "error":
+                raise SetupError(msg.get("message", "container setup failed"))
+            elif op == "exit":
+                self._status = int(msg["status"])
+                raise SetupError("the container's first process exited during setup")
+        parent_sock.settimeout(None)
+        self._on_ready()
+
+    def _recv(self) -> dict[str, Any]:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(1 << 16)
+        except TimeoutError:
+            raise SetupError(f"container setup did not finish within {SETUP_TIMEOUT:g} s") \
+                from None
+        if not data:
+            code = self._helper.wait() if self._helper else None
+            raise SetupError(f"the container helper exited during setup (status {code})")
+        return json.loads(data)
+
+    def _send(self, **message: Any) -> None:
+        assert self._sock is not None
+        self._sock.send(json.dumps(message).encode())
+
+    def _drain_status(self) -> None:
+        """Read the first exit report left on the socket (the payload's own wait status)."""
+        if self._sock is None or self._status is not None:
+            return
+        self._sock.setblocking(False)
+        try:
+            while True:
+                data = self._sock.recv(1 << 16)
+                if not data:
+                    break
+                msg = json.loads(data)
+                if msg.get("op") == "exit" and self._status is None:
+                    self._status = int(msg["status"])
+        except (BlockingIOError, OSError):
+            pass
+
+    def poll(self) -> Result | None:
+        """The result if the process tree has ended, else None (enforces ``--timeout``)."""
+        if self._result is not None:
+            return self._result
+        if self._helper is None:
+            return None
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            self._expire()
+        if self._helper.poll() is None:
+            return None
+        return self._conclude()
+
+    def wait(self, timeout: float | None = None) -> Result:
+        """Wait for the end (raising subprocess.TimeoutExpired after ``timeout`` seconds)."""
+        if self._result is not None:
+            return self._result
+        if self._helper is None:
+            raise ContainerStateError("the container was not started")
+        limit = None if timeout is None else time.monotonic() + timeout
+        while True:
+            waits = [t for t in (self._deadline, limit) if t is not None]
+            remaining = None if not waits else max(0.0, min(waits) - time.monotonic())
+            try:
+                self._helper.wait(remaining)
+                break
+            except subprocess.TimeoutExpired:
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    self._expire()
+                    continue
+                raise
+        return self._conclude()
+
+    def _expire(self) -> None:
+        """``--timeout`` ran out: kill the whole process tree."""
+        self._timed_out = True
+        self._deadline = None
+        self._kill_tree()
+
+    def _kill_tree(self) -> None:
+        raise NotImplementedError
+
+    def _conclude(self) -> Result:
+        assert self._helper is not None
+        self._helper.wait()
+        self._drain_status()
+        wall = time.monotonic() - self._started_at
+        status = self._status
+        if status is None:
+            code = self._helper.returncode
+            status = (-code) if code < 0 else (code << 8)
+        stats = self._final_stats()
+        signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        oom = bool(stats and stats.oom_kills)
+        if self._timed_out:
+            exit_code = 124
+        elif signum is not None:
+            exit_code = 128 + signum
+        else:
+            exit_code = os.WEXITSTATUS(status)
+        self._result = Result(
+            exit_code=exit_code,
+            signal=signum,
+            oom_killed=oom and not self._timed_out,
+            timed_out=self._timed_out,
+            wall_time=wall,
+            cpu_time=None if not stats or stats.cpu_usage_ns is None
+            else stats.cpu_usage_ns / 1e9,
+            memory_peak=stats.memory_peak if stats else None,
+            memory_limit=stats.memory_limit if stats else None,
+            oom_kills=stats.oom_kills if stats else 0,
+            pids_peak=stats.pids_peak if stats else None,
+            timeout=getattr(self, "timeout", None),
+        )
+        self._finish(self._result)
+        return self._result
+
+    def _final_stats(self) -> cgroups.CgroupStats | None:
+        if self.cgroup is None:
+            return None
+        try:
+            return self.cgroup.stats()
+        except ContainerError:
+            return None
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the container's first process (the payload, or our init)."""
+        if self.pid is None or self._result is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        """SIGTERM to the first process."""
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Kill the whole process tree at once."""
+        if self._result is None:
+            self._kill_tree()
+
+    def stop(self, grace: float = 10.0, sig: int = signal.SIGTERM) -> Result:
+        """``sig``, then kill everything if it has not ended after ``grace`` seconds."""
+        self.send_signal(sig)
+        try:
+            return self.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.wait()
+
+    def cleanup(self) -> None:
+        """Remove everything this process tree made. Idempotent; every exit path calls it."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        try:
+            if self._helper is not None and self._helper.poll() is None:
+                self._kill_tree()
+                try:
+                    self._helper.wait(5)
+                except subprocess.TimeoutExpired:
+                    self._helper.kill()  # our own child, by pid
+                    self._helper.wait()
+            if self._helper is not None and self._result is None:
+                with contextlib.suppress(Exception):
+                    self._conclude()
+        finally:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+            self._release()
+
+    def __enter__(self) -> ContainerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+class Container(ContainerProcess):
+    """A container: new namespaces, a new cgroup, an overlay root, its first process.
+
+    Parameters
+    ----------
+    spec
+        What to run and how (:func:`nbcontainer.spec.make_spec`).
+    root
+        Store root (default ``$NBCONTAINER_ROOT`` or ``/var/lib/nbcontainer``).
+    stdin, stdout, stderr
+        As for :class:`subprocess.Popen` (``PIPE``, a file, an fd, or None to inherit).
+    log
+        Send stdout and stderr to the container's log file (``nbcontainer logs``).
+    keep
+        Keep the container (its record and upper directory) after it ends; the default is
+        to keep it only when it has a name.
+    cgroup_parent
+        Where its cgroup goes; default: under the caller's own cgroup.
+    owner
+        A tag in its record naming who owns it (e.g. a kernel), for cleanup.
+    """
+
+    def __init__(self, spec: ContainerSpec, *, root: str | os.PathLike[str] | None = None,
+                 stdin: StdStream = None, stdout: StdStream = None, stderr: StdStream = None,
+                 pass_fds: Sequence[int] = (), log: bool = False, keep: bool | None = None,
+                 cgroup_parent: str | None = None, owner: str | None = None,
+                 detached: bool = False) -> None:
+        super().__init__(stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds)
+        self.spec = spec
+        self.root = store_root(root)
+        self.keep = spec.name is not None if keep is None else keep
+        self.log = log
+        self.owner = owner
+        self.detached = detached
+        self.timeout = spec.timeout
+        self.cgroup_parent = cgroup_parent or os.environ.get("NBCONTAINER_CGROUP_PARENT")
+        self.state: ContainerState | None = None
+        self._image_layers: tuple[str, ...] = ()
+        self._exec_config: dict[str, Any] = {}
+        self._log_file: IO[bytes] | None = None
+
+    @property
+    def id(self) -> str:
+        """The container's 12-hex-digit id."""
+        if self.state is None:
+            raise ContainerStateError("the container was not started")
+        return self.state.id
+
+    @property
+    def name(self) -> str:
+        """Its name, or its id."""
+        return self.spec.name or self.id
+
+    @property
+    def dir(self) -> Path:
+        """Its directory in the store."""
+        return state_mod.container_path(self.root, self.id)
+
+    @property
+    def upper_dir(self) -> Path:
+        """The overlay's upper directory: everything the container wrote."""
+        return self.dir / "upper"
+
+    def start(self) -> Container:
+        """Create the cgroup and the namespaces, set up the root, start the command.
+
+        Raises a :class:`~nbcontainer.errors.ContainerError` saying what went wrong; nothing
+        is left behind then.
+        """
+        require_root()
+        spec = self.spec
+        for vol in spec.volumes:
+            if not os.path.exists(vol.host):
+                raise UsageError(
+                    f"-v: host path {vol.host!r} does not exist; create it first or fix the path"
+                )
+        image = resolve(spec.image, self.root) if spec.has_rootfs else None
+        command = list(spec.command) or (list(image.config.entrypoint + image.config.cmd)
+                                         if image else [])
+        if not command and not spec.init:
+            raise UsageError("no command given and the image has no default command; "
+                             "give one, e.g. `nbcontainer run busybox sh -c 'echo hi'`")
+        ensure_dir(self.root, 0o711)
+        self.state = state_mod.reserve(self.root, spec.name, spec.image, command,
+                                       auto_remove=not self.keep)
+        try:
+            self._prepare(image, command)
+            self._spawn(None)
+        except BaseException:
+            self._cleaned = False
+            self.cleanup()
+            raise
+        return self
+
+    def _prepare(self, image: Any, command: list[str]) -> None:
+        """Make the container's directories, cgroup, environment and helper config."""
+        assert self.state is not None
+        spec = self.spec
+        cdir = self.dir
+        userns = "user" in spec.namespaces
+        host_uid, _ = _userns_range()
+        if image is not None:
+            for sub in ("upper", "work"):
+                (cdir / sub).mkdir(mode=0o755)
+                if userns:
+                    os.chown(cdir / sub, host_uid, host_uid)
+            if userns:
+                os.chown(cdir, host_uid, host_uid)
+            self._image_layers = tuple(image.layers)
+        if self.log:
+            self._log_file = open(cdir / "log", "ab", buffering=0)  # noqa: SIM115
+            self._stdio = (self._stdio[0], self._log_file, self._log_file)
+        self.cgroup = cgroups.create_cgroup(self.state.id, spec.limits,
+                                            parent=self.cgroup_parent)
+        hostname = spec.hostname or spec.name or self.state.id
+        env: dict[str, str] = {}
+        if image is not None:
+            env.update(dict(image.config.env))
+        else:
+            env["PATH"] = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env.setdefault("HOSTNAME", hostname)
+        env.setdefault("HOME", "/root" if not spec.user or spec.user[0] == 0 else "/")
+        env.update(dict(spec.env))
+        if spec.tty and "TERM" not in env:
+            env["TERM"] = "xterm"
+        workdir = spec.workdir or (image.config.workdir if image is not None else os.getcwd())
+        user = None if spec.user is None else [spec.user[0], spec.user[1] or 0]
+        caps = sorted(spec.capabilities())
+        namespaces = sorted(spec.effective_namespaces())
+        hide = [str(self.root)] if image is not None and image.layers == ("/",) else []
+        self._exec_config = {
+            "env": env, "workdir": workdir, "user": user, "caps": caps,
+            "privileged": spec.privileged, "namespaces": namespaces,
+        }
+        self._config_data = {
+            "mode": "run",
+            "namespaces": namespaces,
+            "rootfs": None if image is None else {
+                "dir": str(cdir), "layers": list(image.layers), "hide": hide,
+            },
+            "volumes": [[v.host, v.container, v.readonly] for v in spec.volumes],
+            "hostname": hostname if "uts" in namespaces else None,
+            "argv": [] if not command else command,
+            "env": env,
+            "workdir": workdir,
+            "user": user,
+            "caps": caps,
+            "privileged": spec.privileged,
+            "init": spec.init,
+            "detached": self.detached,
+        }
+        st = self.state
+        st.cgroup = self.cgroup.name
+        st.cgroup_parent = self.cgroup_parent
+        st.namespaces = namespaces
+        st.layers = list(self._image_layers)
+        st.exec_config = self._exec_config
+        st.owner = self.owner
+        st.supervisor_pid = os.getpid()
+        st.supervisor_start = state_mod.process_start_time(os.getpid())
+        state_mod.save(self.root, st)
+        if self.timeout is not None:
+            self._deadline_after = self.timeout
+
+    def _config(self) -> dict[str, Any]:
+        return self._config_data
+
+    def _spawn(self, timeout: float | None) -> None:  # noqa: D102
+        super()._spawn(self.timeout)
+
+    def _on_userns(self, helper_pid: int) -> None:
+        """Write the uid/gid maps of the helper's new user namespace (user_namespaces(7))."""
+        start, count = _userns_range()
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{helper_pid}/{name}", "w") as f:
+                f.write(f"0 {start} {count}\n")
+
+    def _on_pid(self, pid: int) -> None:
+        super()._on_pid(pid)
+        assert self.state is not None
+        self.state.pid = pid
+        self.state.pid_start = state_mod.process_start_time(pid)
+
+    def _on_ready(self) -> None:
+        assert self.state is not None
+        self.state.status = "running"
+        self.state.started = time.time()
+        state_mod.save(self.root, self.state)
+
+    def _kill_tree(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+        elif self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def _finish(self, result: Result) -> None:
+        """The first process ended: nothing of the container may outlive it."""
+        if self.cgroup is not None:
+            with contextlib.suppress(ContainerError):
+                self.cgroup.kill_all()
+        if self.state is not None and self.dir.exists():
+            self.state.status = "exited"
+            self.state.exit_code = result.exit_code
+            self.state.exit_reason = result.describe()
+            self.state.finished = time.time()
+            with contextlib.suppress(OSError):
+                state_mod.save(self.root, self.state)
+
+    def _release(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if self.state is not None and not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stats(self) -> cgroups.CgroupStats:
+        """Current resource figures of the container's cgroup."""
+        if self.cgroup is None:
+            raise ContainerStateError("the container was not started")
+        return self.cgroup.stats()
+
+    def pause(self) -> None:
+        """Freeze every process of the container (cgroup freezer)."""
+        assert self.cgroup is not None and self.state is not None
+        self.cgroup.freeze()
+        self.state.status = "paused"
+        state_mod.save(self.root, self.state)
+
+    def unpause(self) -> None:
+        """Thaw a paused container."""
+        assert self.cgroup is not None and self.state is not None
+        self.cgroup.thaw()
+        self.state.status = "running"
+        state_mod.save(self.root, self.state)
+
+    def exec(self, command: Sequence[str], **kwargs: Any) -> Exec:
+        """Start ``command`` inside this running container; returns the started :class:`Exec`."""
+        assert self.state is not None
+        return Exec(self.state, list(command), root=self.root, **kwargs).start()
+
+
+class Exec(ContainerProcess):
+    """A process started inside a running container: its namespaces, root and cgroup."""
+
+    def __init__(self, target: ContainerState, command: list[str], *,
+                 root: str | os.PathLike[str] | None = None, stdin: StdStream = None,
+                 stdout: StdStream = None, stderr: StdStream = None,
+                 pass_fds: Sequence[int] = (), env: dict[str, str] | None = None,
+                 workdir: str | None = None, user: tuple[int, int] | None = None,
+                 timeout: float | None = None) -> None:
+        super().__init__(stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds)
+        if not command:
+            raise UsageError("exec: give a command to run, e.g. `nbcontainer exec web sh`")
+        self.target = target
+        self.root = store_root(root)
+        self.command = command
+        self.env = env or {}
+        self.workdir = workdir
+        self.user = user
+        self.timeout = timeout
+
+    def start(self) -> Exec:
+        """Join the container and start the command."""
+        require_root()
+        tgt = self.target
+        if not tgt.is_running():
+            raise ContainerStateError(
+                f"container {tgt.short} is not running ({tgt.status}); start a new one with "
+                "`nbcontainer run`"
+            )
+        if tgt.status == "paused":
+            raise ContainerStateError(f"container {tgt.short} is paused; unpause it first")
+        assert tgt.cgroup is not None
+        self.cgroup = cgroups.open_cgroup(tgt.cgroup, parent=tgt.cgroup_parent)
+        cfg = tgt.exec_config
+        env = dict(cfg.get("env", {}))
+        env.update(self.env)
+        user = list(self.user) if self.user else cfg.get("user")
+        self._config_data = {
+            "mode": "exec",
+            "join_pid": tgt.pid,
+            "join": [n for n in tgt.namespaces],
+            "namespaces": tgt.namespaces,
+            "argv": self.command,
+            "env": env,
+            "workdir": self.workdir or cfg.get("workdir") or "/",
+            "user": user,
+            "caps": cfg.get("caps", []),
+            "privileged": cfg.get("privileged", False),
+            "init": False,
+            "detached": False,
+        }
+        try:
+            self._spawn(self.timeout)
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def _config(self) -> dict[str, Any]:
+        return self._config_data
+
+    def _on_userns(self, helper_pid: int) -> None:  # pragma: no cover - exec joins, never creates
+        raise SetupError("exec does not create a user namespace")
+
+    def _kill_tree(self) -> None:
+        # Only this exec's process: the container's other processes are not ours to end.
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def _release(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.close() if hasattr(self.cgroup, "close") else None
+
+
+def run(spec: ContainerSpec, **kwargs: Any) -> Result:
+    """Run a container to its end and remove it (unless named); return its :class:`Result`.
+
+    Keyword arguments are those of :class:`Container`. KeyboardInterrupt kills the container
+    and is re-raised after cleanup.
+    """
+    container = Container(spec, **kwargs)
+    container.start()
+    try:
+        return container.wait()
+    finally:
+        container.cleanup()

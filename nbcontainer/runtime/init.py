@@ -1,0 +1,289 @@
+"""The single-threaded helper that builds a container: ``python -m nbcontainer.runtime.init FD``.
+
+The supervisor (often a multi-threaded Jupyter kernel) never forks itself; it starts this fresh
+interpreter, which talks to it over one SOCK_SEQPACKET socket (fd ``FD``):
+
+1. supervisor -> helper: the config (JSON).
+2. helper: joins or creates the namespaces; with a user namespace it asks the supervisor to
+   write the uid/gid maps first (``{"op": "userns"}`` -> ``{"op": "ok"}``).
+3. helper forks the container's first process (PID 1 in a new PID namespace) and reports its
+   host pid (``{"op": "pid"}``). The supervisor attaches that pid to the container's cgroup,
+   then says ``{"op": "go"}``: the limits apply before the payload allocates anything.
+4. child: cgroup namespace, root filesystem, hostname, user, capabilities; then
+   ``{"op": "ready"}`` (or ``{"op": "error", "message": ...}``) and execve(2) of the payload.
+5. helper waits for the child and reports ``{"op": "exit", "status": <wait status>}``.
+
+The helper stays outside the container's cgroup, so its own memory is never charged to it.
+Both helper and child set PR_SET_PDEATHSIG, so the container dies with its supervisor.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+# Everything the child needs is imported now: after pivot_root the package is out of reach.
+from nbcontainer import _libc, caps, namespaces, rootfs
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
+
+
+class Channel:
+    """JSON messages over the SOCK_SEQPACKET control socket (one message per packet)."""
+
+    def __init__(self, fd: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self.sock.set_inheritable(False)
+
+    def send(self, **message: Any) -> None:
+        self.sock.send(json.dumps(message).encode())
+
+    def recv(self) -> dict[str, Any]:
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise EOFError("supervisor closed the control socket")
+        return json.loads(data)
+
+
+def _die_with_parent(expected_parent: int) -> None:
+    """PR_SET_PDEATHSIG, then check the parent did not die before we asked (the race)."""
+    _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    # In a new PID namespace the parent lives outside it and getppid() reads 0.
+    if os.getppid() not in (expected_parent, 0):
+        os._exit(1)
+
+
+def _join_namespaces(pid: int, names: list[str]) -> None:
+    """setns(2) into the namespaces of ``pid`` (a running container), in nsenter's order."""
+    fds = {}
+    for name in names:
+        fds[name] = os.open(f"/proc/{pid}/ns/{namespaces.PROC_NAMES[name]}", os.O_RDONLY)
+    try:
+        for name in namespaces.JOIN_ORDER:
+            if name in fds:
+                _libc.setns(fds[name], namespaces.FLAGS[name])
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _reset_signals() -> None:
+    """Default dispositions and an empty mask, as a freshly exec'd program expects."""
+    for sig in range(1, signal.NSIG):
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _bring_up_loopback() -> None:
+    """ip link set lo up, through SIOCSIFFLAGS (netdevice(7)); no ip(8) needed."""
+    import fcntl
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(s.fileno(), siocgifflags, req))[1]
+        fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH", b"lo", flags | iff_up))
+
+
+def _setup_child(cfg: dict[str, Any]) -> None:
+    """Everything the container's first process does before exec (runs as that process)."""
+    ns = set(cfg["namespaces"])
+    if cfg["mode"] == "run":
+        if "cgroup" in ns:
+            _libc.unshare(_libc.CLONE_NEWCGROUP)
+        if "net" in ns:
+            _bring_up_loopback()
+        if "uts" in ns and cfg.get("hostname"):
+            socket.sethostname(cfg["hostname"])
+        layout = cfg.get("rootfs")
+        if layout:
+            rootfs.setup(
+                layout["dir"], layout["layers"], cfg.get("volumes", []), layout.get("hide", []),
+                own_sysfs="net" in ns or "user" not in ns, privileged=cfg["privileged"],
+            )
+        elif "mount" in ns:
+            rootfs.make_private()
+            rootfs.bind_volumes("/", cfg.get("volumes", []))
+    workdir = cfg.get("workdir") or "/"
+    try:
+        os.chdir(workdir)
+    except FileNotFoundError:
+        if cfg["mode"] == "run" and cfg.get("rootfs"):
+            os.makedirs(workdir, exist_ok=True)
+            os.chdir(workdir)
+        else:
+            raise
+    user = cfg.get("user")
+    if not cfg["privileged"] or user:
+        caps.apply(cfg["caps"], no_new_privs=not cfg["privileged"])
+    if user:
+        uid, gid = user
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+
+def _exec_payload(cfg: dict[str, Any]) -> None:
+    """execve(2) the payload, searching PATH like a shell; exit 127/126 with a sentence if not."""
+    argv = cfg["argv"]
+    env = cfg["env"]
+    _reset_signals()
+    try:
+        if "/" in argv[0]:
+            os.execve(argv[0], argv, env)
+        last: OSError | None = None
+        for directory in env.get("PATH", "/usr/bin:/bin").split(":"):
+            path = os.path.join(directory or ".", argv[0])
+            try:
+                os.execve(path, argv, env)
+            except (FileNotFoundError, NotADirectoryError) as err:
+                last = last or None
+                del err
+            except PermissionError as err:
+                last = err
+        if last is not None:
+            raise last
+        os.write(2, f"nbcontainer: exec {argv[0]!r}: executable file not found in $PATH\n".encode())
+        os._exit(127)
+    except FileNotFoundError:
+        os.write(2, f"nbcontainer: exec {argv[0]!r}: no such file or directory\n".encode())
+        os._exit(127)
+    except OSError as err:
+        code = 126 if err.errno in (errno.EACCES, errno.ENOEXEC, errno.EPERM,
+                                    errno.EISDIR) else 127
+        os.write(2, f"nbcontainer: exec {argv[0]!r}: {err.strerror}\n".encode())
+        os._exit(code)
+
+
+def _run_init(cfg: dict[str, Any], chan: Channel) -> None:
+    """Be a proper PID 1: forward signals to the payload, reap every zombie, exit with it.
+
+    Without a payload (``argv`` empty) this is an idle init that keeps a named container's
+    namespaces alive until it is told to stop, like Kubernetes' pause container.
+    """
+    payload = 0
+    if cfg["argv"]:
+        payload = os.fork()
+        if payload == 0:
+            _exec_payload(cfg)
+
+    def forward(signum: int, _frame: object) -> None:
+        if payload:
+            try:
+                os.kill(payload, signum)
+            except ProcessLookupError:
+                pass
+        elif signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            os._exit(0)
+
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, forward)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            if not payload:
+                signal.pause()
+                continue
+            os._exit(0)
+        except InterruptedError:
+            continue
+        if pid == payload:
+            try:
+                chan.send(op="exit", status=status)
+            except OSError:
+                pass
+            os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
+                     else 128 + os.WTERMSIG(status))
+
+
+def _child_main(cfg: dict[str, Any], chan: Channel, helper_pid: int) -> None:
+    """The container's first process: wait for the cgroup attach, set up, report, exec."""
+    try:
+        if not cfg.get("detached"):
+            _die_with_parent(helper_pid)
+        msg = chan.recv()
+        if msg.get("op") != "go":
+            os._exit(125)
+        _setup_child(cfg)
+    except Exception as err:  # noqa: BLE001 - every setup failure becomes one sentence
+        text = str(err) if isinstance(err, OSError) and err.strerror else repr(err)
+        try:
+            chan.send(op="error", message=f"container setup failed: {text}")
+        finally:
+            os._exit(125)
+    chan.send(op="ready", pid=os.getpid())
+    if cfg["init"]:
+        _run_init(cfg, chan)
+    _exec_payload(cfg)
+
+
+def main(fd: int) -> None:
+    """Entry point of the helper process."""
+    chan = Channel(fd)
+    cfg = chan.recv()
+    supervisor = os.getppid()
+    if not cfg.get("detached"):
+        _die_with_parent(supervisor)
+    # Stay alive through the terminal's Ctrl-C and the supervisor's stop: the supervisor
+    # decides what the container gets, and this helper only reports how it ended.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP):
+        signal.signal(sig, signal.SIG_IGN)
+    ns = set(cfg["namespaces"])
+    try:
+        if cfg["mode"] == "exec":
+            _join_namespaces(cfg["join_pid"], cfg["join"])
+        else:
+            if "user" in ns:
+                _libc.unshare(_libc.CLONE_NEWUSER)
+                chan.send(op="userns")
+                if chan.recv().get("op") != "ok":
+                    os._exit(125)
+                os.setgid(0)
+                os.setuid(0)
+            _libc.unshare(namespaces.helper_flags(ns))
+            # The child unshares the rest itself: the helper then holds no mount namespace
+            # (and so no overlay) alive after the container ends.
+    except OSError as err:
+        chan.send(op="error", message=f"cannot create namespaces: {err.strerror}")
+        os._exit(125)
+    me = os.getpid()
+    child = os.fork()
+    if child == 0:
+        try:
+            if cfg["mode"] == "run":
+                _libc.unshare(namespaces.child_flags(ns))
+        except OSError as err:
+            chan.send(op="error", message=f"cannot create namespaces: {err.strerror}")
+            os._exit(125)
+        _child_main(cfg, chan, me)
+        os._exit(125)  # not reached
+    chan.send(op="pid", pid=child)
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    try:
+        chan.send(op="exit", status=status)
+    except OSError:
+        pass
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
+             else 128 + os.WTERMSIG(status))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

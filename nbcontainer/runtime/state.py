@@ -1,0 +1,188 @@
+"""A container's on-disk record: ``<store>/containers/<id>/state.json``, written atomically.
+
+The record is what ``ps``, ``exec``, ``stop``, ``logs`` and ``gc`` read when the process that
+created the container is another one, or is gone. Liveness is a (pid, start time) pair, so a
+recycled pid is never mistaken for the supervisor or the container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbcontainer.errors import ContainerNotFoundError, UsageError
+from nbcontainer.store import containers_dir, ensure_dir, store_root
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2:].split()
+    return int(fields[19])
+
+
+def is_alive(pid: int | None, start: int | None) -> bool:
+    """True if ``pid`` runs and is the same process that had ``start`` (not a recycled pid)."""
+    if not pid:
+        return False
+    now = process_start_time(pid)
+    if now is None:
+        return False
+    if start is not None and now != start:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return data[data.rindex(b")") + 2:].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+@dataclass
+class ContainerState:
+    """The persistent facts of one container."""
+
+    id: str
+    name: str | None
+    image: str
+    command: list[str]
+    created: float
+    status: str = "created"  # created | running | paused | exited
+    auto_remove: bool = True
+    pid: int | None = None
+    pid_start: int | None = None
+    supervisor_pid: int | None = None
+    supervisor_start: int | None = None
+    cgroup: str | None = None
+    cgroup_parent: str | None = None
+    namespaces: list[str] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)
+    exec_config: dict[str, Any] = field(default_factory=dict)
+    exit_code: int | None = None
+    exit_reason: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    owner: str | None = None  # e.g. "kernel:<pid>" for containers a notebook kernel owns
+
+    @property
+    def short(self) -> str:
+        """The name, or the id when unnamed."""
+        return self.name or self.id
+
+    def is_running(self) -> bool:
+        """True if its first process is alive."""
+        return self.status in ("running", "paused") and is_alive(self.pid, self.pid_start)
+
+    def supervisor_alive(self) -> bool:
+        """True if the process responsible for it is alive."""
+        return is_alive(self.supervisor_pid, self.supervisor_start)
+
+
+def new_id() -> str:
+    """A fresh 12-hex-digit container id (Docker's short form)."""
+    return secrets.token_hex(6)
+
+
+def container_path(root: Path, cid: str) -> Path:
+    """Directory of container ``cid``."""
+    return containers_dir(root) / cid
+
+
+def save(root: Path, state: ContainerState) -> None:
+    """Write the record atomically (write a temporary file, then rename)."""
+    path = container_path(root, state.id) / "state.json"
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(asdict(state), f)
+    os.replace(tmp, path)
+
+
+def load(root: Path, cid: str) -> ContainerState:
+    """Read the record of container ``cid``."""
+    path = container_path(root, cid) / "state.json"
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ContainerNotFoundError(f"no such container: {cid}") from err
+    known = set(ContainerState.__dataclass_fields__)
+    return ContainerState(**{k: v for k, v in data.items() if k in known})
+
+
+def all_states(root: Path | None = None) -> list[ContainerState]:
+    """Every container record in the store, oldest first."""
+    root = store_root(root)
+    base = containers_dir(root)
+    if not base.is_dir():
+        return []
+    states = []
+    for entry in os.listdir(base):
+        if entry.startswith("."):
+            continue
+        try:
+            states.append(load(root, entry))
+        except ContainerNotFoundError:
+            continue
+    return sorted(states, key=lambda s: s.created)
+
+
+def find(root: Path | None, ref: str) -> ContainerState:
+    """The container whose name, id or unique id prefix is ``ref``."""
+    states = all_states(root)
+    for st in states:
+        if st.name == ref or st.id == ref:
+            return st
+    matches = [st for st in states if st.id.startswith(ref)] if len(ref) >= 3 else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise UsageError(f"container reference {ref!r} is ambiguous; give more of the id")
+    raise ContainerNotFoundError(
+        f"no such container: {ref} (see `nbcontainer ps -a` for the containers there are)"
+    )
+
+
+@contextlib.contextmanager
+def store_lock(root: Path) -> Iterator[None]:
+    """An exclusive lock over container creation, so two names can never be taken twice."""
+    base = ensure_dir(containers_dir(root))
+    fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def reserve(root: Path, name: str | None, image: str, command: list[str],
+            auto_remove: bool) -> ContainerState:
+    """Create the container's directory and record, refusing a name that is taken."""
+    with store_lock(root):
+        if name is not None:
+            for st in all_states(root):
+                if st.name == name:
+                    raise UsageError(
+                        f"the container name {name!r} is already in use by container {st.id} "
+                        f"({st.status}); remove it with `nbcontainer rm -f {name}` or choose "
+                        "another name"
+                    )
+        cid = new_id()
+        path = container_path(root, cid)
+        path.mkdir(mode=0o711)
+        state = ContainerState(id=cid, name=name, image=image, command=command,
+                               created=time.time(), auto_remove=auto_remove)
+        save(root, state)
+    return state
