@@ -1,9 +1,9 @@
 """Which namespace flags a container gets, and in which order they are created or joined.
 
-The order is data, not code (youki's habit): the helper walks these tables. A user namespace
-comes first, so that every other namespace is owned by it; the PID namespace applies to children
-only, so the helper forks after unsharing it; the cgroup namespace comes last, after the
-supervisor has put the child into its cgroup, so that the cgroup is the namespace's root.
+The order is data, not code (youki's habit): the helper walks these tables. The PID namespace
+applies to children only, so the helper forks after unsharing it; the cgroup namespace comes
+after the supervisor has put the child into its cgroup, so that the cgroup is the namespace's
+root; the user namespace comes last, once the root filesystem is built as real root.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ PROC_NAMES: dict[str, str] = {
     "cgroup": "cgroup",
 }
 
-# The order nsenter(1) and runc use to join: user first (it grants the rights for the rest),
-# mount last but one (it changes the root, after which /proc/PID/ns paths could vanish; we
-# open every fd first anyway), cgroup after the cgroup attach.
-JOIN_ORDER = ("user", "ipc", "uts", "net", "pid", "cgroup", "mount")
+# The order to join a running container. Our containers enter their user namespace last,
+# after the root filesystem is built (see runtime.init), so the other namespaces belong to the
+# host's user namespace: join them as real root first, and the user namespace at the end.
+# Every fd is opened before the first setns, since joining the mount namespace changes root.
+JOIN_ORDER = ("ipc", "uts", "net", "pid", "cgroup", "mount", "user")
 
 
 def helper_flags(namespaces: frozenset[str] | set[str]) -> int:

@@ -440,3 +440,34 @@ def make_spec(
         init=init,
         tty=tty,
     )
+
+
+def spec_to_dict(spec: ContainerSpec) -> dict[str, object]:
+    """A JSON-ready form of a spec (for the detached monitor and kernelspecs)."""
+    return {
+        "command": list(spec.command), "image": spec.image,
+        "namespaces": sorted(spec.namespaces),
+        "limits": {k: getattr(spec.limits, k) for k in Limits.__dataclass_fields__},
+        "hostname": spec.hostname, "env": [list(e) for e in spec.env],
+        "volumes": [[v.host, v.container, v.readonly] for v in spec.volumes],
+        "workdir": spec.workdir, "user": None if spec.user is None else list(spec.user),
+        "cap_add": list(spec.cap_add), "cap_drop": list(spec.cap_drop),
+        "privileged": spec.privileged, "timeout": spec.timeout, "name": spec.name,
+        "init": spec.init, "tty": spec.tty,
+    }
+
+
+def spec_from_dict(data: dict) -> ContainerSpec:  # type: ignore[type-arg]
+    """The inverse of :func:`spec_to_dict`."""
+    user = data.get("user")
+    return ContainerSpec(
+        command=tuple(data.get("command", ())), image=data.get("image", "host"),
+        namespaces=frozenset(data.get("namespaces", DEFAULT_NAMESPACES)),
+        limits=Limits(**data.get("limits", {})), hostname=data.get("hostname"),
+        env=tuple((k, v) for k, v in data.get("env", ())),
+        volumes=tuple(Volume(h, c, bool(r)) for h, c, r in data.get("volumes", ())),
+        workdir=data.get("workdir"), user=None if user is None else (user[0], user[1]),
+        cap_add=tuple(data.get("cap_add", ())), cap_drop=tuple(data.get("cap_drop", ())),
+        privileged=bool(data.get("privileged")), timeout=data.get("timeout"),
+        name=data.get("name"), init=bool(data.get("init")), tty=bool(data.get("tty")),
+    )

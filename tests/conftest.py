@@ -84,7 +84,7 @@ def _containers() -> set[str]:
     root = os.environ.get("NBCONTAINER_ROOT")
     if not root or not os.path.isdir(os.path.join(root, "containers")):
         return set()
-    return set(os.listdir(os.path.join(root, "containers")))
+    return {e for e in os.listdir(os.path.join(root, "containers")) if not e.startswith(".")}
 
 
 def _children() -> set[tuple[int, float]]:

@@ -141,7 +141,14 @@ class ContainerProcess:
             msg = self._recv()
             op = msg.get("op")
             if op == "userns":
-                self._on_userns(self._helper.pid)
+                # The child's pid as the host sees it: its own getpid() says 1 in a new
+                # PID namespace.
+                assert self.pid is not None
+                try:
+                    self._on_userns(self.pid)
+                except OSError as err:
+                    raise SetupError(f"cannot write the user namespace maps of pid "
+                                     f"{self.pid}: {err.strerror}") from err
                 self._send(op="ok")
             elif op == "pid":
                 self.pid = int(msg["pid"])
@@ -426,15 +433,9 @@ class Container(ContainerProcess):
         assert self.state is not None
         spec = self.spec
         cdir = self.dir
-        userns = "user" in spec.namespaces
-        host_uid, _ = _userns_range()
         if image is not None:
             for sub in ("upper", "work"):
                 (cdir / sub).mkdir(mode=0o755)
-                if userns:
-                    os.chown(cdir / sub, host_uid, host_uid)
-            if userns:
-                os.chown(cdir, host_uid, host_uid)
             self._image_layers = tuple(image.layers)
         if self.log:
             self._log_file = open(cdir / "log", "ab", buffering=0)  # noqa: SIM115
@@ -488,8 +489,6 @@ class Container(ContainerProcess):
         st.supervisor_pid = os.getpid()
         st.supervisor_start = state_mod.process_start_time(os.getpid())
         state_mod.save(self.root, st)
-        if self.timeout is not None:
-            self._deadline_after = self.timeout
 
     def _config(self) -> dict[str, Any]:
         return self._config_data
@@ -497,11 +496,11 @@ class Container(ContainerProcess):
     def _spawn(self, timeout: float | None) -> None:  # noqa: D102
         super()._spawn(self.timeout)
 
-    def _on_userns(self, helper_pid: int) -> None:
-        """Write the uid/gid maps of the helper's new user namespace (user_namespaces(7))."""
+    def _on_userns(self, pid: int) -> None:
+        """Write the uid/gid maps of the child's new user namespace (user_namespaces(7))."""
         start, count = _userns_range()
         for name in ("uid_map", "gid_map"):
-            with open(f"/proc/{helper_pid}/{name}", "w") as f:
+            with open(f"/proc/{pid}/{name}", "w") as f:
                 f.write(f"0 {start} {count}\n")
 
     def _on_pid(self, pid: int) -> None:
@@ -632,7 +631,7 @@ class Exec(ContainerProcess):
     def _config(self) -> dict[str, Any]:
         return self._config_data
 
-    def _on_userns(self, helper_pid: int) -> None:  # pragma: no cover - exec joins, never creates
+    def _on_userns(self, pid: int) -> None:  # pragma: no cover - exec joins, never creates
         raise SetupError("exec does not create a user namespace")
 
     def _kill_tree(self) -> None:

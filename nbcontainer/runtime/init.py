@@ -4,13 +4,13 @@ The supervisor (often a multi-threaded Jupyter kernel) never forks itself; it st
 interpreter, which talks to it over one SOCK_SEQPACKET socket (fd ``FD``):
 
 1. supervisor -> helper: the config (JSON).
-2. helper: joins or creates the namespaces; with a user namespace it asks the supervisor to
-   write the uid/gid maps first (``{"op": "userns"}`` -> ``{"op": "ok"}``).
+2. helper: joins the namespaces of a running container (exec), or unshares the PID one.
 3. helper forks the container's first process (PID 1 in a new PID namespace) and reports its
    host pid (``{"op": "pid"}``). The supervisor attaches that pid to the container's cgroup,
    then says ``{"op": "go"}``: the limits apply before the payload allocates anything.
-4. child: cgroup namespace, root filesystem, hostname, user, capabilities; then
-   ``{"op": "ready"}`` (or ``{"op": "error", "message": ...}``) and execve(2) of the payload.
+4. child: the other namespaces, root filesystem, hostname; with a user namespace it enters it
+   last and asks the supervisor to write the uid/gid maps (``{"op": "userns"}`` ->
+   ``{"op": "ok"}``); then user and capabilities, ``{"op": "ready"}`` (or ``{"op": "error", "message": ...}``) and execve(2) of the payload.
 5. helper waits for the child and reports ``{"op": "exit", "status": <wait status>}``.
 
 The helper stays outside the container's cgroup, so its own memory is never charged to it.
@@ -97,7 +97,23 @@ def _bring_up_loopback() -> None:
         fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH", b"lo", flags | iff_up))
 
 
-def _setup_child(cfg: dict[str, Any]) -> None:
+def _enter_user_namespace(chan: Channel) -> None:
+    """Become root of a new user namespace whose maps the supervisor writes.
+
+    This comes after the root filesystem is built, as real root: the overlay, /proc and the
+    store stay readable however the store's directories are protected, and the other
+    namespaces stay owned by the host's user namespace, so root inside cannot reconfigure
+    them (user_namespaces(7)). Root inside is an unprivileged id range outside.
+    """
+    _libc.unshare(_libc.CLONE_NEWUSER)
+    chan.send(op="userns", pid=os.getpid())
+    if chan.recv().get("op") != "ok":
+        os._exit(125)
+    os.setgid(0)
+    os.setuid(0)
+
+
+def _setup_child(cfg: dict[str, Any], chan: Channel) -> None:
     """Everything the container's first process does before exec (runs as that process)."""
     ns = set(cfg["namespaces"])
     if cfg["mode"] == "run":
@@ -111,11 +127,13 @@ def _setup_child(cfg: dict[str, Any]) -> None:
         if layout:
             rootfs.setup(
                 layout["dir"], layout["layers"], cfg.get("volumes", []), layout.get("hide", []),
-                own_sysfs="net" in ns or "user" not in ns, privileged=cfg["privileged"],
+                own_sysfs=True, privileged=cfg["privileged"],
             )
         elif "mount" in ns:
             rootfs.make_private()
             rootfs.bind_volumes("/", cfg.get("volumes", []))
+        if "user" in ns:
+            _enter_user_namespace(chan)
     workdir = cfg.get("workdir") or "/"
     try:
         os.chdir(workdir)
@@ -217,7 +235,7 @@ def _child_main(cfg: dict[str, Any], chan: Channel, helper_pid: int) -> None:
         msg = chan.recv()
         if msg.get("op") != "go":
             os._exit(125)
-        _setup_child(cfg)
+        _setup_child(cfg, chan)
     except Exception as err:  # noqa: BLE001 - every setup failure becomes one sentence
         text = str(err) if isinstance(err, OSError) and err.strerror else repr(err)
         try:
@@ -246,13 +264,6 @@ def main(fd: int) -> None:
         if cfg["mode"] == "exec":
             _join_namespaces(cfg["join_pid"], cfg["join"])
         else:
-            if "user" in ns:
-                _libc.unshare(_libc.CLONE_NEWUSER)
-                chan.send(op="userns")
-                if chan.recv().get("op") != "ok":
-                    os._exit(125)
-                os.setgid(0)
-                os.setuid(0)
             _libc.unshare(namespaces.helper_flags(ns))
             # The child unshares the rest itself: the helper then holds no mount namespace
             # (and so no overlay) alive after the container ends.

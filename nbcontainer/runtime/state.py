@@ -183,6 +183,8 @@ def reserve(root: Path, name: str | None, image: str, command: list[str],
         path = container_path(root, cid)
         path.mkdir(mode=0o711)
         state = ContainerState(id=cid, name=name, image=image, command=command,
-                               created=time.time(), auto_remove=auto_remove)
+                               created=time.time(), auto_remove=auto_remove,
+                               supervisor_pid=os.getpid(),
+                               supervisor_start=process_start_time(os.getpid()))
         save(root, state)
     return state

@@ -1,0 +1,5 @@
+"""``python -m nbcontainer``: the command line."""
+
+from nbcontainer.cli import entry
+
+entry()

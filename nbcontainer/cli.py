@@ -1,0 +1,401 @@
+"""``nbcontainer``: the command line, with Docker's verbs and exit statuses (SPEC section 3).
+
+Every expected failure is a :class:`~nbcontainer.errors.ContainerError`, printed as one line
+``nbcontainer: <what is wrong and what to do>`` with exit status 125; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from nbcontainer.errors import ContainerError, UsageError
+from nbcontainer.options import add_run_options, spec_from_args
+from nbcontainer.spec import format_size
+from nbcontainer.store import store_root
+
+# Modules that add their own subcommands through ``add_commands(subparsers)``.
+COMMAND_MODULES = ("nbcontainer.images.commands", "nbcontainer.kernel.commands")
+
+
+class ArgumentError(UsageError):
+    """argparse found a bad command line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of exiting, so errors become exit status 125."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ArgumentError(f"{message} (see `{self.prog} --help`)")
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(f"nbcontainer: {text}\n")
+
+
+# -- run / exec ------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``run [OPTIONS] IMAGE [COMMAND [ARG...]]``."""
+    from nbcontainer.runtime import detach
+    from nbcontainer.runtime.container import Container
+
+    spec = spec_from_args(args, args.command, args.image)
+    root = store_root()
+    if args.detach:
+        cid = detach.start_detached(spec, root, auto_remove=args.rm)
+        _out(cid)
+        return 0
+    container = Container(spec, root=root, keep=False if args.rm else None)
+    container.start()
+    received: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        # Like docker's sig-proxy: the first signal goes to the container; a second
+        # interrupt kills it outright.
+        if signum == signal.SIGINT and received.count(signal.SIGINT) >= 1:
+            container.kill()
+        received.append(signum)
+        container.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward)
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    try:
+        result = container.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        container.cleanup()
+    if result.oom_killed or result.timed_out:
+        _err(f"container {container.name} {result.describe()}")
+    return result.exit_code
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    """``exec CONTAINER COMMAND [ARG...]``."""
+    from nbcontainer.options import parse_env_list
+    from nbcontainer.runtime import state as state_mod
+    from nbcontainer.runtime.container import Exec
+    from nbcontainer.spec import parse_user
+
+    st = state_mod.find(store_root(), args.container)
+    user = parse_user(args.user) if args.user else None
+    proc = Exec(st, args.command, env=parse_env_list(args.env),
+                workdir=args.workdir, user=(user[0], user[1] or 0) if user else None).start()
+    previous = signal.signal(signal.SIGINT, lambda s, f: proc.send_signal(s))
+    try:
+        result = proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        proc.cleanup()
+    return result.exit_code
+
+
+# -- inspection --------------------------------------------------------------------------------
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    delta = max(0, time.time() - ts)
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if delta >= size:
+            return f"{int(delta // size)} {unit} ago"
+    return f"{int(delta)} seconds ago"
+
+
+def _status_text(st: Any) -> str:
+    if st.status == "exited" or not st.is_running():
+        code = "?" if st.exit_code is None else st.exit_code
+        return f"Exited ({code}) {_ago(st.finished)}"
+    if st.status == "paused":
+        return f"Up {_ago(st.started).replace(' ago', '')} (Paused)"
+    return f"Up {_ago(st.started).replace(' ago', '')}"
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    """``ps [-a] [-q]``."""
+    from nbcontainer.runtime import state as state_mod
+
+    rows = [st for st in state_mod.all_states() if args.all or st.is_running()]
+    if args.quiet:
+        for st in rows:
+            _out(st.id)
+        return 0
+    table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    for st in rows:
+        command = " ".join(st.command)
+        command = command if len(command) <= 30 else command[:27] + "..."
+        table.append((st.id, st.image, f'"{command}"', _ago(st.created), _status_text(st),
+                      st.name or ""))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for row in table:
+        _out("   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """``logs CONTAINER``: what a detached container wrote to stdout and stderr."""
+    from nbcontainer.runtime import state as state_mod
+
+    st = state_mod.find(store_root(), args.container)
+    path = state_mod.container_path(store_root(), st.id) / "log"
+    if not path.exists():
+        raise UsageError(f"container {st.short} has no log: only detached (-d) containers "
+                         "write one")
+    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 16)
+            if chunk:
+                if out is not None:
+                    out.write(chunk)
+                else:
+                    sys.stdout.write(chunk.decode(errors="replace"))
+                continue
+            if not args.follow or not st.is_running():
+                break
+            sys.stdout.flush()
+            time.sleep(0.2)
+            st = state_mod.load(store_root(), st.id)
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """``stop [-t SECONDS] CONTAINER...``."""
+    from nbcontainer.runtime import manage
+
+    for ref in args.containers:
+        manage.stop(ref, grace=args.time)
+        _out(ref)
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    """``rm [-f] CONTAINER...``."""
+    from nbcontainer.runtime import manage
+
+    status = 0
+    for ref in args.containers:
+        try:
+            manage.remove(ref, force=args.force)
+            _out(ref)
+        except ContainerError as err:
+            _err(str(err))
+            status = 1
+    return status
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    """``pause CONTAINER...``."""
+    from nbcontainer.runtime import manage
+
+    for ref in args.containers:
+        manage.pause(ref)
+        _out(ref)
+    return 0
+
+
+def cmd_unpause(args: argparse.Namespace) -> int:
+    """``unpause CONTAINER...``."""
+    from nbcontainer.runtime import manage
+
+    for ref in args.containers:
+        manage.unpause(ref)
+        _out(ref)
+    return 0
+
+
+def stats_line(name: str, sample: Any, cpu_percent: float | None) -> str:
+    """One ``stats`` row: name, CPU %, memory usage / limit, memory %, pids."""
+    used = sample.memory_current or 0
+    limit = sample.memory_limit
+    mem_pct = f"{100 * used / limit:.2f}%" if limit else "-"
+    cpu = "-" if cpu_percent is None else f"{cpu_percent:.2f}%"
+    pids = "-" if sample.pids_current is None else str(sample.pids_current)
+    return (f"{name:<20} {cpu:>8} {format_size(used):>10} / {format_size(limit):<10} "
+            f"{mem_pct:>8} {pids:>5}")
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """``stats [--no-stream] CONTAINER``: one line per second (or one line)."""
+    from nbcontainer.runtime import manage
+    from nbcontainer.runtime import state as state_mod
+
+    st = state_mod.find(store_root(), args.container)
+    cg = manage.open_container_cgroup(st)
+    _out(f"{'NAME':<20} {'CPU %':>8} {'MEM USAGE':>10} / {'LIMIT':<10} {'MEM %':>8} {'PIDS':>5}")
+    prev = cg.stats()
+    prev_t = time.monotonic()
+    count = 0
+    while True:
+        if not args.no_stream or count:
+            time.sleep(args.interval)
+        try:
+            sample = cg.stats()
+        except ContainerError:
+            break
+        now = time.monotonic()
+        cpu = None
+        if sample.cpu_usage_ns is not None and prev.cpu_usage_ns is not None and now > prev_t:
+            cpu = 100 * (sample.cpu_usage_ns - prev.cpu_usage_ns) / 1e9 / (now - prev_t)
+        _out(stats_line(st.short, sample, cpu))
+        sys.stdout.flush()
+        prev, prev_t = sample, now
+        count += 1
+        if args.no_stream or (args.count and count >= args.count) or not st.is_running():
+            break
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """``gc``: remove what crashed runs left behind."""
+    from nbcontainer.runtime import manage
+
+    actions = manage.gc()
+    with contextlib.suppress(ImportError, AttributeError):
+        images_gc = importlib.import_module("nbcontainer.images.store").gc
+        actions += list(images_gc(store_root()) or [])
+    for line in actions:
+        _out(line)
+    if not actions:
+        _out("nothing to clean")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``info``: what this machine can do, and what to do about what it cannot."""
+    from nbcontainer.doctor import report
+
+    ok = True
+    for check in report(store_root()):
+        mark = "ok " if check.ok else "NO "
+        ok = ok and (check.ok or not check.required)
+        _out(f"[{mark}] {check.name}: {check.detail}")
+        if not check.ok and check.fix:
+            _out(f"       fix: {check.fix}")
+    return 0 if ok else 1
+
+
+# -- the parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = _Parser(prog="nbcontainer",
+                     description="Linux containers from namespaces, cgroups and overlayfs.")
+    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser("run", help="run a command in a new container")
+    add_run_options(run)
+    run.add_argument("-d", "--detach", action="store_true",
+                     help="run in the background and print the container id")
+    run.add_argument("--rm", action="store_true",
+                     help="remove the container when it exits (the default unless named)")
+    run.add_argument("-i", "--interactive", action="store_true",
+                     help="accepted for Docker compatibility: stdin is always passed through")
+    run.add_argument("image", help="image: host, busybox, scratch, none, or a stored image")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
+    run.set_defaults(func=cmd_run)
+
+    exe = sub.add_parser("exec", help="run a command in a running container")
+    exe.add_argument("-e", "--env", action="append", metavar="K=V")
+    exe.add_argument("-w", "--workdir", metavar="DIR")
+    exe.add_argument("-u", "--user", metavar="UID[:GID]")
+    exe.add_argument("-i", "--interactive", action="store_true", help="accepted; stdin is passed")
+    exe.add_argument("container")
+    exe.add_argument("command", nargs=argparse.REMAINDER)
+    exe.set_defaults(func=cmd_exec)
+
+    ps = sub.add_parser("ps", help="list containers")
+    ps.add_argument("-a", "--all", action="store_true", help="include stopped containers")
+    ps.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    ps.set_defaults(func=cmd_ps)
+
+    logs = sub.add_parser("logs", help="output of a detached container")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("container")
+    logs.set_defaults(func=cmd_logs)
+
+    stop = sub.add_parser("stop", help="stop running containers (SIGTERM, then SIGKILL)")
+    stop.add_argument("-t", "--time", type=float, default=10.0, help="grace seconds (10)")
+    stop.add_argument("containers", nargs="+")
+    stop.set_defaults(func=cmd_stop)
+
+    rm = sub.add_parser("rm", help="remove containers")
+    rm.add_argument("-f", "--force", action="store_true", help="kill running ones first")
+    rm.add_argument("containers", nargs="+")
+    rm.set_defaults(func=cmd_rm)
+
+    for verb, func, text in (("pause", cmd_pause, "freeze"), ("unpause", cmd_unpause, "thaw")):
+        p = sub.add_parser(verb, help=f"{text} every process of containers")
+        p.add_argument("containers", nargs="+")
+        p.set_defaults(func=func)
+
+    stats = sub.add_parser("stats", help="live resource usage of a running container")
+    stats.add_argument("--no-stream", action="store_true", help="print one line and exit")
+    stats.add_argument("--interval", type=float, default=1.0, help="seconds between lines")
+    stats.add_argument("--count", type=int, default=0, help="stop after N lines")
+    stats.add_argument("container")
+    stats.set_defaults(func=cmd_stats)
+
+    gc = sub.add_parser("gc", help="remove what crashed runs left behind")
+    gc.set_defaults(func=cmd_gc)
+
+    info = sub.add_parser("info", help="kernel features and what is missing, and why")
+    info.set_defaults(func=cmd_info)
+
+    for module in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        mod.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.cmd in ("run", "exec") and args.command[:1] == ["--"]:
+            args.command = args.command[1:]
+        if args.cmd == "exec" and not args.command:
+            raise UsageError("exec needs a command, e.g. `nbcontainer exec web sh`")
+        if args.cmd not in ("info", "gc", "ps", "images", "history") and os.geteuid() == 0:
+            from nbcontainer.runtime import manage
+
+            with contextlib.suppress(ContainerError, OSError):
+                manage.gc()
+        return int(args.func(args))
+    except ContainerError as err:
+        _err(str(err))
+        return err.exit_status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 141
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,93 @@
+"""The environment doctor behind ``nbcontainer info``: each check says what to do if it fails."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Check:
+    """One fact about this machine."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _root_propagation() -> str:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == "/":
+                tags = fields[6:fields.index("-")]
+                return ",".join(tags) or "private"
+    return "unknown"
+
+
+def report(store: Path) -> list[Check]:
+    """Every check, in the order a person would fix them."""
+    from nbcontainer import cgroups
+
+    checks = [
+        Check("root", os.geteuid() == 0, f"running as uid {os.geteuid()}",
+              "run nbcontainer as root (sudo); namespaces, mounts and cgroups need it"),
+        Check("kernel", True, f"Linux {platform.release()} ({platform.machine()})",
+              required=False),
+    ]
+    try:
+        layout = cgroups.detect()
+        checks.append(Check("cgroups", "memory" in layout.controllers,
+                            layout.describe().replace("\n", "; "),
+                            "enable the memory controller (cgroup_enable=memory) for --memory"))
+    except Exception as err:  # noqa: BLE001 - the doctor reports, never crashes
+        checks.append(Check("cgroups", False, f"cannot read the cgroup layout: {err}",
+                            "mount cgroup2 at /sys/fs/cgroup (or the v1 controllers)"))
+    filesystems = _read("/proc/filesystems") or ""
+    has_overlay = "overlay" in filesystems
+    checks.append(Check("overlayfs", has_overlay,
+                        "available" if has_overlay else "not in /proc/filesystems",
+                        "load it with `modprobe overlay`; images need it"))
+    max_userns = _read("/proc/sys/user/max_user_namespaces")
+    clone = _read("/proc/sys/kernel/unprivileged_userns_clone")
+    userns_ok = max_userns not in (None, "0")
+    checks.append(Check(
+        "user namespaces", userns_ok,
+        f"max_user_namespaces={max_userns}"
+        + (f", unprivileged_userns_clone={clone}" if clone is not None else ""),
+        "set user.max_user_namespaces above 0 (sysctl) to use --ns user", required=False))
+    for ns in ("uts", "ipc", "pid", "mnt", "net", "user", "cgroup"):
+        if not os.path.exists(f"/proc/self/ns/{ns}"):
+            checks.append(Check(f"{ns} namespace", False, "missing in /proc/self/ns",
+                                f"a kernel built with CONFIG_{ns.upper()}_NS"))
+    prop = _root_propagation()
+    checks.append(Check("mount propagation of /", True,
+                        f"{prop}; every container makes its own mounts private first",
+                        required=False))
+    busybox = shutil.which("busybox") or next(
+        (p for p in ("/bin/busybox", "/usr/bin/busybox") if os.path.exists(p)), None)
+    checks.append(Check("busybox", busybox is not None,
+                        busybox or "not found: the busybox image is unavailable",
+                        "apt-get install busybox-static", required=False))
+    existing = store if store.exists() else store.parent
+    try:
+        free = shutil.disk_usage(existing).free
+        checks.append(Check("store", True, f"{store} ({free / 2**30:.1f} GiB free)",
+                            required=False))
+    except OSError as err:
+        checks.append(Check("store", False, f"{store}: {err.strerror}",
+                            "set NBCONTAINER_ROOT to a writable directory"))
+    return checks

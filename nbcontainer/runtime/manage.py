@@ -1,0 +1,199 @@
+"""Operations on containers by name, from any process: stop, remove, pause, stats, gc.
+
+These read the container's record (:mod:`nbcontainer.runtime.state`), so they work on a
+container whatever process supervises it (a detached monitor, a notebook kernel, or none: a
+crashed supervisor's leftovers are what :func:`gc` removes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from nbcontainer import cgroups
+from nbcontainer.errors import CgroupError, ContainerError, ContainerStateError
+from nbcontainer.runtime import state as state_mod
+from nbcontainer.runtime.state import ContainerState
+from nbcontainer.store import containers_dir, store_root
+
+
+def _cgroup(st: ContainerState) -> cgroups.Cgroup | None:
+    if not st.cgroup:
+        return None
+    try:
+        return cgroups.open_cgroup(st.cgroup, parent=st.cgroup_parent)
+    except CgroupError:
+        return None
+
+
+def open_container_cgroup(st: ContainerState) -> cgroups.Cgroup:
+    """The cgroup of a running container, or ContainerStateError if it is not running."""
+    cg = _cgroup(st) if st.is_running() else None
+    if cg is None:
+        raise ContainerStateError(f"container {st.short} is not running ({st.status})")
+    return cg
+
+
+def _wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def _mark_exited(root: Path, st: ContainerState, reason: str, code: int | None = None) -> None:
+    st.status = "exited"
+    st.exit_reason = st.exit_reason or reason
+    st.exit_code = st.exit_code if st.exit_code is not None else code
+    st.finished = st.finished or time.time()
+    with contextlib.suppress(OSError):
+        state_mod.save(root, st)
+
+
+def stop(ref: str, grace: float = 10.0, root: Path | None = None) -> ContainerState:
+    """``docker stop``: SIGTERM to PID 1, then kill the whole cgroup after ``grace`` seconds."""
+    root = store_root(root)
+    st = state_mod.find(root, ref)
+    if not st.is_running():
+        return st
+    cg = _cgroup(st)
+    if st.status == "paused" and cg is not None:
+        cg.thaw()
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(st.pid, signal.SIGTERM)  # type: ignore[arg-type]
+    if not _wait_until(lambda: not state_mod.is_alive(st.pid, st.pid_start), grace):
+        if cg is not None:
+            cg.kill_all()
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(st.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    _settle(root, st, cg)
+    return state_mod.load(root, st.id) if state_mod.container_path(root, st.id).exists() else st
+
+
+def _settle(root: Path, st: ContainerState, cg: cgroups.Cgroup | None) -> None:
+    """After the first process died: let its supervisor record the end, or do it ourselves."""
+    if st.supervisor_alive() and st.supervisor_pid != os.getpid():
+        def recorded() -> bool:
+            try:
+                return state_mod.load(root, st.id).status == "exited"
+            except ContainerError:
+                return True
+        if _wait_until(recorded, 5.0):
+            return
+    if cg is not None:
+        with contextlib.suppress(CgroupError):
+            cg.remove()
+    _mark_exited(root, state_mod.load(root, st.id), "stopped")
+
+
+def remove(ref: str, force: bool = False, root: Path | None = None) -> ContainerState:
+    """``docker rm``: remove a stopped container (``force``: kill it first)."""
+    root = store_root(root)
+    st = state_mod.find(root, ref)
+    if st.is_running():
+        if not force:
+            raise ContainerStateError(
+                f"container {st.short} is running; stop it first (`nbcontainer stop "
+                f"{st.short}`) or use `nbcontainer rm -f {st.short}`"
+            )
+        cg = _cgroup(st)
+        if cg is not None:
+            cg.thaw()
+            cg.kill_all()
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(st.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        _settle(root, st, cg)
+    _discard(root, st)
+    return st
+
+
+def _discard(root: Path, st: ContainerState) -> None:
+    cg = _cgroup(st)
+    if cg is not None:
+        with contextlib.suppress(CgroupError):
+            cg.remove()
+    shutil.rmtree(state_mod.container_path(root, st.id), ignore_errors=True)
+
+
+def pause(ref: str, root: Path | None = None) -> ContainerState:
+    """Freeze every process of a running container."""
+    root = store_root(root)
+    st = state_mod.find(root, ref)
+    open_container_cgroup(st).freeze()
+    st.status = "paused"
+    state_mod.save(root, st)
+    return st
+
+
+def unpause(ref: str, root: Path | None = None) -> ContainerState:
+    """Thaw a paused container."""
+    root = store_root(root)
+    st = state_mod.find(root, ref)
+    if st.status != "paused":
+        raise ContainerStateError(f"container {st.short} is not paused ({st.status})")
+    open_container_cgroup(st).thaw()
+    st.status = "running"
+    state_mod.save(root, st)
+    return st
+
+
+def gc(root: Path | None = None) -> list[str]:
+    """Remove what crashed supervisors left: processes, cgroups, directories. Returns actions.
+
+    A container whose supervisor is alive is never touched.
+    """
+    root = store_root(root)
+    actions: list[str] = []
+    live: set[str] = set()
+    base = containers_dir(root)
+    if base.is_dir():
+        for entry in os.listdir(base):
+            path = base / entry
+            if entry.startswith(".") or not path.is_dir():
+                continue
+            try:
+                st = state_mod.load(root, entry)
+            except ContainerError:
+                # A directory without a record: a crash between mkdir and the first save.
+                if time.time() - path.stat().st_mtime > 60:
+                    shutil.rmtree(path, ignore_errors=True)
+                    actions.append(f"removed incomplete container directory {entry}")
+                else:
+                    live.add(entry)
+                continue
+            if st.supervisor_alive():
+                live.add(st.id)
+                continue
+            if st.status in ("created", "running", "paused"):
+                cg = _cgroup(st)
+                if cg is not None:
+                    cg.thaw()
+                    cg.kill_all()
+                    cg.remove()
+                elif st.pid and state_mod.is_alive(st.pid, st.pid_start):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(st.pid, signal.SIGKILL)
+                actions.append(f"stopped {st.short}: its supervisor (pid {st.supervisor_pid}) "
+                               "is gone")
+            if st.auto_remove or (st.owner or "").startswith("kernel:"):
+                _discard(root, st)
+                actions.append(f"removed {st.short}")
+            else:
+                if st.status != "exited":
+                    _mark_exited(root, st, "its supervisor died", 137)
+                cg = _cgroup(st)
+                if cg is not None:
+                    with contextlib.suppress(CgroupError):
+                        cg.remove()
+    # A container being created right now has its directory before its cgroup: keep those.
+    for name in cgroups.remove_stale(lambda name: name in live or (base / name).exists()):
+        actions.append(f"removed stale cgroup {name}")
+    return actions

@@ -1,0 +1,369 @@
+"""The runtime against the real kernel: every namespace seen from both sides, limits, exits.
+
+Each test runs real containers as root and the autouse ``no_leaks`` fixture checks that nothing
+(cgroup, mount, process, store directory) is left afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nbcontainer import Container, make_spec, run
+from nbcontainer.errors import ContainerError, UsageError
+
+pytestmark = pytest.mark.root
+
+
+def capture(spec_cmd: list[str], **options: object) -> tuple[int, str, str]:
+    """Run a container, return (exit code, stdout, stderr)."""
+    r_out, w_out = os.pipe()
+    r_err, w_err = os.pipe()
+    c = Container(make_spec(spec_cmd, **options), stdout=w_out, stderr=w_err,
+                  stdin=subprocess.DEVNULL)
+    try:
+        c.start()
+    finally:
+        os.close(w_out)
+        os.close(w_err)
+    try:
+        result = c.wait()
+    finally:
+        c.cleanup()
+    with os.fdopen(r_out) as f_out, os.fdopen(r_err) as f_err:
+        return result.exit_code, f_out.read(), f_err.read()
+
+
+def sh(script: str, **options: object) -> tuple[int, str, str]:
+    """Run a shell script in a container (busybox unless an image is given)."""
+    options.setdefault("image", "busybox")
+    return capture(["sh", "-c", script], **options)
+
+
+# -- namespaces, both sides -----------------------------------------------------------------
+
+
+def test_uts_hostname_inside_differs_and_host_unchanged():
+    before = socket.gethostname()
+    code, out, _ = sh("hostname; hostname changed-inside; hostname", hostname="lesson",
+                      privileged=True)
+    assert code == 0
+    assert out.split() == ["lesson", "changed-inside"]
+    # Docker's default capabilities lack SYS_ADMIN: sethostname is refused, as in Docker.
+    code, out, err = sh("hostname other", hostname="lesson")
+    assert code != 0 and "not permitted" in err
+    assert socket.gethostname() == before
+
+
+def test_pid_namespace_payload_is_pid1_with_own_proc():
+    code, out, _ = sh("echo $$; ls /proc | grep -c '^[0-9]'")
+    pid, nprocs = out.split()
+    assert code == 0 and pid == "1"
+    assert int(nprocs) <= 3, "the container's /proc shows only its own processes"
+
+
+def test_pid_namespace_without_rootfs_keeps_host_proc():
+    # The classic lesson: $$ is 1, yet ps still sees the host, because /proc is the host's.
+    code, out, _ = sh(f"echo $$; test -d /proc/{os.getpid()} && echo sees-host",
+                      image="none", ns="pid")
+    assert code == 0
+    assert out.split() == ["1", "sees-host"]
+
+
+def test_namespace_inodes_differ_from_host():
+    names = ["uts", "ipc", "pid", "mnt", "cgroup"]
+    script = "; ".join(f"readlink /proc/self/ns/{n}" for n in names)
+    code, out, _ = sh(script)
+    assert code == 0
+    inside = out.split()
+    host = [os.readlink(f"/proc/self/ns/{n}") for n in names]
+    for name, a, b in zip(names, inside, host):
+        assert a != b, f"{name} namespace should differ"
+    # Not created -> shared with the host.
+    code, out, _ = sh("readlink /proc/self/ns/net")
+    assert out.strip() == os.readlink("/proc/self/ns/net")
+
+
+def test_ipc_namespace_hides_host_message_queue():
+    if not os.path.exists("/usr/bin/ipcmk"):
+        pytest.skip("ipcmk (util-linux) is not installed")
+    made = subprocess.run(["ipcmk", "-Q"], capture_output=True, text=True, check=True)
+    qid = made.stdout.split()[-1]
+    try:
+        with open("/proc/sysvipc/msg") as f:
+            assert qid in f.read()
+        code, out, _ = sh("cat /proc/sysvipc/msg | tail -n +2 | wc -l")
+        assert code == 0 and out.strip() == "0"
+        code, out, _ = sh("cat /proc/sysvipc/msg | tail -n +2 | wc -l", ns="uts,pid,mount")
+        assert int(out.strip()) >= 1, "without an ipc namespace the host's queue is visible"
+    finally:
+        subprocess.run(["ipcrm", "-q", qid], check=True)
+
+
+def test_mount_inside_never_reaches_host():
+    with open("/proc/self/mountinfo") as f:
+        before = f.read()
+    code, out, _ = sh("mkdir -p /mnt/x && mount -t tmpfs none /mnt/x && grep -c /mnt/x "
+                      "/proc/self/mountinfo", privileged=True)
+    assert code == 0 and out.strip() == "1"
+    with open("/proc/self/mountinfo") as f:
+        assert f.read() == before
+
+
+def test_net_namespace_has_only_loopback_up():
+    code, out, _ = sh("cat /proc/net/dev | tail -n +3 | cut -d: -f1; "
+                      "cat /sys/class/net/lo/operstate /sys/class/net/lo/flags", net="none")
+    assert code == 0
+    lines = out.split()
+    assert lines[0] == "lo" and len([x for x in lines if x.endswith("lo")]) == 1
+    assert int(lines[-1], 16) & 1, "lo is up"
+    host_links = set(os.listdir("/sys/class/net"))
+    assert len(host_links) >= 1
+
+
+@pytest.mark.userns
+def test_user_namespace_root_inside_unprivileged_outside():
+    r, w = os.pipe()
+    c = Container(make_spec(["sh", "-c", "id -u; cat /proc/self/uid_map; sleep 5"],
+                            image="busybox", ns="uts,pid,mount,ipc,user"),
+                  stdout=w, stdin=subprocess.DEVNULL)
+    c.start()
+    os.close(w)
+    try:
+        with os.fdopen(r) as f:
+            uid_inside = f.readline().strip()
+            mapping = f.readline().split()
+        assert uid_inside == "0"
+        assert mapping[0] == "0" and int(mapping[1]) >= 100000
+        with open(f"/proc/{c.pid}/status") as f:
+            uid_line = next(line for line in f if line.startswith("Uid:"))
+        assert int(uid_line.split()[1]) == int(mapping[1]), "root inside is an unprivileged uid"
+    finally:
+        c.kill()
+        c.cleanup()
+
+
+def test_cgroup_namespace_shows_root():
+    code, out, _ = sh("cat /proc/self/cgroup")
+    assert code == 0
+    for line in out.strip().splitlines():
+        assert line.rsplit(":", 1)[1] == "/", line
+
+
+# -- root filesystem -------------------------------------------------------------------------
+
+
+def test_host_image_copy_on_write_leaves_host_untouched(tmp_path):
+    marker = "/etc/nbcontainer-cow-test"
+    assert not os.path.exists(marker)
+    code, out, _ = capture(["sh", "-c", f"echo inside > {marker}; cat {marker}; "
+                                          "echo x >> /etc/hostname; rm -f /etc/hosts; "
+                                          "test -e /etc/hosts || echo gone"], image="host")
+    assert code == 0 and out.split() == ["inside", "gone"]
+    assert not os.path.exists(marker)
+    assert os.path.exists("/etc/hosts")
+
+
+def test_store_is_hidden_from_host_image_containers(private_store):
+    code, out, _ = capture(["sh", "-c", f"ls -A {private_store} | wc -l"], image="host")
+    assert code == 0 and out.strip() == "0"
+
+
+def test_proc_masks_and_readonly_paths():
+    masked = [p for p in ("/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug")
+              if os.path.exists(p)]
+    assert masked, "this kernel has none of the usual masked /proc files"
+    script = "; ".join(f"wc -c < {p}" for p in masked)
+    code, out, _ = sh(script + "; echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo wrote"
+                      " || echo ro; ls /dev | sort | tr '\\n' ' '")
+    assert code == 0
+    lines = out.split("\n")
+    assert lines[:len(masked)] == ["0"] * len(masked)
+    assert lines[len(masked)] == "ro"
+    for node in ("null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx"):
+        assert node in lines[len(masked) + 1].split()
+
+
+def test_scratch_image_without_a_shell_reports_127():
+    code, _, err = capture(["sh", "-c", "true"], image="scratch")
+    assert code == 127
+    assert "not found" in err
+
+
+def test_volumes_env_workdir_user(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in.txt").write_text("from host")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    code, out, err = sh(
+        "cat /data/in.txt; echo; echo back > /data/out.txt; "
+        "touch /ro/x 2>/dev/null && echo rw || echo ro; echo $GREETING; pwd; id -u; id -g",
+        volumes=[f"{data}:/data", f"{ro}:/ro:ro"], env=["GREETING=hello"], workdir="/work",
+        user="1000:1000",
+    )
+    assert code == 1 or code == 0, err
+    lines = out.split("\n")
+    assert lines[0] == "from host"
+    # Non-root cannot write into the root-owned bind; the ro check is done as root below.
+    code, out, _ = sh("echo back > /data/out.txt; touch /ro/x 2>/dev/null && echo rw || echo ro",
+                      volumes=[f"{data}:/data", f"{ro}:/ro:ro"])
+    assert out.strip() == "ro"
+    assert (data / "out.txt").read_text() == "back\n"
+    assert not (ro / "x").exists()
+    code, out, _ = sh("echo $GREETING; pwd; id -u; id -g", env=["GREETING=hello"],
+                      workdir="/work", user="1000:1000")
+    assert code == 0
+    assert out.split() == ["hello", "/work", "1000", "1000"]
+
+
+def test_capabilities_default_set_and_drop():
+    code, out, _ = sh("grep CapEff /proc/self/status")
+    eff = int(out.split()[1], 16)
+    from nbcontainer.caps import mask_of
+    from nbcontainer.spec import DEFAULT_CAPS
+
+    assert code == 0 and eff == mask_of(DEFAULT_CAPS)
+    code, out, _ = sh("grep CapEff /proc/self/status", cap_drop=["CHOWN"], cap_add=["NET_ADMIN"])
+    eff = int(out.split()[1], 16)
+    assert eff == mask_of((set(DEFAULT_CAPS) - {"CHOWN"}) | {"NET_ADMIN"})
+    code, out, _ = sh("grep NoNewPrivs /proc/self/status")
+    assert out.split()[1] == "1"
+    code, out, _ = sh("grep NoNewPrivs /proc/self/status", privileged=True)
+    assert out.split()[1] == "0"
+
+
+# -- limits ------------------------------------------------------------------------------------
+
+
+def test_memory_limit_oom_kills_with_137_and_says_why():
+    result = run(make_spec([sys.executable, "-c", "b = bytearray(300 * 1024 * 1024)"],
+                           memory="50m"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert result.exit_code == 137
+    assert result.oom_killed and result.oom_kills >= 1
+    assert result.memory_limit == 50 * 1024 * 1024
+    assert "memory limit of 50 MiB" in result.describe()
+
+
+def test_memory_within_limit_succeeds():
+    result = run(make_spec([sys.executable, "-c", "b = bytearray(20 * 1024 * 1024)"],
+                           memory="100m"))
+    assert result.exit_code == 0 and not result.oom_killed
+    assert result.memory_peak is not None and result.memory_peak >= 20 * 1024 * 1024
+
+
+FORK_STORM = """
+import os, time
+made = failed = 0
+for _ in range(60):
+    try:
+        pid = os.fork()
+    except BlockingIOError:
+        failed += 1
+        continue
+    if pid == 0:
+        time.sleep(1)
+        os._exit(0)
+    made += 1
+print(made, failed, flush=True)
+for _ in range(made):
+    os.wait()
+"""
+
+
+def test_pids_limit_contains_fork_storm():
+    code, out, _ = capture([sys.executable, "-c", FORK_STORM], pids_limit="10", timeout="30")
+    made, failed = map(int, out.split())
+    assert code == 0
+    assert made <= 9 and failed >= 51, "the pids limit stopped the storm at 10 tasks"
+
+
+def test_cpu_quota_half_a_core():
+    burn = "import time\nend = time.monotonic() + 2\nwhile time.monotonic() < end: pass\n"
+    result = run(make_spec([sys.executable, "-c", burn], cpus="0.5"))
+    assert result.exit_code == 0 and result.cpu_time is not None
+    share = result.cpu_time / 2.0
+    assert 0.35 <= share <= 0.65, f"used {share:.2f} of a core under --cpus 0.5"
+
+
+# -- exit statuses ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("exit 0", 0), ("exit 3", 3), ("exit 255", 255), ("kill -9 $$", 137),
+])
+def test_exit_status_table(script, expected):
+    code, _, _ = sh(script, image="busybox", init=True) if "kill" in script else sh(script)
+    assert code == expected
+
+
+def test_exit_status_for_signal_and_missing_commands():
+    # PID 1 cannot be killed from inside its own namespace (pid_namespaces(7)): use --init,
+    # so the payload is PID 2, as `docker run --init` would.
+    result = run(make_spec([sys.executable, "-c", "import os, signal; "
+                            "os.kill(os.getpid(), signal.SIGKILL)"], init=True))
+    assert result.exit_code == 137 and result.signal == 9 and not result.oom_killed
+    assert capture(["no-such-command"], image="busybox")[0] == 127
+    assert capture(["/etc/passwd"], image="busybox")[0] == 126
+
+
+def test_timeout_gives_124_and_kills_everything():
+    t0 = time.monotonic()
+    result = run(make_spec(["sh", "-c", "sleep 100 & sleep 100"], image="busybox",
+                           timeout="0.5"))
+    assert result.exit_code == 124 and result.timed_out
+    assert time.monotonic() - t0 < 5
+    assert "timed out" in result.describe()
+
+
+def test_init_reaps_zombies_and_forwards_signals():
+    r, w = os.pipe()
+    c = Container(make_spec(["sh", "-c", "trap 'echo got-term; exit 7' TERM; "
+                             "(sleep 0.1 &) ; echo started; while true; do sleep 0.1; done"],
+                            image="busybox", init=True), stdout=w)
+    c.start()
+    os.close(w)
+    with os.fdopen(r) as f:
+        assert f.readline().strip() == "started"
+        time.sleep(0.5)
+        c.send_signal(signal.SIGTERM)
+        result = c.wait(10)
+        assert "got-term" in f.read()
+    c.cleanup()
+    assert result.exit_code == 7
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options, fragment", [
+    ({"memory": "lots"}, "--memory: invalid size"),
+    ({"memory": "1k"}, "too small"),
+    ({"cpus": "-1"}, "--cpus"),
+    ({"ns": "pid,bogus"}, "unknown namespace"),
+    ({"volumes": ["relative:/x"]}, "absolute"),
+    ({"user": "bob"}, "numeric"),
+    ({"cap_add": ["FLY"]}, "unknown capability"),
+    ({"image": "Bad Name"}, "invalid image name"),
+])
+def test_bad_options_raise_usage_error(options, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        make_spec(["true"], **options)
+
+
+def test_unknown_image_and_missing_volume_leave_nothing(tmp_path):
+    with pytest.raises(ContainerError, match="not found"):
+        run(make_spec(["true"], image="nosuchimage"))
+    with pytest.raises(ContainerError, match="does not exist"):
+        run(make_spec(["true"], volumes=[f"{tmp_path}/missing:/x"]))
+
+
+def test_cpuset_of_missing_cpu_is_refused():
+    with pytest.raises(ContainerError, match="CPU"):
+        run(make_spec(["true"], image="busybox", cpuset_cpus="4000"))
