@@ -1,0 +1,177 @@
+"""The ``nbcontainer`` command line as a user runs it: exit statuses, messages, lifecycle."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+CLI = [sys.executable, "-m", "nbcontainer"]
+
+
+def nbc(*args: str, input: str | None = None, timeout: float = 60,
+        **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run the CLI and capture its output."""
+    return subprocess.run([*CLI, *args], input=input, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)  # type: ignore[call-overload]
+
+
+def test_run_passes_stdout_stderr_stdin_and_status():
+    p = nbc("run", "busybox", "sh", "-c", "read x; echo out:$x; echo err >&2; exit 3",
+            input="hello\n")
+    assert p.returncode == 3
+    assert p.stdout == "out:hello\n"
+    assert p.stderr == "err\n"
+
+
+@pytest.mark.parametrize("args, code", [
+    (["busybox", "true"], 0),
+    (["busybox", "sh", "-c", "exit 42"], 42),
+    (["busybox", "no-such-command"], 127),
+    (["busybox", "/etc/passwd"], 126),
+    (["--init", "busybox", "sh", "-c", "kill -TERM $$"], 143),
+    (["--timeout", "0.3", "busybox", "sleep", "10"], 124),
+])
+def test_exit_statuses(args, code):
+    assert nbc("run", *args).returncode == code
+
+
+def test_oom_exit_137_with_a_sentence_naming_the_limit():
+    p = nbc("run", "--memory", "50m", "host", sys.executable, "-c",
+            "x = bytearray(300 * 1024 * 1024)")
+    assert p.returncode == 137
+    assert "memory limit of 50 MiB" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_timeout_says_so():
+    p = nbc("run", "--timeout", "0.2", "busybox", "sleep", "5")
+    assert p.returncode == 124 and "timed out" in p.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--memory", "lots", "busybox", "true"], "--memory: invalid size"),
+    (["--ns", "pid,nope", "busybox", "true"], "unknown namespace"),
+    (["--cpus", "zero", "busybox", "true"], "--cpus"),
+    (["--net", "bridge", "busybox", "true"], "--net"),
+    (["-v", "/no/such/dir:/x", "busybox", "true"], "does not exist"),
+    (["nosuchimage", "true"], "not found"),
+    (["--bogus-flag", "busybox", "true"], "unrecognized arguments"),
+    (["--pids-limit", "0", "busybox", "true"], "--pids-limit"),
+    (["--cpuset-cpus", "999", "busybox", "true"], "CPU"),
+    (["-u", "root", "busybox", "true"], "numeric"),
+])
+def test_bad_input_exits_125_with_one_sentence_and_creates_nothing(args, fragment):
+    p = nbc("run", *args)
+    assert p.returncode == 125, p.stderr
+    assert fragment in p.stderr
+    assert p.stderr.startswith("nbcontainer: ")
+    assert "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_not_root_exits_125():
+    p = subprocess.run([*CLI, "run", "busybox", "true"], capture_output=True, text=True,
+                       user=65534, group=65534, env={"NBCONTAINER_ROOT": "/nonexistent",
+                                                     "PATH": os.environ["PATH"]})
+    assert p.returncode == 125
+    assert "root" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_detached_lifecycle_ps_exec_logs_pause_stats_stop_rm():
+    name = "cli-lifecycle"
+    p = nbc("run", "-d", "--name", name, "--memory", "64m", "busybox", "sh", "-c",
+            "echo started; trap 'exit 0' TERM; while true; do sleep 0.1; done")
+    assert p.returncode == 0, p.stderr
+    cid = p.stdout.strip()
+    assert len(cid) == 12
+    try:
+        ps = nbc("ps")
+        assert name in ps.stdout and cid in ps.stdout and "Up" in ps.stdout
+        ex = nbc("exec", name, "sh", "-c", "echo $$ > /tmp/from-exec; hostname; cat /tmp/from-exec")
+        assert ex.returncode == 0 and ex.stdout.split()[0] == name
+        deadline = time.monotonic() + 5
+        while "started" not in nbc("logs", name).stdout and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "started" in nbc("logs", name).stdout
+        assert nbc("pause", name).returncode == 0
+        assert "Paused" in nbc("ps").stdout
+        assert nbc("exec", name, "true").returncode == 125
+        assert nbc("unpause", name).returncode == 0
+        st = nbc("stats", "--no-stream", name)
+        assert st.returncode == 0 and "64 MiB" in st.stdout
+        assert nbc("rm", name).returncode == 1, "a running container is not removed without -f"
+        t0 = time.monotonic()
+        assert nbc("stop", name).returncode == 0
+        assert time.monotonic() - t0 < 8
+        ps = nbc("ps", "-a")
+        assert "Exited (0)" in ps.stdout
+        assert name not in nbc("ps").stdout
+    finally:
+        nbc("rm", "-f", name)
+    assert name not in nbc("ps", "-a").stdout
+
+
+def test_named_foreground_run_is_kept_until_rm():
+    p = nbc("run", "--name", "kept", "busybox", "sh", "-c", "echo data > /kept.txt")
+    assert p.returncode == 0
+    try:
+        assert "Exited (0)" in nbc("ps", "-a").stdout
+        again = nbc("run", "--name", "kept", "busybox", "true")
+        assert again.returncode == 125 and "already in use" in again.stderr
+    finally:
+        assert nbc("rm", "kept").returncode == 0
+
+
+def test_rm_f_kills_a_running_detached_container():
+    p = nbc("run", "-d", "--name", "doomed", "busybox", "sleep", "1000")
+    assert p.returncode == 0, p.stderr
+    assert nbc("rm", "-f", "doomed").returncode == 0
+    assert "doomed" not in nbc("ps", "-a").stdout
+
+
+def test_supervisor_sigkill_kills_container_and_gc_cleans(private_store):
+    # A supervisor that starts a container without a pid namespace (so only PR_SET_PDEATHSIG
+    # and the cgroup can end it), then is SIGKILLed.
+    code = (
+        "import sys, time\n"
+        "from nbcontainer import Container, make_spec\n"
+        "c = Container(make_spec(['sh', '-c', 'sleep 1000 & sleep 1000'], image='busybox',"
+        " ns='uts,mount'))\n"
+        "c.start(); print(c.id, c.pid, flush=True); time.sleep(1000)\n"
+    )
+    sup = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert sup.stdout is not None
+    cid, pid = sup.stdout.readline().split()
+    os.kill(sup.pid, signal.SIGKILL)
+    sup.wait()
+    sup.stdout.close()
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}"), "the container's first process died with it"
+    assert (private_store / "containers" / cid).exists()
+    out = nbc("gc")
+    assert out.returncode == 0 and cid in out.stdout
+    assert not (private_store / "containers" / cid).exists()
+    # The backgrounded sleep (not in a pid namespace) was killed through the cgroup.
+    assert "sleep 1000" not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
+                                              text=True).stdout
+
+
+def test_info_reports_each_feature():
+    p = nbc("info")
+    for word in ("root", "cgroups", "overlayfs", "user namespaces", "busybox"):
+        assert word in p.stdout
+    assert p.returncode == 0
+
+
+def test_exec_into_missing_container_is_125():
+    p = nbc("exec", "nope", "true")
+    assert p.returncode == 125 and "no such container" in p.stderr
