@@ -7,6 +7,8 @@ the bounding set (capabilities(7), "Capabilities and execution of programs by ro
 
 from __future__ import annotations
 
+import contextlib
+
 from nbcontainer import _libc
 from nbcontainer.spec import ALL_CAPS
 
@@ -35,15 +37,11 @@ def apply(names: frozenset[str] | set[str] | list[str], no_new_privs: bool) -> N
     keep = mask_of(names)
     for bit in range(_last_cap() + 1):
         if not keep & (1 << bit):
-            try:
+            # A capability the running kernel does not know: nothing to drop.
+            with contextlib.suppress(OSError):
                 _libc.prctl(_libc.PR_CAPBSET_DROP, bit)
-            except OSError:
-                # A capability the running kernel does not know: nothing to drop.
-                pass
-    try:
+    with contextlib.suppress(OSError):
         _libc.prctl(_libc.PR_CAP_AMBIENT, _libc.PR_CAP_AMBIENT_CLEAR_ALL)
-    except OSError:
-        pass
     eff, perm, _ = _libc.capget()
     _libc.capset(eff & keep, perm & keep, 0)
     if no_new_privs:

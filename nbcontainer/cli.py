@@ -142,7 +142,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
                       st.name or ""))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for row in table:
-        _out("   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        _out("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
     return 0
 
 

@@ -64,7 +64,7 @@ def link_layers(linkdir: str, layers: Sequence[str]) -> str:
 
 
 def mount_overlay(container_dir: str, layers: Sequence[str]) -> str:
-    """Mount the overlay of ``layers`` with ``upper``/``work`` of ``container_dir``; return merged."""
+    """Mount the overlay of ``layers`` under ``container_dir`` (upper, work); return merged."""
     merged = os.path.join(container_dir, "merged")
     os.makedirs(merged, exist_ok=True)
     if not layers:

@@ -195,26 +195,28 @@ def parse_volume(text: str) -> Volume:
 
 
 def parse_env(text: str) -> tuple[str, str]:
-    """Parse ``-e K=V``. A bare ``K`` takes the value from nowhere (unlike Docker) and is refused."""
+    """Parse ``-e K=V``; a bare ``K`` (Docker copies it from the caller) is refused."""
     key, sep, value = str(text).partition("=")
     if not sep:
         raise UsageError(f"-e: invalid {text!r}; use KEY=VALUE")
     if not _ENV_KEY_RE.match(key):
         raise UsageError(
-            f"-e: invalid variable name {key!r}; use letters, digits and _, not starting with a digit"
+            f"-e: invalid variable name {key!r}; use letters, digits and _, "
+            "not starting with a digit"
         )
     return key, value
 
 
 def parse_user(text: str) -> tuple[int, int | None]:
-    """Parse ``-u UID[:GID]`` (numeric ids; names need the image's passwd, which we don't read)."""
+    """Parse ``-u UID[:GID]``: numeric ids (names would need the image's passwd)."""
     uid_text, _, gid_text = str(text).partition(":")
     try:
         uid = int(uid_text)
         gid = int(gid_text) if gid_text else None
     except ValueError:
-        raise UsageError(f"-u: invalid user {text!r}; use a numeric UID or UID:GID, e.g. 1000:1000")\
-            from None
+        raise UsageError(
+            f"-u: invalid user {text!r}; use a numeric UID or UID:GID, e.g. 1000:1000"
+        ) from None
     if uid < 0 or uid > 2**32 - 2 or (gid is not None and (gid < 0 or gid > 2**32 - 2)):
         raise UsageError(f"-u: user {text!r} is out of range; use ids from 0 to 4294967294")
     return uid, gid

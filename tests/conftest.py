@@ -37,10 +37,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "root" in item.keywords and not IS_ROOT:
             item.add_marker(pytest.mark.skip(reason="needs root (namespaces, mounts, cgroups)"))
         if "cgroup_v1" in item.keywords and CGROUP_VERSION != "v1":
-            item.add_marker(pytest.mark.skip(reason=f"needs cgroup v1/hybrid; this is {CGROUP_VERSION}"))
+            item.add_marker(pytest.mark.skip(
+                reason=f"needs cgroup v1/hybrid; this is {CGROUP_VERSION}"))
         if "cgroup_v2" in item.keywords and CGROUP_VERSION != "v2":
             item.add_marker(pytest.mark.skip(
-                reason=f"needs pure cgroup v2 (run it in ../shared/v2vm); this is {CGROUP_VERSION}"))
+                reason=f"needs pure cgroup v2 (see ../shared/v2vm); this is {CGROUP_VERSION}"))
 
 
 @pytest.fixture(scope="session", autouse=True)

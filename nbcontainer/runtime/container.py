@@ -470,7 +470,7 @@ class Container(ContainerProcess):
             },
             "volumes": [[v.host, v.container, v.readonly] for v in spec.volumes],
             "hostname": hostname if "uts" in namespaces else None,
-            "argv": [] if not command else command,
+            "argv": command if command else [],
             "env": env,
             "workdir": workdir,
             "user": user,

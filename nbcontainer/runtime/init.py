@@ -10,7 +10,8 @@ interpreter, which talks to it over one SOCK_SEQPACKET socket (fd ``FD``):
    then says ``{"op": "go"}``: the limits apply before the payload allocates anything.
 4. child: the other namespaces, root filesystem, hostname; with a user namespace it enters it
    last and asks the supervisor to write the uid/gid maps (``{"op": "userns"}`` ->
-   ``{"op": "ok"}``); then user and capabilities, ``{"op": "ready"}`` (or ``{"op": "error", "message": ...}``) and execve(2) of the payload.
+   ``{"op": "ok"}``); then user and capabilities, ``{"op": "ready"}``
+   (or ``{"op": "error", "message": ...}``) and execve(2) of the payload.
 5. helper waits for the child and reports ``{"op": "exit", "status": <wait status>}``.
 
 The helper stays outside the container's cgroup, so its own memory is never charged to it.
@@ -19,6 +20,7 @@ Both helper and child set PR_SET_PDEATHSIG, so the container dies with its super
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -78,10 +80,8 @@ def _reset_signals() -> None:
     for sig in range(1, signal.NSIG):
         if sig in (signal.SIGKILL, signal.SIGSTOP):
             continue
-        try:
+        with contextlib.suppress(OSError, ValueError):
             signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
@@ -199,10 +199,8 @@ def _run_init(cfg: dict[str, Any], chan: Channel) -> None:
 
     def forward(signum: int, _frame: object) -> None:
         if payload:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(payload, signum)
-            except ProcessLookupError:
-                pass
         elif signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             os._exit(0)
 
@@ -219,10 +217,8 @@ def _run_init(cfg: dict[str, Any], chan: Channel) -> None:
         except InterruptedError:
             continue
         if pid == payload:
-            try:
+            with contextlib.suppress(OSError):
                 chan.send(op="exit", status=status)
-            except OSError:
-                pass
             os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
                      else 128 + os.WTERMSIG(status))
 
@@ -288,10 +284,8 @@ def main(fd: int) -> None:
             break
         except InterruptedError:
             continue
-    try:
+    with contextlib.suppress(OSError):
         chan.send(op="exit", status=status)
-    except OSError:
-        pass
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
              else 128 + os.WTERMSIG(status))
 

@@ -1,0 +1,113 @@
+"""Option parsing is pure: sizes, namespace lists, volumes, users, caps, and their messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from nbcontainer.errors import UsageError
+from nbcontainer.spec import (
+    DEFAULT_CAPS,
+    DEFAULT_NAMESPACES,
+    NAMESPACES,
+    format_size,
+    make_spec,
+    parse_cpuset,
+    parse_namespaces,
+    parse_size,
+    parse_volume,
+    spec_from_dict,
+    spec_to_dict,
+)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("512", 512), ("100k", 100 << 10), ("100m", 100 << 20), ("1g", 1 << 30), ("1G", 1 << 30),
+    ("1.5g", int(1.5 * (1 << 30))), ("64MiB", 64 << 20), ("10mb", 10 << 20),
+])
+def test_sizes_use_docker_binary_units(text, value):
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "lots", "10x", "-5m", "1e9", "m"])
+def test_bad_sizes_say_what_is_allowed(text):
+    with pytest.raises(UsageError, match="e.g. 512, 100k, 100m, 1g"):
+        parse_size(text)
+
+
+def test_namespaces_lists_all_none_and_unknown():
+    assert parse_namespaces("uts,pid") == {"uts", "pid"}
+    assert parse_namespaces("all") == frozenset(NAMESPACES)
+    assert parse_namespaces("none") == frozenset()
+    assert parse_namespaces("mnt,network") == {"mount", "net"}
+    with pytest.raises(UsageError, match="unknown namespace 'time'"):
+        parse_namespaces("pid,time")
+    assert make_spec(["true"]).namespaces == DEFAULT_NAMESPACES
+
+
+def test_net_mode_toggles_the_network_namespace():
+    assert "net" in make_spec(["true"], net="none").namespaces
+    assert "net" not in make_spec(["true"], ns="all", net="host").namespaces
+    assert make_spec(["true"], ns="net").net == "none"
+    with pytest.raises(UsageError, match="host or none"):
+        make_spec(["true"], net="bridge")
+
+
+def test_rootfs_always_brings_a_mount_namespace():
+    assert "mount" in make_spec(["true"], ns="pid", image="busybox").effective_namespaces()
+    assert "mount" not in make_spec(["true"], ns="pid", image="none").effective_namespaces()
+
+
+def test_volumes():
+    v = parse_volume("/data:/mnt/data:ro")
+    assert (v.host, v.container, v.readonly) == ("/data", "/mnt/data", True)
+    for bad in ("data:/x", "/x", "/a:/b:rx", "/a:/../b", "/a:/"):
+        with pytest.raises(UsageError):
+            parse_volume(bad)
+
+
+def test_memory_swap_rules():
+    spec = make_spec(["true"], memory="100m", memory_swap="200m")
+    assert spec.limits.memory_swap == 200 << 20
+    assert make_spec(["true"], memory="100m", memory_swap="-1").limits.memory_swap == -1
+    with pytest.raises(UsageError, match="at least --memory"):
+        make_spec(["true"], memory="100m", memory_swap="50m")
+    with pytest.raises(UsageError, match="needs --memory"):
+        make_spec(["true"], memory_swap="50m")
+
+
+def test_capabilities_follow_docker():
+    assert make_spec(["true"]).capabilities() == frozenset(DEFAULT_CAPS)
+    caps = make_spec(["true"], cap_add=["cap_sys_admin"], cap_drop=["CHOWN"]).capabilities()
+    assert "SYS_ADMIN" in caps and "CHOWN" not in caps
+    assert make_spec(["true"], cap_drop=["ALL"]).capabilities() == frozenset()
+    assert len(make_spec(["true"], privileged=True).capabilities()) > 30
+
+
+def test_cpuset_and_misc_validation():
+    assert parse_cpuset("0-1,3") == "0-1,3"
+    for bad in ("", "a", "3-1", "1--2"):
+        with pytest.raises(UsageError):
+            parse_cpuset(bad)
+    with pytest.raises(UsageError, match="--pids-limit"):
+        make_spec(["true"], pids_limit="0")
+    with pytest.raises(UsageError, match="--cpu-shares"):
+        make_spec(["true"], cpu_shares="1")
+    with pytest.raises(UsageError, match="--timeout"):
+        make_spec(["true"], timeout="-1")
+    with pytest.raises(UsageError, match="--name"):
+        make_spec(["true"], name="bad name")
+    with pytest.raises(UsageError, match="-w"):
+        make_spec(["true"], workdir="relative")
+
+
+def test_spec_round_trips_through_json_form():
+    spec = make_spec(["sh", "-c", "x"], image="busybox", memory="100m", cpus="0.5",
+                     ns="pid,net", env=["A=1"], volumes=["/tmp:/t:ro"], user="1:2",
+                     cap_add=["NET_ADMIN"], timeout="3", name="n1", init=True)
+    assert spec_from_dict(spec_to_dict(spec)) == spec
+
+
+def test_format_size():
+    assert format_size(100 << 20) == "100 MiB"
+    assert format_size(None) == "unlimited"
+    assert format_size(1536) == "1.5 KiB"
