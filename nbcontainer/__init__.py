@@ -11,7 +11,10 @@ container helper that starts a fresh interpreter per container)::
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing itself is slow to import; the helper must start fast
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["Container", "Exec", "Result", "make_spec", "run", "load_ipython_extension",

@@ -7,10 +7,20 @@ that reaches a user says what failed where (crun's habit). Nothing here decides 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+def _load_libc() -> ctypes.CDLL:
+    # ctypes.util.find_library is slow (it may run ldconfig): try the usual soname first.
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+
+        return ctypes.CDLL(find_library("c"), use_errno=True)
+
+
+_libc = _load_libc()
 
 # <linux/sched.h>
 CLONE_NEWNS = 0x00020000

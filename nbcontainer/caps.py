@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 
 from nbcontainer import _libc
-from nbcontainer.spec import ALL_CAPS
+from nbcontainer.capnames import ALL_CAPS
 
 
 def _last_cap() -> int:

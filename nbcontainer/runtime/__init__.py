@@ -6,7 +6,10 @@ must not pay for the supervisor's imports (subprocess, cgroups, images) at every
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing itself is slow to import; the helper must start fast
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Container", "Exec", "Result", "run"]
 

@@ -27,10 +27,13 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
 
 # Everything the child needs is imported now: after pivot_root the package is out of reach.
 from nbcontainer import _libc, caps, namespaces, rootfs
+
+TYPE_CHECKING = False  # typing itself is slow to import; the helper must start fast
+if TYPE_CHECKING:
+    from typing import Any
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
