@@ -59,20 +59,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         _out(cid)
         return 0
     container = Container(spec, root=root, keep=False if args.rm else None)
-    container.start()
     received: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
-        # Like docker's sig-proxy: the first signal goes to the container; a second
-        # interrupt kills it outright.
-        if signum == signal.SIGINT and received.count(signal.SIGINT) >= 1:
+        # Like docker's sig-proxy: each signal goes to the container's first process; a
+        # second interrupt kills the whole container (a PID 1 without a handler ignores it).
+        if signum == signal.SIGINT and signal.SIGINT in received:
             container.kill()
         received.append(signum)
         container.send_signal(signum)
 
+    # Installed before start, so a Ctrl-C that lands while the container is being set up is
+    # forwarded (or, before it exists, replayed) instead of killing the supervisor.
     previous = {s: signal.signal(s, forward)
                 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
     try:
+        container.start()
+        for signum in received:
+            container.send_signal(signum)
         result = container.wait()
     finally:
         for s, handler in previous.items():

@@ -175,3 +175,36 @@ def test_info_reports_each_feature():
 def test_exec_into_missing_container_is_125():
     p = nbc("exec", "nope", "true")
     assert p.returncode == 125 and "no such container" in p.stderr
+
+
+def _wait_for_line(proc: subprocess.Popen[str], expected: str) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == expected, line
+
+
+def test_ctrl_c_reaches_a_python_payload_and_leaves_nothing():
+    code = ("import time\nprint('ready', flush=True)\ntry:\n    time.sleep(100)\n"
+            "except KeyboardInterrupt:\n    print('interrupted', flush=True)\n"
+            "    raise SystemExit(130)\n")
+    proc = subprocess.Popen([*CLI, "run", "host", sys.executable, "-c", code],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_line(proc, "ready")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=10)
+    assert "interrupted" in out
+    assert proc.returncode == 130
+
+
+def test_second_ctrl_c_kills_a_payload_that_ignores_the_first():
+    # A shell as PID 1 has no SIGINT handler, so the kernel drops the forwarded signal
+    # (pid_namespaces(7)); the second Ctrl-C kills the whole container.
+    proc = subprocess.Popen([*CLI, "run", "busybox", "sh", "-c", "echo ready; sleep 100"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_line(proc, "ready")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=10)
+    assert proc.returncode == 137

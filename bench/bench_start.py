@@ -1,0 +1,116 @@
+"""Container start latency: nbcontainer (API and CLI) next to crun and runc, interleaved.
+
+Run as root: ``.venv/bin/python bench/bench_start.py [--rounds N]``. Prints medians, p90 and
+ratios against ``crun run`` measured in the same run, commands interleaved so machine drift
+cancels. Every side runs ``/bin/true``: nbcontainer on the ``host`` and ``busybox`` images,
+crun/runc on an OCI bundle whose rootfs is the busybox image.
+
+crun 1.8 refuses hybrid cgroup layouts (v1 controllers plus an empty cgroup2 mount, like this
+machine's); so on such a machine the whole benchmark re-executes itself in a private mount
+namespace that hides the empty cgroup2 mount, and every side runs there alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def hybrid_unified_mount() -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == "/sys/fs/cgroup/unified" for line in f)
+
+
+def reexec_without_unified() -> None:
+    """Re-run this script in a private mount namespace without the empty cgroup2 mount."""
+    if os.environ.get("NBC_BENCH_NS") or not hybrid_unified_mount():
+        return
+    script = ("umount /sys/fs/cgroup/unified && exec \"$@\"")
+    os.environ["NBC_BENCH_NS"] = "1"
+    os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                          "sh", sys.executable, *sys.argv])
+
+
+def make_bundle(tmp: Path, busybox_layer: str) -> Path:
+    bundle = tmp / "bundle"
+    (bundle).mkdir()
+    shutil.copytree(busybox_layer, bundle / "rootfs", symlinks=True)
+    subprocess.run(["crun", "spec"], cwd=bundle, check=True)
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["terminal"] = False
+    config["process"]["args"] = ["/bin/true"]
+    (bundle / "config.json").write_text(json.dumps(config))
+    return bundle
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000
+
+
+def main() -> None:
+    reexec_without_unified()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(HERE.parent))
+    from nbcontainer import make_spec, run
+    from nbcontainer.images import resolve
+
+    tmp = Path(tempfile.mkdtemp(prefix="nbc-bench-"))
+    os.environ["NBCONTAINER_ROOT"] = str(tmp / "store")
+    busybox = resolve("busybox").layers[0]
+    bundle = make_bundle(tmp, busybox)
+    devnull = subprocess.DEVNULL
+    host_spec = make_spec(["/bin/true"], image="host")
+    busybox_spec = make_spec(["/bin/true"], image="busybox")
+    cli = [sys.executable, "-m", "nbcontainer", "run", "host", "/bin/true"]
+    counter = iter(range(10**9))
+
+    def oci(tool: str) -> None:
+        name = f"nbcbench{next(counter)}"
+        subprocess.run([tool, "run", "--bundle", str(bundle), name], check=True,
+                       stdout=devnull, stderr=devnull)
+
+    sides: dict[str, Callable[[], object]] = {
+        "nbcontainer API (host image)": lambda: run(host_spec),
+        "nbcontainer API (busybox image)": lambda: run(busybox_spec),
+        "nbcontainer CLI (host image)": lambda: subprocess.run(cli, check=True),
+        "crun run (busybox bundle)": lambda: oci("crun"),
+    }
+    if shutil.which("runc"):
+        sides["runc run (busybox bundle)"] = lambda: oci("runc")
+    samples: dict[str, list[float]] = {k: [] for k in sides}
+    for fn in sides.values():  # warm-up: build the busybox layer, page in binaries
+        fn()
+    for _ in range(args.rounds):
+        for name, fn in sides.items():
+            samples[name].append(timed(fn))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    base = statistics.median(samples["crun run (busybox bundle)"])
+    print(f"container start of /bin/true, {args.rounds} interleaved rounds, "
+          f"interpreter {sys.executable} (Python {sys.version.split()[0]})")
+    print(f"{'what':<34} {'median ms':>10} {'p90 ms':>9} {'vs crun':>8}")
+    for name, values in samples.items():
+        values.sort()
+        med = statistics.median(values)
+        p90 = values[int(0.9 * (len(values) - 1))]
+        print(f"{name:<34} {med:>10.1f} {p90:>9.1f} {med / base:>7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
