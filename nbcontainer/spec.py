@@ -359,8 +359,8 @@ def make_spec(
         if net not in NET_MODES:
             raise UsageError(f"--net: unknown mode {net!r}; use host or none")
         namespaces = namespaces | {"net"} if net == "none" else namespaces - {"net"}
-    mem = None if memory in (None, "") else parse_memory(memory)  # type: ignore[arg-type]
-    swap = None if memory_swap in (None, "") else parse_memory_swap(memory_swap)  # type: ignore[arg-type]
+    mem = None if memory in (None, "") else parse_memory(memory)
+    swap = None if memory_swap in (None, "") else parse_memory_swap(memory_swap)
     if swap is not None and swap != -1:
         if mem is None:
             raise UsageError("--memory-swap needs --memory too; set both, e.g. -m 100m "
@@ -373,12 +373,12 @@ def make_spec(
     limits = Limits(
         memory=mem,
         memory_swap=swap,
-        cpus=None if cpus in (None, "") else parse_cpus(cpus),  # type: ignore[arg-type]
+        cpus=None if cpus in (None, "") else parse_cpus(cpus),
         cpu_shares=None if cpu_shares in (None, "") else parse_int(
-            cpu_shares, "--cpu-shares", 2, 262144),  # type: ignore[arg-type]
+            cpu_shares, "--cpu-shares", 2, 262144),
         cpuset_cpus=None if not cpuset_cpus else parse_cpuset(cpuset_cpus),
         pids_limit=None if pids_limit in (None, "") else parse_int(
-            pids_limit, "--pids-limit", 1, 4194304),  # type: ignore[arg-type]
+            pids_limit, "--pids-limit", 1, 4194304),
     )
     if isinstance(env, dict):
         env_items = tuple((parse_env(f"{k}={v}")) for k, v in env.items())
@@ -407,11 +407,11 @@ def make_spec(
         env=env_items,
         volumes=vols,
         workdir=workdir,
-        user=None if user in (None, "") else parse_user(user),  # type: ignore[arg-type]
+        user=None if user in (None, "") else parse_user(user),
         cap_add=tuple(parse_cap(c, "--cap-add") for c in (cap_add or ())),
         cap_drop=tuple(parse_cap(c, "--cap-drop") for c in (cap_drop or ())),
         privileged=privileged,
-        timeout=None if timeout in (None, "") else parse_timeout(timeout),  # type: ignore[arg-type]
+        timeout=None if timeout in (None, "") else parse_timeout(timeout),
         name=None if name is None else parse_name(name),
         init=init,
         tty=tty,
@@ -433,7 +433,7 @@ def spec_to_dict(spec: ContainerSpec) -> dict[str, object]:
     }
 
 
-def spec_from_dict(data: dict) -> ContainerSpec:  # type: ignore[type-arg]
+def spec_from_dict(data: dict) -> ContainerSpec:
     """The inverse of :func:`spec_to_dict`."""
     user = data.get("user")
     return ContainerSpec(

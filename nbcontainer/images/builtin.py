@@ -1,4 +1,7 @@
-"""The built-in images: ``host`` (the host's ``/``), ``busybox`` (host busybox-static), ``scratch``."""
+"""The built-in images: ``host`` (the host's ``/``), ``busybox`` (host busybox-static), ``scratch``.
+
+busybox is a real store image, made on first use; host and scratch need no layers.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,19 @@ import hashlib
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nbcontainer.errors import FeatureMissingError, ImageNotFoundError
-from nbcontainer.store import ensure_dir, layers_dir, store_root, tmp_dir
+from nbcontainer.errors import FeatureMissingError, ImageError, ImageNotFoundError
+
+if TYPE_CHECKING:
+    from nbcontainer.images.store import ImageRecord, ImageStore
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+BUSYBOX_LABEL = "org.nbcontainer.busybox.sha256"
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,8 @@ class ImageConfig:
     cmd: tuple[str, ...] = ()
     entrypoint: tuple[str, ...] = ()
     workdir: str = "/"
+    user: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,7 @@ class ResolvedImage:
     name: str
     layers: tuple[str, ...] = ()
     config: ImageConfig = field(default_factory=ImageConfig)
+    id: str = ""
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -44,19 +55,53 @@ def split_name(name: str) -> tuple[str, str]:
 
 
 def resolve(name: str, root: str | os.PathLike[str] | None = None) -> ResolvedImage:
-    """Resolve an image name to its layers and config; raise ImageNotFoundError if unknown."""
+    """Resolve an image name to its layers and config; raise ImageNotFoundError if unknown.
+
+    Order: the built-ins ``host`` and ``scratch``; then the store (``name[:tag]``, default tag
+    ``latest``); then ``busybox``, which is materialised into the store on first use.
+    """
     base, tag = split_name(name)
     if base == "host" and tag == "latest":
         return ResolvedImage("host:latest", ("/",), ImageConfig(cmd=("/bin/sh",)))
     if base == "scratch" and tag == "latest":
         return ResolvedImage("scratch:latest", (), ImageConfig(env=(("PATH", DEFAULT_PATH),)))
-    if base == "busybox" and tag == "latest":
-        layer = busybox_layer(store_root(root))
-        return ResolvedImage("busybox:latest", (str(layer),), ImageConfig(cmd=("sh",)))
-    raise ImageNotFoundError(
-        f"image {name!r} not found; built-in images are host, busybox and scratch "
-        "(see `nbcontainer images`)"
-    )
+    from nbcontainer.images.store import ImageStore
+
+    store = ImageStore(root)
+    record = store.find_image(name)
+    if record is None and base == "busybox" and tag == "latest":
+        record = ensure_busybox(store)
+    if record is None:
+        known = ", ".join(r.ref for r in store.list_images())
+        raise ImageNotFoundError(
+            f"image {name!r} not found; built-in images are host, busybox and scratch"
+            + (f", stored images are {known}" if known else "")
+            + " (see `nbcontainer images`, or add one with `nbcontainer import`)"
+        )
+    return to_resolved(record, store)
+
+
+def to_resolved(record: ImageRecord, store: ImageStore) -> ResolvedImage:
+    """Turn a store record into what the runtime mounts: layer trees bottom first + config."""
+    env = tuple(tuple(e.split("=", 1)) if "=" in e else (e, "") for e in record.env)
+    if not any(k == "PATH" for k, _ in env):
+        env = (("PATH", DEFAULT_PATH), *env)
+    config = ImageConfig(env=env, cmd=tuple(record.cmd),  # type: ignore[arg-type]
+                         entrypoint=tuple(record.entrypoint), workdir=record.workdir or "/",
+                         user=record.user, labels=tuple(sorted(record.labels.items())))
+    layers = tuple(str(store.layer_fs(d)) for d in record.layers)
+    return ResolvedImage(record.ref, layers, config, id=record.id)
+
+
+def stored_record(name: str, store: ImageStore) -> ImageRecord:
+    """The store record for ``name`` (busybox is built on demand); host/scratch are not stored."""
+    base, tag = split_name(name)
+    if base in ("host", "scratch") and tag == "latest":
+        raise ImageError(f"{base} is a built-in image with no stored layers; it cannot be saved")
+    record = store.find_image(name)
+    if record is None and base == "busybox" and tag == "latest":
+        record = ensure_busybox(store)
+    return record if record is not None else store.get_image(name)
 
 
 def find_busybox() -> str:
@@ -70,37 +115,61 @@ def find_busybox() -> str:
     )
 
 
-def busybox_layer(root: Path) -> Path:
-    """Return the busybox layer directory, building it once from the host binary.
+def ensure_busybox(store: ImageStore) -> ImageRecord:
+    """Return the ``busybox:latest`` store image, building it once from the host binary.
 
-    The directory name is derived from the binary's sha256, so an upgraded busybox gets a new
-    layer and a half-built one is never used (it is built in tmp/ and renamed into place).
+    The layer tree is normalised (owner root, fixed mtimes) so the same binary always gives the
+    same diff_id, and a rebuilt store reuses the layer. A record made from another busybox
+    binary (label ``org.nbcontainer.busybox.sha256``) is replaced; an imported busybox is kept.
     """
+    from nbcontainer.images.layertar import write_layer_tar
+    from nbcontainer.images.store import HistoryEntry, ImageRecord, LayerMeta, now_iso
+
     binary = find_busybox()
     with open(binary, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
-    target = layers_dir(root) / f"busybox-{digest[:16]}"
-    if target.is_dir():
-        return target
-    ensure_dir(layers_dir(root))
-    staging = Path(ensure_dir(tmp_dir(root))) / f"busybox-{digest[:16]}.{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        _populate_busybox(staging, binary)
-        os.rename(staging, target)
-    except FileExistsError:
-        pass
-    except OSError as err:
-        if not target.is_dir():
-            raise
-        del err
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    with store.lock():
+        record = store.find_image("busybox:latest")
+        if record is not None and record.labels.get(BUSYBOX_LABEL, digest) == digest:
+            return record
+        created_by = f"nbcontainer: busybox from the host's {binary} (sha256 {digest[:12]})"
+        with store.staging("busybox") as stage:
+            fs = stage / "fs"
+            _populate_busybox(fs, binary)
+            mtime = int(os.stat(binary).st_mtime)
+            for dirpath, dirnames, filenames in os.walk(fs):
+                for entry in (*dirnames, *filenames):
+                    os.utime(os.path.join(dirpath, entry), (mtime, mtime), follow_symlinks=False)
+            os.utime(fs, (mtime, mtime))
+            summary = write_layer_tar(fs, None)
+            meta = LayerMeta(summary.diff_id, summary.content_size, summary.tar_size, created_by,
+                             now_iso())
+            if not store.has_layer(summary.diff_id):
+                store.publish_layer(stage, meta)
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime))
+        record = ImageRecord(
+            name="busybox", tag="latest", id="sha256:" + hashlib.sha256(
+                f"{summary.diff_id} {digest}".encode()).hexdigest(),
+            layers=[summary.diff_id], env=[f"PATH={DEFAULT_PATH}"], cmd=["sh"],
+            labels={BUSYBOX_LABEL: digest}, created=created, source=f"built-in from {binary}",
+            history=[HistoryEntry(created=created, created_by=created_by,
+                                  size=summary.content_size)],
+        )
+        store.put_image(record)
+    return record
+
+
+def busybox_layer(root: Path) -> Path:
+    """The busybox layer tree (kept for callers of the first version)."""
+    from nbcontainer.images.store import ImageStore
+
+    store = ImageStore(root)
+    return store.layer_fs(ensure_busybox(store).layers[0])
 
 
 def _populate_busybox(root: Path, binary: str) -> None:
     """Lay out a minimal busybox root: the binary, one symlink per applet, /etc basics."""
+    root.mkdir(mode=0o755)
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp",
               "root", "var", "home", "run"):
         (root / d).mkdir(parents=True, exist_ok=True)

@@ -354,15 +354,19 @@ class Container(ContainerProcess):
         Where its cgroup goes; default: under the caller's own cgroup.
     owner
         A tag in its record naming who owns it (e.g. a kernel), for cleanup.
+    idle
+        Run only an idle init, not the image's default command, when the spec has no command
+        (a named notebook container: each cell is an exec into it).
     """
 
     def __init__(self, spec: ContainerSpec, *, root: str | os.PathLike[str] | None = None,
                  stdin: StdStream = None, stdout: StdStream = None, stderr: StdStream = None,
                  pass_fds: Sequence[int] = (), log: bool = False, keep: bool | None = None,
                  cgroup_parent: str | None = None, owner: str | None = None,
-                 detached: bool = False) -> None:
+                 detached: bool = False, idle: bool = False) -> None:
         super().__init__(stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds)
         self.spec = spec
+        self.idle = idle
         self.root = store_root(root)
         self.keep = spec.name is not None if keep is None else keep
         self.log = log
@@ -412,7 +416,7 @@ class Container(ContainerProcess):
                 )
         image = resolve(spec.image, self.root) if spec.has_rootfs else None
         command = list(spec.command) or (list(image.config.entrypoint + image.config.cmd)
-                                         if image else [])
+                                         if image and not self.idle else [])
         if not command and not spec.init:
             raise UsageError("no command given and the image has no default command; "
                              "give one, e.g. `nbcontainer run busybox sh -c 'echo hi'`")

@@ -38,7 +38,7 @@ def open_container_cgroup(st: ContainerState) -> cgroups.Cgroup:
     return cg
 
 
-def _wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+def _wait_until(predicate, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
