@@ -1,0 +1,450 @@
+"""cgroups on the real kernel, as root: limits read back, OOM, fork storms, freeze, kill, stats.
+
+Version-agnostic tests run on this hybrid (v1) host and in the pure-v2 VM
+(``../shared/v2vm/run-in-v2vm.sh``); where the files differ, the expectation table names both.
+Every process a test starts is attached to the cgroup while it waits on stdin, so the limits
+hold before it does anything, and every process is killed and reaped before the test ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from nbcontainer.cgroups import (
+    Cgroup,
+    Layout,
+    cgroup_from_paths,
+    create_cgroup,
+    detect,
+    list_cgroups,
+    open_cgroup,
+    remove_stale,
+)
+from nbcontainer.cgroups.base import Cgroup as BaseCgroup
+from nbcontainer.cgroups.layout import parse_proc_cgroup
+from nbcontainer.cgroups.v2 import cpu_weight
+from nbcontainer.errors import CgroupError, UsageError
+from nbcontainer.spec import Limits
+
+pytestmark = pytest.mark.root
+
+MiB = 1 << 20
+IN_VM = bool(os.environ.get("V2VM_GUEST"))
+
+
+def _id(suffix: str) -> str:
+    """A 12-hex container id that is unique per test run."""
+    return f"{os.getpid() & 0xFFFF:04x}{suffix}"[:12].ljust(12, "0")
+
+
+@pytest.fixture
+def layout() -> Layout:
+    return detect()
+
+
+@pytest.fixture
+def cgroups() -> Iterator[list[Cgroup]]:
+    """Collects the cgroups a test makes and removes them even when the test fails."""
+    made: list[Cgroup] = []
+    yield made
+    for cg in made:
+        cg.remove()
+
+
+@contextlib.contextmanager
+def attached(cg: Cgroup, argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Start argv (which must first read a line from stdin), attach it, then let it go."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        cg.attach(proc.pid)
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, in clock ticks (proc(5) fields 14 and 15)."""
+    fields = _read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+# -- detection ---------------------------------------------------------------------------------
+
+
+@pytest.mark.cgroup_v1
+def test_detect_this_host(layout: Layout) -> None:
+    assert layout.version in ("v1", "hybrid")
+    assert {"memory", "cpu", "cpuacct", "pids", "freezer", "cpuset"} <= layout.controllers
+    own = parse_proc_cgroup(_read("/proc/self/cgroup"))
+    for controller, parent in layout.parents.items():
+        assert parent == own[controller].rstrip("/") + "/nbcontainer"
+    assert layout.parent_path == layout.parents["memory"]
+    print(layout.describe())
+
+
+@pytest.mark.cgroup_v2
+def test_detect_v2_parent_is_nearest_delegating_ancestor(layout: Layout) -> None:
+    """The parent's parent delegates memory, cpu and pids, and no nearer ancestor does."""
+    assert layout.version == "v2"
+    print(layout.describe())
+    root = layout.hierarchies["unified"]
+    own = parse_proc_cgroup(_read("/proc/self/cgroup"))["unified"]
+    chosen = os.path.dirname(layout.parent_path)
+    assert own == chosen or own.startswith(chosen.rstrip("/") + "/")
+    core = {"memory", "cpu", "pids"} & set(_read(root + "/cgroup.subtree_control").split())
+    assert core <= set(_read(root + chosen + "/cgroup.subtree_control").split())
+    path = own
+    while path != chosen:
+        assert not core <= set(_read(root + path + "/cgroup.subtree_control").split())
+        path = os.path.dirname(path)
+    assert {"memory", "cpu", "pids", "freezer"} <= layout.controllers
+    if os.environ.get("V2VM_CGROUP") == "/v2vm.slice/job":
+        assert layout.parent_path == "/v2vm.slice/nbcontainer"
+
+
+# -- limits read back from the kernel ----------------------------------------------------------
+
+LIMIT_CASES = {
+    "memory": (Limits(memory=64 * MiB),
+               [("memory", "memory.limit_in_bytes", str(64 * MiB)),
+                ("memory", "memory.memsw.limit_in_bytes", str(128 * MiB))],
+               [("memory.max", str(64 * MiB)), ("memory.swap.max", str(64 * MiB))]),
+    "memory_swap": (Limits(memory=64 * MiB, memory_swap=96 * MiB),
+                    [("memory", "memory.memsw.limit_in_bytes", str(96 * MiB))],
+                    [("memory.swap.max", str(32 * MiB))]),
+    "memory_swap_unlimited": (Limits(memory=64 * MiB, memory_swap=-1),
+                              [("memory", "memory.memsw.limit_in_bytes",
+                                "9223372036854771712")],
+                              [("memory.swap.max", "max")]),
+    "cpus": (Limits(cpus=0.5),
+             [("cpu", "cpu.cfs_quota_us", "50000"), ("cpu", "cpu.cfs_period_us", "100000")],
+             [("cpu.max", "50000 100000")]),
+    "cpu_shares": (Limits(cpu_shares=512), [("cpu", "cpu.shares", "512")],
+                   [("cpu.weight", str(cpu_weight(512)))]),
+    "cpuset": (Limits(cpuset_cpus="0"), [("cpuset", "cpuset.cpus", "0")],
+               [("cpuset.cpus", "0")]),
+    "pids": (Limits(pids_limit=17), [("pids", "pids.max", "17")], [("pids.max", "17")]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LIMIT_CASES))
+def test_limit_is_written(case: str, layout: Layout, cgroups: list[Cgroup]) -> None:
+    limits, v1_files, v2_files = LIMIT_CASES[case]
+    if "swap" in case and not layout.swap_accounting:
+        pytest.skip("no swap accounting on this kernel")
+    cg = create_cgroup(_id("a1"), limits)
+    cgroups.append(cg)
+    if layout.version == "v2":
+        for name, expected in v2_files:
+            assert _read(f"{cg.paths['unified']}/{name}") == expected, name
+    else:
+        for controller, name, expected in v1_files:
+            assert _read(f"{cg.paths[controller]}/{name}") == expected, name
+        # every v1 cpuset cgroup we made can take tasks: mems copied from the parent
+        assert _read(cg.paths["cpuset"] + "/cpuset.mems")
+        assert _read(os.path.dirname(cg.paths["cpuset"]) + "/cpuset.mems")
+
+
+def test_paths_follow_the_layout(layout: Layout, cgroups: list[Cgroup]) -> None:
+    cg = create_cgroup(_id("a2"), Limits())
+    cgroups.append(cg)
+    assert cg.name == _id("a2")
+    expected = {c: f"{d}/{cg.name}" for c, d in layout.parent_dirs().items()}
+    if layout.version == "v2":
+        assert cg.paths == {"unified": expected["unified"]}
+        parent = os.path.dirname(cg.paths["unified"])
+        enabled = set(_read(parent + "/cgroup.subtree_control").split())
+        assert {"memory", "cpu", "pids"} <= enabled
+    else:
+        assert cg.paths == expected
+    assert all(os.path.isdir(p) for p in cg.paths.values())
+
+
+def test_unavailable_cpu_is_refused_without_leftovers(layout: Layout) -> None:
+    with pytest.raises(UsageError, match="--cpuset-cpus: CPU 999 is not available here"):
+        create_cgroup(_id("a3"), Limits(cpuset_cpus="0,999"))
+    assert _id("a3") not in list_cgroups()
+
+
+def test_existing_name_is_an_error_and_left_alone(cgroups: list[Cgroup]) -> None:
+    cg = create_cgroup(_id("a4"), Limits(pids_limit=5))
+    cgroups.append(cg)
+    with pytest.raises(CgroupError, match=r"cannot create cgroup .*: File exists"):
+        create_cgroup(_id("a4"), Limits())
+    assert all(os.path.isdir(p) for p in cg.paths.values())
+
+
+def test_explicit_parent(cgroups: list[Cgroup]) -> None:
+    cg = create_cgroup(_id("a5"), Limits(memory=32 * MiB), parent="/nbcontainer")
+    cgroups.append(cg)
+    for controller, path in cg.paths.items():
+        assert path.endswith(f"/nbcontainer/{cg.name}"), controller
+    assert open_cgroup(cg.name, parent="/nbcontainer").paths == cg.paths
+    assert cg.stats().memory_limit == 32 * MiB
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def test_oom_kill_is_counted(cgroups: list[Cgroup]) -> None:
+    limit = 50 * MiB
+    cg = create_cgroup(_id("b1"), Limits(memory=limit))
+    cgroups.append(cg)
+    code = "import sys; sys.stdin.readline(); b = bytearray(200 << 20); print('survived')"
+    with attached(cg, [sys.executable, "-c", code]) as proc:
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == -9, out
+    stats = cg.stats()
+    print(f"after OOM: {stats}")
+    assert stats.oom_kills >= 1
+    assert stats.memory_limit == limit
+    if stats.memory_peak is not None:
+        assert 0.8 * limit <= stats.memory_peak <= 1.05 * limit
+
+
+def test_pids_limit_contains_a_fork_storm(cgroups: list[Cgroup]) -> None:
+    cg = create_cgroup(_id("b2"), Limits(pids_limit=10))
+    cgroups.append(cg)
+    code = (
+        "import os, sys, time\n"
+        "sys.stdin.readline()\n"
+        "ok = fail = 0\n"
+        "for _ in range(40):\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except BlockingIOError:\n"
+        "        fail += 1\n"
+        "        continue\n"
+        "    if pid == 0:\n"
+        "        time.sleep(60)\n"
+        "        os._exit(0)\n"
+        "    ok += 1\n"
+        "print(ok, fail, flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    started = time.monotonic()
+    with attached(cg, [sys.executable, "-c", code]) as proc:
+        assert proc.stdout is not None
+        ok, fail = map(int, proc.stdout.readline().split())
+        stats = cg.stats()
+        print(f"forks ok={ok} EAGAIN={fail}; {stats}")
+        assert ok <= 9 and ok + fail == 40
+        assert stats.pids_current is not None and stats.pids_current <= 10
+        assert stats.pids_limit == 10
+        if stats.pids_peak is not None:
+            assert stats.pids_peak <= 10
+        cg.kill_all()
+        assert cg.procs() == []
+    assert proc.returncode == -9
+    assert time.monotonic() - started < 60
+
+
+def test_freeze_and_thaw_stop_and_resume_a_busy_process(cgroups: list[Cgroup]) -> None:
+    cg = create_cgroup(_id("b3"), Limits())
+    cgroups.append(cg)
+    with attached(cg, ["sh", "-c", "read x; while :; do :; done"]) as proc:
+        time.sleep(0.2)
+        cg.freeze()
+        assert cg.is_frozen()
+        if "freezer" in cg.paths:
+            assert _read(cg.paths["freezer"] + "/freezer.state") == "FROZEN"
+        else:
+            assert "frozen 1" in _read(cg.paths["unified"] + "/cgroup.events")
+        state = _read(f"/proc/{proc.pid}/stat").rsplit(")", 1)[1].split()[0]
+        print(f"frozen process state: {state}")
+        ticks = _cpu_ticks(proc.pid)
+        time.sleep(0.5)
+        assert _cpu_ticks(proc.pid) == ticks, "a frozen process kept running"
+        cg.freeze()  # freezing twice is harmless
+        cg.thaw()
+        assert not cg.is_frozen()
+        ticks = _cpu_ticks(proc.pid)
+        deadline = time.monotonic() + 10
+        while _cpu_ticks(proc.pid) == ticks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _cpu_ticks(proc.pid) > ticks, "a thawed process did not run again"
+        cg.thaw()
+
+
+@pytest.mark.parametrize("how", ["native", "freeze-loop"])
+def test_kill_all_catches_a_forking_process(how: str, cgroups: list[Cgroup]) -> None:
+    """A shell that keeps double-forking sleeps (orphans, not its children) is wiped out.
+
+    ``freeze-loop`` runs the base class's freeze + SIGKILL + thaw loop even on v2, where
+    ``native`` uses cgroup.kill. The pids limit only keeps a failure from becoming a bomb.
+    """
+    cg = create_cgroup(_id("b4"), Limits(pids_limit=200))
+    cgroups.append(cg)
+    with attached(cg, ["sh", "-c", "read x; while :; do (sleep 100 &); done"]) as proc:
+        deadline = time.monotonic() + 20
+        while len(cg.procs()) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(cg.procs()) >= 5
+        started = time.perf_counter()
+        if how == "native":
+            cg.kill_all()
+        else:
+            BaseCgroup.kill_all(cg)
+        print(f"kill_all ({how}) took {(time.perf_counter() - started) * 1000:.1f} ms")
+        assert cg.procs() == []
+        assert not cg.populated()
+        proc.wait(timeout=10)
+    assert proc.returncode == -9
+
+
+def test_remove_kills_and_is_idempotent() -> None:
+    cg = create_cgroup(_id("b5"), Limits(memory=64 * MiB))
+    with attached(cg, ["sh", "-c", "read x; exec sleep 100"]) as proc:
+        assert cg.procs() == [proc.pid]
+        cg.remove()
+        assert proc.wait(timeout=10) == -9
+    assert not any(os.path.exists(p) for p in cg.paths.values())
+    cg.remove()
+    cgroup_from_paths(cg.name, cg.paths).remove()
+    with pytest.raises(CgroupError, match="cannot open cgroup"):
+        open_cgroup(cg.name)
+
+
+def test_shared_parent_outlives_a_sibling(layout: Layout) -> None:
+    a = create_cgroup(_id("c1"), Limits())
+    b = create_cgroup(_id("c2"), Limits())
+    parents = {os.path.dirname(p) for p in a.paths.values()}
+    a.remove()
+    assert all(os.path.isdir(p) for p in parents), "removed a parent still in use"
+    assert all(os.path.isdir(p) for p in b.paths.values())
+    b.remove()
+    if not list_cgroups():  # another test session's container would keep the parent
+        assert not any(os.path.isdir(p) for p in parents)
+
+
+def test_concurrent_starts_and_stops_share_the_parent() -> None:
+    """Two threads create and remove containers at once: the shared parent is made and removed
+    under each other's feet (mkdir ENOENT is retried, rmdir EBUSY of the parent ignored)."""
+    errors: list[BaseException] = []
+    rounds = 40 if not IN_VM else 8
+
+    def churn(tag: str) -> None:
+        try:
+            for i in range(rounds):
+                create_cgroup(_id(f"{tag}{i:02x}"), Limits(memory=64 * MiB, pids_limit=9)).remove()
+        except BaseException as err:  # noqa: BLE001 - reported by the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=churn, args=(tag,)) for tag in ("c8", "c9")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+
+
+def test_open_list_and_remove_stale() -> None:
+    keep = create_cgroup(_id("d1"), Limits())
+    stale = create_cgroup(_id("d2"), Limits())
+    try:
+        with attached(stale, ["sh", "-c", "read x; exec sleep 100"]) as proc:
+            assert {keep.name, stale.name} <= set(list_cgroups())
+            opened = open_cgroup(stale.name)
+            assert opened.paths == stale.paths and opened.procs() == [proc.pid]
+            saved = cgroup_from_paths(stale.name, stale.paths)
+            assert type(saved) is type(stale) and saved.procs() == [proc.pid]
+            removed = remove_stale(lambda name: name != stale.name)
+            assert removed == [stale.name]
+            assert proc.wait(timeout=10) == -9
+        assert keep.name in list_cgroups() and stale.name not in list_cgroups()
+    finally:
+        stale.remove()
+        keep.remove()
+    assert keep.name not in list_cgroups()
+
+
+def test_stats_and_sampler(layout: Layout, cgroups: list[Cgroup]) -> None:
+    cg = create_cgroup(_id("e1"), Limits(memory=256 * MiB, pids_limit=50))
+    cgroups.append(cg)
+    code = ("import sys; sys.stdin.readline(); b = bytearray(40 << 20); "
+            "sum(range(3 * 10**6)); print('ready', flush=True); sys.stdin.readline()")
+    with attached(cg, [sys.executable, "-c", code]) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        stats = cg.stats()
+        print(stats)
+        assert stats.memory_current is not None and stats.memory_current >= 30 * MiB
+        assert stats.memory_peak is not None and stats.memory_peak >= stats.memory_current
+        assert stats.memory_limit == 256 * MiB
+        assert stats.oom_kills == 0
+        assert stats.cpu_usage_ns is not None and stats.cpu_usage_ns > 10**7
+        assert stats.pids_current == 1 and stats.pids_limit == 50
+        assert (stats.pids_peak is None) == (layout.version != "v2")
+        n = 2000 if not IN_VM else 200
+        with cg.open_sampler() as sampler:
+            first = sampler.read()
+            started = time.perf_counter()
+            for _ in range(n):
+                sampler.read()
+            per_read = (time.perf_counter() - started) / n * 1e6
+        started = time.perf_counter()
+        for _ in range(n // 10):
+            cg.stats()
+        per_stats = (time.perf_counter() - started) / (n // 10) * 1e6
+        print(f"sampler.read(): {per_read:.1f} us; stats() with open/close: {per_stats:.1f} us")
+        assert first.memory_limit == stats.memory_limit
+        assert first.pids_current == 1
+    sampler.close()
+
+
+def test_sampler_fails_clearly_after_remove() -> None:
+    cg = create_cgroup(_id("e2"), Limits(memory=64 * MiB))
+    sampler = cg.open_sampler()
+    try:
+        cg.remove()
+        with pytest.raises(CgroupError, match="cannot read"):
+            sampler.read()
+    finally:
+        sampler.close()
+
+
+def test_lifecycle_latency() -> None:
+    """create + apply limits + attach + remove, as a container start and stop do it (info).
+
+    The process is started outside the timed part and has exited before remove() is timed,
+    as when a container's payload ended on its own.
+    """
+    limits = Limits(memory=100 * MiB, cpus=1.0, pids_limit=100)
+    times = []
+    for i in range(20 if not IN_VM else 5):
+        proc = subprocess.Popen(["sleep", "100"])
+        try:
+            started = time.perf_counter()
+            cg = create_cgroup(_id(f"f{i:02x}"), limits)
+            created = time.perf_counter()
+            cg.attach(proc.pid)
+            attached_at = time.perf_counter()
+        finally:
+            proc.kill()
+            proc.wait()
+        removing = time.perf_counter()
+        cg.remove()
+        done = time.perf_counter()
+        times.append((created - started, attached_at - created, done - removing))
+    med = [sorted(t[k] for t in times)[len(times) // 2] * 1000 for k in range(3)]
+    print(f"median ms: create+apply {med[0]:.2f}, attach {med[1]:.2f}, remove {med[2]:.2f}, "
+          f"total {sum(med):.2f}")
