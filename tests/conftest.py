@@ -54,17 +54,38 @@ def private_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _own_memory_parent() -> Path | None:
+    """On cgroup v1, this process's memory cgroup + /nbcontainer, where our containers go."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if "memory" in controllers.split(","):
+                    return CGROUP_ROOT / "memory" / path.lstrip("/") / "nbcontainer"
+    except OSError:
+        pass
+    return None
+
+
 def _nbcontainer_cgroups() -> set[str]:
-    """Every cgroup directory whose path mentions nbcontainer, in every hierarchy."""
+    """Every container cgroup directory of this session, in every hierarchy.
+
+    On a v1 host other sessions' containers share the cpu/pids/freezer parents; only the
+    memory parent is per supervisor cgroup, so it says which container ids are ours.
+    """
     found: set[str] = set()
     if not CGROUP_ROOT.is_dir():
         return found
     for dirpath, dirnames, _ in os.walk(CGROUP_ROOT):
         depth = dirpath.count("/") - str(CGROUP_ROOT).count("/")
-        if "nbcontainer" in dirpath:
+        if "nbcontainer" in dirpath and not dirpath.endswith("/nbcontainer"):
             found.add(dirpath)
         if depth >= 6:
             dirnames.clear()
+    mine = _own_memory_parent() if CGROUP_VERSION == "v1" else None
+    if mine is not None:
+        ours = set(os.listdir(mine)) if mine.is_dir() else set()
+        found = {p for p in found if os.path.basename(p) in ours}
     return found
 
 

@@ -486,6 +486,7 @@ class Container(ContainerProcess):
         st = self.state
         st.cgroup = self.cgroup.name
         st.cgroup_parent = self.cgroup_parent
+        st.cgroup_paths = dict(self.cgroup.paths)
         st.namespaces = namespaces
         st.layers = list(self._image_layers)
         st.exec_config = self._exec_config
@@ -606,7 +607,7 @@ class Exec(ContainerProcess):
         if tgt.status == "paused":
             raise ContainerStateError(f"container {tgt.short} is paused; unpause it first")
         assert tgt.cgroup is not None
-        self.cgroup = cgroups.open_cgroup(tgt.cgroup, parent=tgt.cgroup_parent)
+        self.cgroup = tgt.open_cgroup()
         cfg = tgt.exec_config
         env = dict(cfg.get("env", {}))
         env.update(self.env)

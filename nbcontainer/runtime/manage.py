@@ -25,9 +25,11 @@ def _cgroup(st: ContainerState) -> cgroups.Cgroup | None:
     if not st.cgroup:
         return None
     try:
-        return cgroups.open_cgroup(st.cgroup, parent=st.cgroup_parent)
+        cg: cgroups.Cgroup = st.open_cgroup()
     except CgroupError:
         return None
+    # cgroup_from_paths does not check existence: a removed cgroup is no cgroup.
+    return cg if any(os.path.isdir(p) for p in cg.paths.values()) else None
 
 
 def open_container_cgroup(st: ContainerState) -> cgroups.Cgroup:
@@ -193,7 +195,31 @@ def gc(root: Path | None = None) -> list[str]:
                 if cg is not None:
                     with contextlib.suppress(CgroupError):
                         cg.remove()
-    # A container being created right now has its directory before its cgroup: keep those.
-    for name in cgroups.remove_stale(lambda name: name in live or (base / name).exists()):
-        actions.append(f"removed stale cgroup {name}")
+    actions += _remove_orphan_cgroups(live | (set(os.listdir(base)) if base.is_dir() else set()))
     return actions
+
+
+def _remove_orphan_cgroups(known: set[str], min_age: float = 60.0) -> list[str]:
+    """Remove container cgroups that no container record names: empty and old ones only.
+
+    Other stores (another NBCONTAINER_ROOT, another user's kernel) share the cgroup parent,
+    so a cgroup unknown here may be theirs: one with processes in it, or one younger than
+    ``min_age`` (being set up right now), is never touched.
+    """
+    removed = []
+    for name in cgroups.list_cgroups():
+        if name in known:
+            continue
+        try:
+            cg = cgroups.open_cgroup(name)
+            if cg.procs():
+                continue
+            ages = [time.time() - os.stat(p).st_mtime for p in cg.paths.values()
+                    if os.path.isdir(p)]
+            if not ages or min(ages) < min_age:
+                continue
+            cg.remove()
+        except (CgroupError, OSError):
+            continue
+        removed.append(f"removed orphaned cgroup {name}")
+    return removed

@@ -68,6 +68,7 @@ class ContainerState:
     supervisor_start: int | None = None
     cgroup: str | None = None
     cgroup_parent: str | None = None
+    cgroup_paths: dict[str, str] = field(default_factory=dict)
     namespaces: list[str] = field(default_factory=list)
     layers: list[str] = field(default_factory=list)
     exec_config: dict[str, Any] = field(default_factory=dict)
@@ -85,6 +86,21 @@ class ContainerState:
     def is_running(self) -> bool:
         """True if its first process is alive."""
         return self.status in ("running", "paused") and is_alive(self.pid, self.pid_start)
+
+    def open_cgroup(self) -> Any:
+        """Its cgroup, from the directories saved at creation (CgroupError if it is gone).
+
+        On cgroup v1 the memory parent is the creating supervisor's own memory cgroup, so
+        another process (``exec``, ``gc``) must not look it up by name from its own position.
+        """
+        from nbcontainer import cgroups
+        from nbcontainer.errors import CgroupError
+
+        if not self.cgroup:
+            raise CgroupError(f"container {self.short} has no cgroup")
+        if self.cgroup_paths:
+            return cgroups.cgroup_from_paths(self.cgroup, self.cgroup_paths)
+        return cgroups.open_cgroup(self.cgroup, parent=self.cgroup_parent)
 
     def supervisor_alive(self) -> bool:
         """True if the process responsible for it is alive."""

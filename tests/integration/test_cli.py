@@ -184,7 +184,7 @@ def _wait_for_line(proc: subprocess.Popen[str], expected: str) -> None:
 
 
 def test_ctrl_c_reaches_a_python_payload_and_leaves_nothing():
-    code = ("import time\nprint('ready', flush=True)\ntry:\n    time.sleep(100)\n"
+    code = ("import time\ntry:\n    print('ready', flush=True)\n    time.sleep(100)\n"
             "except KeyboardInterrupt:\n    print('interrupted', flush=True)\n"
             "    raise SystemExit(130)\n")
     proc = subprocess.Popen([*CLI, "run", "host", sys.executable, "-c", code],
