@@ -270,9 +270,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from nbcontainer.runtime import manage
 
     actions = manage.gc()
-    with contextlib.suppress(ImportError, AttributeError):
-        images_gc = importlib.import_module("nbcontainer.images.store").gc
-        actions += list(images_gc(store_root()) or [])
+    from nbcontainer.images.store import ImageStore
+
+    removed = ImageStore(store_root()).gc()
+    actions += [f"removed unreferenced layer {x}" for x in removed.get("layers", [])]
+    actions += [f"removed leftover of a crashed import {x}" for x in removed.get("tmp", [])]
     for line in actions:
         _out(line)
     if not actions:

@@ -50,6 +50,15 @@ USERNS_SIZE = 65536
 StdStream = int | IO[Any] | None
 
 
+def _image_lock(root: Path, image: str) -> contextlib.AbstractContextManager[object]:
+    """The image store's shared lock, for images that live in the store."""
+    if image.split(":")[0] in ("host", "scratch", "none"):
+        return contextlib.nullcontext()
+    from nbcontainer.images.store import ImageStore
+
+    return ImageStore(root).lock()
+
+
 def require_root() -> None:
     """Raise NotRootError unless running as root."""
     if os.geteuid() != 0:
@@ -414,17 +423,25 @@ class Container(ContainerProcess):
                 raise UsageError(
                     f"-v: host path {vol.host!r} does not exist; create it first or fix the path"
                 )
-        image = resolve(spec.image, self.root) if spec.has_rootfs else None
-        command = list(spec.command) or (list(image.config.entrypoint + image.config.cmd)
-                                         if image and not self.idle else [])
-        if not command and not spec.init:
-            raise UsageError("no command given and the image has no default command; "
-                             "give one, e.g. `nbcontainer run busybox sh -c 'echo hi'`")
         ensure_dir(self.root, 0o711)
-        self.state = state_mod.reserve(self.root, spec.name, spec.image, command,
-                                       auto_remove=not self.keep)
+        # Until the record lists the image's layers, `rmi`/`gc` must not delete them: hold the
+        # image store's shared lock from resolving the name to saving the record.
+        with _image_lock(self.root, spec.image):
+            image = resolve(spec.image, self.root) if spec.has_rootfs else None
+            command = list(spec.command) or (list(image.config.entrypoint + image.config.cmd)
+                                             if image and not self.idle else [])
+            if not command and not spec.init:
+                raise UsageError("no command given and the image has no default command; "
+                                 "give one, e.g. `nbcontainer run busybox sh -c 'echo hi'`")
+            self.state = state_mod.reserve(self.root, spec.name, spec.image, command,
+                                           auto_remove=not self.keep)
+            try:
+                self._prepare(image, command)
+            except BaseException:
+                self._cleaned = False
+                self.cleanup()
+                raise
         try:
-            self._prepare(image, command)
             self._spawn(None)
         except BaseException:
             self._cleaned = False
