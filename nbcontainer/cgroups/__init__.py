@@ -133,7 +133,26 @@ def create_cgroup(name: str, limits: Limits, *, parent: str | None = None,
                          None if parent is not None else layout.controllers)
     if "cpuset" in parents:
         _check_cpuset(limits, parents["cpuset"], "v1")
-    return v1.create(name, limits, parents, layout.swap_accounting)
+    return v1.create(name, limits, _v1_hierarchies(parents, limits), layout.swap_accounting)
+
+
+# Every v1 container is metered (memory, cpuacct, pids) and killable (freezer); cpu and cpuset
+# join only when limited. Each hierarchy costs a mkdir, an attach and an rmdir per container.
+_V1_ALWAYS = frozenset({"memory", "cpuacct", "pids", "freezer"})
+
+
+def _v1_hierarchies(parents: dict[str, str], limits: Limits) -> dict[str, str]:
+    """The v1 hierarchies a container with ``limits`` needs."""
+    needed = set(_V1_ALWAYS)
+    if limits.cpus is not None or limits.cpu_shares is not None:
+        needed.add("cpu")
+    if limits.cpuset_cpus is not None:
+        needed.add("cpuset")
+    chosen = {c: p for c, p in parents.items() if c in needed}
+    # A hierarchy shared by several controllers (e.g. cpu,cpuacct) is one directory anyway.
+    shared = set(chosen.values())
+    chosen.update({c: p for c, p in parents.items() if p in shared})
+    return chosen
 
 
 def _existing(name: str, parent: str | None, root: str, layout: Layout | None) -> Cgroup | None:

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,6 +34,7 @@ from nbcontainer.images import resolve
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.result import Result
 from nbcontainer.runtime.state import ContainerState
+from nbcontainer.runtime.zygote import ForkedHelper, Zygote
 from nbcontainer.spec import ContainerSpec
 from nbcontainer.store import ensure_dir, store_root
 
@@ -48,6 +49,36 @@ USERNS_BASE = 100000
 USERNS_SIZE = 65536
 
 StdStream = int | IO[Any] | None
+
+
+@contextlib.contextmanager
+def _stdio_fds(stdio: tuple[StdStream, StdStream, StdStream]) -> Iterator[tuple[int, int, int]]:
+    """Popen-style stdin/stdout/stderr as three fds to hand to the zygote."""
+    opened: list[int] = []
+    fds: list[int] = []
+    try:
+        for index, stream in enumerate(stdio):
+            if stream is None:
+                fds.append(index)  # inherit ours, as Popen does
+            elif stream == subprocess.DEVNULL:
+                fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                opened.append(fd)
+                fds.append(fd)
+            elif stream == subprocess.STDOUT:
+                fds.append(fds[1])
+            elif isinstance(stream, int):
+                fds.append(stream)
+            else:
+                fds.append(stream.fileno())
+        yield fds[0], fds[1], fds[2]
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+def _python_argv(code: str, forked: bool) -> list[str]:
+    """Run Python source: in the zygote's forked interpreter ([]), or a fresh one (argv)."""
+    return [] if forked else [sys.executable, "-u", "-c", code]
 
 
 def _image_lock(root: Path, image: str) -> contextlib.AbstractContextManager[object]:
@@ -89,10 +120,12 @@ class ContainerProcess:
     """
 
     def __init__(self, *, stdin: StdStream = None, stdout: StdStream = None,
-                 stderr: StdStream = None, pass_fds: Sequence[int] = ()) -> None:
+                 stderr: StdStream = None, pass_fds: Sequence[int] = (),
+                 zygote: bool | None = None) -> None:
         self._stdio = (stdin, stdout, stderr)
         self._pass_fds = tuple(pass_fds)
-        self._helper: subprocess.Popen[bytes] | None = None
+        self._use_zygote = zygote
+        self._helper: subprocess.Popen[bytes] | ForkedHelper | None = None
         self._sock: socket.socket | None = None
         self._status: int | None = None
         self._result: Result | None = None
@@ -132,13 +165,18 @@ class ContainerProcess:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = parent_sock
         stdin, stdout, stderr = self._stdio
+        zygote = self._zygote()
         try:
-            self._helper = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _HELPER_CODE, str(child_sock.fileno())],
-                stdin=stdin, stdout=stdout, stderr=stderr,
-                pass_fds=(child_sock.fileno(), *self._pass_fds),
-                close_fds=True, start_new_session=True, env={},
-            )
+            if zygote is not None:
+                with _stdio_fds(self._stdio) as fds:
+                    self._helper = zygote.spawn(child_sock.fileno(), fds, self._pass_fds)
+            else:
+                self._helper = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", _HELPER_CODE, str(child_sock.fileno())],
+                    stdin=stdin, stdout=stdout, stderr=stderr,
+                    pass_fds=(child_sock.fileno(), *self._pass_fds),
+                    close_fds=True, start_new_session=True, env={},
+                )
         finally:
             child_sock.close()
         self._started_at = time.monotonic()
@@ -172,6 +210,14 @@ class ContainerProcess:
                 raise SetupError("the container's first process exited during setup")
         parent_sock.settimeout(None)
         self._on_ready()
+
+    def _zygote(self) -> Zygote | None:
+        """The zygote to fork the helper from, or None to start a fresh interpreter."""
+        if self._use_zygote is False or subprocess.PIPE in self._stdio:
+            return None
+        if self._use_zygote:
+            return Zygote.get()
+        return Zygote.running()
 
     def _recv(self) -> dict[str, Any]:
         assert self._sock is not None
@@ -253,7 +299,7 @@ class ContainerProcess:
         wall = time.monotonic() - self._started_at
         status = self._status
         if status is None:
-            code = self._helper.returncode
+            code = self._helper.wait()
             status = (-code) if code < 0 else (code << 8)
         stats = self._final_stats()
         signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
@@ -372,9 +418,12 @@ class Container(ContainerProcess):
                  stdin: StdStream = None, stdout: StdStream = None, stderr: StdStream = None,
                  pass_fds: Sequence[int] = (), log: bool = False, keep: bool | None = None,
                  cgroup_parent: str | None = None, owner: str | None = None,
-                 detached: bool = False, idle: bool = False) -> None:
-        super().__init__(stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds)
+                 detached: bool = False, idle: bool = False, python: str | None = None,
+                 zygote: bool | None = None) -> None:
+        super().__init__(stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds,
+                         zygote=zygote)
         self.spec = spec
+        self.python = python
         self.idle = idle
         self.root = store_root(root)
         self.keep = spec.name is not None if keep is None else keep
@@ -430,7 +479,9 @@ class Container(ContainerProcess):
             image = resolve(spec.image, self.root) if spec.has_rootfs else None
             command = list(spec.command) or (list(image.config.entrypoint + image.config.cmd)
                                              if image and not self.idle else [])
-            if not command and not spec.init:
+            if self.python is not None:
+                command = _python_argv(self.python, self._zygote() is not None)
+            if not command and not spec.init and self.python is None:
                 raise UsageError("no command given and the image has no default command; "
                                  "give one, e.g. `nbcontainer run busybox sh -c 'echo hi'`")
             self.state = state_mod.reserve(self.root, spec.name, spec.image, command,
@@ -492,6 +543,7 @@ class Container(ContainerProcess):
             "volumes": [[v.host, v.container, v.readonly] for v in spec.volumes],
             "hostname": hostname if "uts" in namespaces else None,
             "argv": command if command else [],
+            "python": None if self.python is None or command else {"code": self.python},
             "env": env,
             "workdir": workdir,
             "user": user,
@@ -548,8 +600,11 @@ class Container(ContainerProcess):
         """The first process ended: nothing of the container may outlive it."""
         if self.cgroup is not None:
             with contextlib.suppress(ContainerError):
-                self.cgroup.kill_all()
-        if self.state is not None and self.dir.exists():
+                # Usually empty already (PID 1's end ends its namespace); killing an empty
+                # v1 cgroup would still freeze and thaw it.
+                if self.cgroup.procs():
+                    self.cgroup.kill_all()
+        if self.keep and self.state is not None and self.dir.exists():
             self.state.status = "exited"
             self.state.exit_code = result.exit_code
             self.state.exit_reason = result.describe()
@@ -600,9 +655,12 @@ class Exec(ContainerProcess):
                  stdout: StdStream = None, stderr: StdStream = None,
                  pass_fds: Sequence[int] = (), env: dict[str, str] | None = None,
                  workdir: str | None = None, user: tuple[int, int] | None = None,
-                 timeout: float | None = None) -> None:
-        super().__init__(stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds)
-        if not command:
+                 timeout: float | None = None, python: str | None = None,
+                 zygote: bool | None = None) -> None:
+        super().__init__(stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds,
+                         zygote=zygote)
+        self.python = python
+        if not command and python is None:
             raise UsageError("exec: give a command to run, e.g. `nbcontainer exec web sh`")
         self.target = target
         self.root = store_root(root)
@@ -635,6 +693,7 @@ class Exec(ContainerProcess):
             "join": [n for n in tgt.namespaces],
             "namespaces": tgt.namespaces,
             "argv": self.command,
+            "python": None,
             "env": env,
             "workdir": self.workdir or cfg.get("workdir") or "/",
             "user": user,
@@ -643,6 +702,10 @@ class Exec(ContainerProcess):
             "init": False,
             "detached": False,
         }
+        if self.python is not None:
+            argv = _python_argv(self.python, self._zygote() is not None)
+            self._config_data["argv"] = argv
+            self._config_data["python"] = None if argv else {"code": self.python}
         try:
             self._spawn(self.timeout)
         except BaseException:

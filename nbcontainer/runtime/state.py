@@ -14,7 +14,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,9 @@ def save(root: Path, state: ContainerState) -> None:
     path = container_path(root, state.id) / "state.json"
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     with open(tmp, "w") as f:
-        json.dump(asdict(state), f)
+        # The fields are plain JSON values: vars() is a shallow view, dataclasses.asdict
+        # would deep-copy the record on every save (on the container start path).
+        f.write(json.dumps(vars(state)))
     os.replace(tmp, path)
 
 

@@ -159,9 +159,18 @@ def test_limit_is_written(case: str, layout: Layout, cgroups: list[Cgroup]) -> N
     else:
         for controller, name, expected in v1_files:
             assert _read(f"{cg.paths[controller]}/{name}") == expected, name
-        # every v1 cpuset cgroup we made can take tasks: mems copied from the parent
-        assert _read(cg.paths["cpuset"] + "/cpuset.mems")
-        assert _read(os.path.dirname(cg.paths["cpuset"]) + "/cpuset.mems")
+        # Hierarchies join only when needed: cpuset only with --cpuset-cpus.
+        assert ("cpuset" in cg.paths) == (limits.cpuset_cpus is not None)
+
+
+@pytest.mark.cgroup_v1
+def test_v1_cpuset_cgroup_can_take_tasks(cgroups: list[Cgroup]) -> None:
+    cg = create_cgroup(_id("a4"), Limits(cpuset_cpus="0"))
+    cgroups.append(cg)
+    # every v1 cpuset cgroup we made can take tasks: mems copied from the parent
+    assert _read(cg.paths["cpuset"] + "/cpuset.cpus") == "0"
+    assert _read(cg.paths["cpuset"] + "/cpuset.mems")
+    assert _read(os.path.dirname(cg.paths["cpuset"]) + "/cpuset.mems")
 
 
 def test_paths_follow_the_layout(layout: Layout, cgroups: list[Cgroup]) -> None:
@@ -175,7 +184,11 @@ def test_paths_follow_the_layout(layout: Layout, cgroups: list[Cgroup]) -> None:
         enabled = set(_read(parent + "/cgroup.subtree_control").split())
         assert {"memory", "cpu", "pids"} <= enabled
     else:
-        assert cg.paths == expected
+        # Without cpu or cpuset limits, v1 uses only the metering and freezing hierarchies.
+        wanted = {c for c in ("memory", "cpuacct", "pids", "freezer") if c in expected}
+        assert set(cg.paths) >= wanted
+        assert {c: p for c, p in expected.items() if c in cg.paths} == cg.paths
+        assert "cpuset" not in cg.paths
     assert all(os.path.isdir(p) for p in cg.paths.values())
 
 

@@ -197,9 +197,10 @@ def test_ctrl_c_reaches_a_python_payload_and_leaves_nothing():
 
 
 def test_second_ctrl_c_kills_a_payload_that_ignores_the_first():
-    # A shell as PID 1 has no SIGINT handler, so the kernel drops the forwarded signal
-    # (pid_namespaces(7)); the second Ctrl-C kills the whole container.
-    proc = subprocess.Popen([*CLI, "run", "busybox", "sh", "-c", "echo ready; sleep 100"],
+    # The payload ignores SIGINT (as a PID 1 without a handler does, pid_namespaces(7)): the
+    # second Ctrl-C kills the whole container.
+    proc = subprocess.Popen([*CLI, "run", "busybox", "sh", "-c",
+                             "trap '' INT; echo ready; sleep 100"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_line(proc, "ready")
     proc.send_signal(signal.SIGINT)

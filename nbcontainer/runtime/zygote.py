@@ -1,0 +1,254 @@
+"""A pre-started, single-threaded interpreter that forks container helpers on request.
+
+Starting a fresh interpreter for every container costs tens of milliseconds before any
+namespace exists. A long-lived supervisor (a notebook kernel) instead starts one *zygote* —
+never a fork of itself, which may be multi-threaded — and asks it to fork a helper per
+container. The forked helper runs the same protocol as a freshly started one
+(:mod:`nbcontainer.runtime.init`). Because the zygote runs the supervisor's own interpreter
+with its site-packages, a Python cell body can run in the forked, already initialised
+interpreter inside the container instead of exec'ing a new one (the ``python`` payload).
+
+Zygote protocol (SOCK_SEQPACKET): supervisor -> zygote: JSON ``{"fds": [targets]}`` with the
+control socket, stdin, stdout, stderr and any passed fds attached (SCM_RIGHTS);
+zygote -> supervisor: ``{"pid": N}`` with a pidfd of the new helper attached, so the supervisor
+can wait for and signal a process that is not its child without racing pid reuse.
+The zygote dies with its supervisor (PR_SET_PDEATHSIG) and when its socket closes.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+
+_MAX_FDS = 64
+
+
+def _send_fds(sock: socket.socket, message: dict[str, object], fds: list[int]) -> None:
+    payload = json.dumps(message).encode()
+    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    sock.sendmsg([payload], ancillary)
+
+
+def _recv_fds(sock: socket.socket) -> tuple[dict[str, object] | None, list[int]]:
+    fds = array.array("i")
+    data, ancdata, _, _ = sock.recvmsg(1 << 16, socket.CMSG_SPACE(_MAX_FDS * fds.itemsize))
+    for level, kind, blob in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(blob[: len(blob) - (len(blob) % fds.itemsize)])
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    return json.loads(data), list(fds)
+
+
+# -- the zygote process ------------------------------------------------------------------------
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _become_helper(zsock: socket.socket, message: dict[str, object], fds: list[int]) -> None:
+    """In the forked child: take the passed fds into place and run the helper protocol."""
+    from nbcontainer.runtime import init
+
+    zsock.close()
+    targets = [int(t) for t in message.get("fds", [])]  # type: ignore[attr-defined]
+    ctl, stdio, extra = fds[0], fds[1:4], fds[4:]
+    # Move every received fd above the targets first, so no dup2 clobbers one still needed.
+    high = [os.dup(fd) for fd in (ctl, *stdio, *extra)]
+    for fd in fds:
+        os.close(fd)
+    ctl, stdio, extra = high[0], high[1:4], high[4:]
+    for target, fd in zip((0, 1, 2), stdio, strict=True):
+        os.dup2(fd, target)
+        os.close(fd)
+    for target, fd in zip(targets, extra, strict=True):
+        os.dup2(fd, target)
+        os.set_inheritable(target, True)
+        os.close(fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    init.rebind_stdio()
+    init.main(ctl)
+
+
+def serve(fd: int) -> None:
+    """The zygote's loop: fork a helper per request, reap them, exit with the supervisor."""
+    from nbcontainer import _libc
+    from nbcontainer.runtime import init  # preload everything a helper needs
+
+    del init
+    parent = os.getppid()
+    _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(0)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP):
+        signal.signal(sig, signal.SIG_IGN)
+    zsock = socket.socket(fileno=fd)
+    zsock.set_inheritable(False)
+    while True:
+        ready, _, _ = select.select([zsock], [], [], 1.0)
+        _reap()
+        if not ready:
+            continue
+        try:
+            message, fds = _recv_fds(zsock)
+        except OSError:
+            os._exit(0)
+        if message is None:
+            os._exit(0)  # the supervisor closed its end
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _become_helper(zsock, message, fds)
+            finally:
+                os._exit(125)
+        for received in fds:
+            os.close(received)
+        pidfd = os.pidfd_open(pid)
+        try:
+            _send_fds(zsock, {"pid": pid}, [pidfd])
+        finally:
+            os.close(pidfd)
+
+
+# -- the supervisor's side ---------------------------------------------------------------------
+
+
+class ForkedHelper:
+    """A helper forked by the zygote, with :class:`subprocess.Popen`'s verbs, via its pidfd.
+
+    It is not our child, so its exit status comes from the helper's own report on the
+    control socket; ``returncode`` is only -9 (killed) when it died without reporting.
+    """
+
+    def __init__(self, pid: int, pidfd: int) -> None:
+        self.pid = pid
+        self._pidfd = pidfd
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self._pidfd], [], [], 0)[0]:
+            self._exited()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            if not select.select([self._pidfd], [], [], timeout)[0]:
+                import subprocess
+
+                raise subprocess.TimeoutExpired(f"helper {self.pid}", timeout or 0)
+            self._exited()
+        assert self.returncode is not None
+        return self.returncode
+
+    def _exited(self) -> None:
+        self.returncode = -signal.SIGKILL
+        os.close(self._pidfd)
+        self._pidfd = -1
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+
+    def __del__(self) -> None:
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+
+
+class Zygote:
+    """The supervisor's handle on its zygote process (one per supervisor, started lazily)."""
+
+    _lock = threading.Lock()
+    _current: Zygote | None = None
+
+    def __init__(self) -> None:
+        import subprocess
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        code = (f"import sys; sys.path.insert(0, {_package_parent()!r}); "
+                "from nbcontainer.runtime.zygote import serve; serve(int(sys.argv[1]))")
+        try:
+            self.process: subprocess.Popen[bytes] = subprocess.Popen(
+                [sys.executable, "-c", code, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=None, close_fds=True,
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        self.sock = ours
+        self._request_lock = threading.Lock()
+
+    @property
+    def pid(self) -> int:
+        """The zygote's pid."""
+        return self.process.pid
+
+    def alive(self) -> bool:
+        """True while the zygote runs."""
+        return self.process.poll() is None
+
+    def spawn(self, ctl: int, stdio: tuple[int, int, int],
+              pass_fds: tuple[int, ...]) -> ForkedHelper:
+        """Fork a helper that talks on ``ctl``, with ``stdio`` as its 0/1/2."""
+        with self._request_lock:
+            _send_fds(self.sock, {"fds": list(pass_fds)}, [ctl, *stdio, *pass_fds])
+            reply, fds = _recv_fds(self.sock)
+        if reply is None or not fds:
+            raise OSError("the zygote process exited")
+        return ForkedHelper(int(reply["pid"]), fds[0])  # type: ignore[call-overload]
+
+    def close(self) -> None:
+        """Stop the zygote (closing its socket ends its loop)."""
+        self.sock.close()
+        try:
+            self.process.wait(2)
+        except Exception:  # noqa: BLE001 - it is our child: end it by pid
+            self.process.kill()
+            self.process.wait()
+
+    @classmethod
+    def get(cls) -> Zygote:
+        """This process's zygote, started on first use (restarted if it died)."""
+        with cls._lock:
+            if cls._current is None or not cls._current.alive():
+                cls._current = Zygote()
+            return cls._current
+
+    @classmethod
+    def running(cls) -> Zygote | None:
+        """This process's zygote if one runs, without starting one."""
+        current = cls._current
+        return current if current is not None and current.alive() else None
+
+    @classmethod
+    def shutdown(cls) -> None:
+        """Stop this process's zygote, if any."""
+        with cls._lock:
+            if cls._current is not None:
+                cls._current.close()
+                cls._current = None
+
+
+def _package_parent() -> str:
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
