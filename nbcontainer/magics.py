@@ -1,0 +1,679 @@
+"""``%%container``, ``%container`` and ``%%containerfile``: containers as IPython magics.
+
+One family of magics in one module (IPython's own layout). Options are one argparse parser
+built from :func:`nbcontainer.options.add_run_options`, so ``%%container?`` documents them and
+their syntax is the CLI's; defaults are traitlets on :class:`ContainerMagics`, so
+``c.ContainerMagics.memory = "512m"`` in ``ipython_config.py`` and ``%config`` both work.
+
+A cell is run as: options -> validated specs (a bad option raises UsageError before anything
+exists) -> per run: pipes, container (or an exec into a named one), meter thread, pump loop
+(streaming output, live plot, interrupt) -> cleanup, always -> final frame, resource record,
+outputs or an error saying why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import MagicArgumentParser
+from traitlets import Bool, CaselessStrEnum, Float, List, Unicode
+
+from nbcontainer import errors
+from nbcontainer.meter import Meter, Series
+from nbcontainer.options import add_run_options, spec_from_args
+from nbcontainer.plot import LivePlot
+from nbcontainer.spec import ContainerSpec, format_size
+from nbcontainer.store import store_root
+from nbcontainer.streams import Interrupted, Pipes, Pump
+from nbcontainer.transfer import (
+    Program,
+    TransferError,
+    pack_inputs,
+    parse_names,
+    python_command,
+    unpack_outputs,
+)
+
+#: Traitlet name -> argparse dest of the shared run options (the traitlets are the defaults).
+TRAIT_DESTS = {
+    "memory": "memory", "memory_swap": "memory_swap", "cpus": "cpus",
+    "cpu_shares": "cpu_shares", "cpuset_cpus": "cpuset_cpus", "pids_limit": "pids_limit",
+    "ns": "ns", "net": "net", "hostname": "hostname", "env": "env", "volumes": "volume",
+    "workdir": "workdir", "user": "user", "cap_add": "cap_add", "cap_drop": "cap_drop",
+    "privileged": "privileged", "timeout": "timeout",
+}
+#: Options fixed when a named container is created (dest -> ContainerSpec attribute path);
+#: the others (env, workdir, user, timeout) apply to each cell's exec.
+FIXED_FIELDS = {
+    "memory": "limits.memory", "memory_swap": "limits.memory_swap", "cpus": "limits.cpus",
+    "cpu_shares": "limits.cpu_shares", "cpuset_cpus": "limits.cpuset_cpus",
+    "pids_limit": "limits.pids_limit", "ns": "namespaces", "net": "namespaces",
+    "hostname": "hostname", "volume": "volumes", "cap_add": "cap_add", "cap_drop": "cap_drop",
+    "privileged": "privileged", "image": "image",
+}
+#: Errors that are the user's input, shown as UsageError (no traceback, nothing created).
+USER_ERRORS = (errors.UsageError, errors.ImageNotFoundError, errors.ContainerNotFoundError,
+               errors.NotRootError)
+
+
+class ContainerCellError(Exception):
+    """A container cell failed: the message says why in words, then the resource record.
+
+    Raised (not printed) so that "Run All" stops at the failing cell. IPython shows
+    ``_render_traceback_`` instead of a traceback through this module's internals.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+class _Parser(MagicArgumentParser):
+    """A magic's argparse parser whose errors name the magic and point at its help."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}; see {self.prog}? for the options")
+
+
+def build_cell_parser() -> _Parser:
+    """The ``%%container`` parser: the shared run options plus the magic's own."""
+    parser = _Parser(
+        prog="%%container",
+        description="Run the cell in a new container (or, with --name, in a persistent one). "
+                    "The body is Python, run by the kernel's own interpreter, unless a COMMAND "
+                    "is given (sh, bash, python3 -u, ...), which reads the body on stdin.",
+        epilog="A comma list for --memory or --cpus (e.g. --memory 50m,100m,200m) runs the cell "
+               "once per value and overlays the memory curves in one plot.",
+    )
+    add_run_options(parser, magic=True)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--plot", dest="plot", action="store_const", const="always", default=None,
+                       help="always show the live memory plot")
+    group.add_argument("--no-plot", dest="plot", action="store_const", const="never",
+                       help="never show it (default: shown when the cell runs longer than "
+                            "about half a second)")
+    parser.add_argument("-i", "--input", dest="inputs", action="append", metavar="VAR[,VAR]",
+                        help="notebook variables to pickle into the container (Python bodies)")
+    parser.add_argument("-o", "--output", dest="outputs", action="append", metavar="VAR[,VAR]",
+                        help="variables to bring back into the notebook afterwards "
+                             "(Python bodies)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG ...]",
+                        help="the program that reads the body on stdin (default: Python)")
+    return parser
+
+
+def build_stats_parser() -> _Parser:
+    """The ``%container stats`` parser."""
+    parser = _Parser(prog="%container stats",
+                     description="Live memory plot of a running named container.")
+    parser.add_argument("container", metavar="NAME")
+    parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                        help="stop after this long (default: until interrupted or it ends)")
+    return parser
+
+
+def split_args(line: str, prog: str) -> list[str]:
+    """Shell-split a magic's line, turning a quoting error into a UsageError."""
+    try:
+        return shlex.split(line)
+    except ValueError as err:
+        raise UsageError(f"{prog}: {err} in {line!r}") from None
+
+
+def comparison_values(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """Which option a comparison run varies (memory or cpus) and its values; (None, [])."""
+    varied = [(dest, getattr(args, dest)) for dest in ("memory", "cpus")
+              if getattr(args, dest) and "," in getattr(args, dest)]
+    if not varied:
+        return None, []
+    if len(varied) > 1:
+        raise UsageError("%%container: compare one option at a time: give a comma list to "
+                         "--memory or to --cpus, not both")
+    dest, text = varied[0]
+    values = [v.strip() for v in text.split(",")]
+    if any(not v for v in values):
+        raise UsageError(f"--{dest}: empty value in the comma list {text!r}; give values like "
+                         "50m,100m,200m")
+    if args.name:
+        raise UsageError("%%container: a comparison run makes one container per value, so it "
+                         "cannot use --name; drop --name or give a single value")
+    return dest, values
+
+
+@dataclass
+class CellRun:
+    """One container run of a cell: its spec, label, result and samples."""
+
+    spec: ContainerSpec
+    label: str
+    result: Any = None
+    series: Series | None = None
+    output: bytes = b""
+    interrupted: bool = False
+
+
+@magics_class
+class ContainerMagics(Magics):
+    """The ``%%container`` magics and their configurable defaults.
+
+    Every run option has a trait of the same name (``volumes`` for ``-v``); an empty string
+    means "not set" (the runtime's default).
+    """
+
+    image = Unicode("host", help="default image (host = the host's / read-only)").tag(
+        config=True)
+    memory = Unicode("", help="default memory limit, e.g. 512m").tag(config=True)
+    memory_swap = Unicode("", help="default memory + swap limit").tag(config=True)
+    cpus = Unicode("", help="default CPU quota, e.g. 0.5").tag(config=True)
+    cpu_shares = Unicode("", help="default relative CPU weight").tag(config=True)
+    cpuset_cpus = Unicode("", help="default CPU list, e.g. 0-1").tag(config=True)
+    pids_limit = Unicode("", help="default maximum number of tasks").tag(config=True)
+    ns = Unicode("", help="default namespaces (comma list, all or none)").tag(config=True)
+    net = Unicode("", help="default network mode: host or none").tag(config=True)
+    hostname = Unicode("", help="default hostname inside").tag(config=True)
+    env = List(Unicode(), help="environment K=V for every cell").tag(config=True)
+    volumes = List(Unicode(), help="bind mounts HOST:CTR[:ro] for every cell").tag(config=True)
+    workdir = Unicode("", help="default working directory inside").tag(config=True)
+    user = Unicode("", help="default UID[:GID] inside").tag(config=True)
+    cap_add = List(Unicode(), help="capabilities added for every cell").tag(config=True)
+    cap_drop = List(Unicode(), help="capabilities dropped for every cell").tag(config=True)
+    privileged = Bool(False, help="run every cell privileged").tag(config=True)
+    timeout = Unicode("", help="default wall-clock limit in seconds").tag(config=True)
+    plot = CaselessStrEnum(["auto", "always", "never"], "auto",
+                           help="live memory plot: auto (cells longer than plot_after), "
+                                "always or never").tag(config=True)
+    plot_after = Float(0.5, help="auto mode shows the plot once a cell ran this long (s)").tag(
+        config=True)
+    frame_rate = Float(1.0, help="live plot frames per second (each costs the kernel ~0.1 s "
+                                  "of CPU)").tag(config=True)
+    sample_rate = Float(25.0, help="cgroup samples per second (peak and OOM kills come from "
+                                   "kernel counters at any rate)").tag(
+        config=True)
+    interrupt_grace = Float(1.5, help="seconds between SIGINT and killing the container on "
+                                      "interrupt").tag(config=True)
+    root = Unicode("", help="store root (default $NBCONTAINER_ROOT or "
+                            "/var/lib/nbcontainer)").tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.parser = build_cell_parser()
+        self.named: dict[str, tuple[Any, ContainerSpec]] = {}
+        self.last: list[tuple[str, Any]] = []
+        self.owner = f"kernel:{os.getpid()}"
+        if not can_build():
+            self.magics["cell"].pop("containerfile", None)
+        atexit.register(self.shutdown)
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def defaults(self) -> dict[str, Any]:
+        """The traitlet defaults keyed by the parser's dests; unset ones left out."""
+        out: dict[str, Any] = {}
+        for trait, dest in TRAIT_DESTS.items():
+            value = getattr(self, trait)
+            if value not in ("", [], False):
+                out[dest] = list(value) if isinstance(value, list) else value
+        return out
+
+    def store(self) -> str | None:
+        """The store root, or None for the runtime's default."""
+        return self.root or None
+
+    def store_path(self) -> Path:
+        """The store root as the runtime resolves it."""
+        return store_root(self.store())
+
+    def parse(self, line: str) -> argparse.Namespace:
+        """Parse a ``%%container`` line (UsageError on bad input)."""
+        args = self.parser.parse_args(split_args(line, "%%container"))
+        if args.command[:1] == ["--"]:
+            args.command = args.command[1:]
+        return args
+
+    def specs(self, args: argparse.Namespace) -> list[tuple[str, ContainerSpec]]:
+        """(label, validated spec) for each run the line asks for; nothing is created."""
+        python_body = not args.command
+        command = python_command(sys.executable) if python_body else list(args.command)
+        image = args.image or self.image or "host"
+        dest, values = comparison_values(args)
+        runs: list[tuple[str, dict[str, Any]]] = (
+            [(f"--{dest} {v}", {dest: v}) for v in values] if dest else [("", {})])
+        out = []
+        for label, override in runs:
+            try:
+                spec = spec_from_args(args, command, image, defaults=self.defaults(),
+                                      **override)
+            except errors.ContainerError as err:
+                raise UsageError(str(err)) from None
+            out.append((label, spec))
+        if (args.inputs or args.outputs) and not python_body:
+            raise UsageError("-i/-o move Python variables and work with Python bodies only; "
+                             f"drop the COMMAND ({' '.join(args.command)}) or -i/-o")
+        return out
+
+    # -- %%container ---------------------------------------------------------------------------
+
+    @cell_magic("container")  # type: ignore[arg-type]
+    def container_cell(self, line: str, cell: str) -> None:
+        """Run the cell in a container; see ``%%container?``."""
+        args = self.parse(line)
+        runs = self.specs(args)
+        python_body = not args.command
+        try:
+            inputs = parse_names(",".join(args.inputs or []), "-i")
+            outputs = parse_names(",".join(args.outputs or []), "-o")
+            packed = pack_inputs(inputs, self.shell.user_ns if self.shell else {})
+        except (TransferError, ValueError) as err:
+            raise UsageError(str(err)) from None
+        mode = args.plot or self.plot
+        title = "container memory" + (f" ({args.name})" if args.name else "")
+        plot = LivePlot(mode, self.plot_after, self.frame_rate, title)
+        done: list[CellRun] = []
+        try:
+            for label, spec in runs:
+                run = CellRun(spec, label)
+                done.append(run)
+                target = self.named_target(spec, args) if spec.name else None
+                if target is not None:  # the image the cell really runs in, for the hints
+                    run.spec = spec.with_(image=getattr(target, "spec", target).image)
+                self.run_one(run, cell, python_body, packed, outputs, plot, target)
+                if run.series is not None:
+                    plot.finished.append(run.series)
+                if run.interrupted:
+                    break
+        finally:
+            self.last = [(r.label, r.result) for r in done if r.result is not None]
+            plot.finish("\n".join(self.record_lines()) or "container memory")
+        self.conclude(done, outputs, python_body, plot)
+
+    def record_lines(self) -> list[str]:
+        """The resource records of the last cell, one line per run."""
+        return [(f"{label}: " if label else "") + result.summary() for label, result in self.last]
+
+    def conclude(self, done: list[CellRun], outputs: tuple[str, ...], python_body: bool,
+                 plot: LivePlot) -> None:
+        """Interrupt, error or outputs, after everything is cleaned up and drawn."""
+        if any(r.interrupted for r in done):
+            sys.stderr.write("".join(f"{line}\n" for line in self.record_lines()))
+            raise KeyboardInterrupt
+        if plot.failed:
+            sys.stderr.write(f"nbcontainer: the live plot failed: {plot.failed}\n")
+        failed = [r for r in done if not r.result.ok]
+        if len(done) > 1:
+            for line in self.record_lines():
+                sys.stdout.write(line + "\n")
+        if failed:
+            if len(done) == 1:
+                run = failed[0]
+                what = f"the cell in container {run.spec.name}" if run.spec.name else \
+                    "the container"
+                message = f"{what} {run.result.describe()}{self.hint(run, python_body)}\n" \
+                          f"{run.result.summary()}"
+            else:
+                message = f"{len(failed)} of {len(done)} runs failed:\n" + "\n".join(
+                    f"{r.label}: the container {r.result.describe()}" for r in failed)
+            raise ContainerCellError(message)
+        if outputs:
+            try:
+                values = unpack_outputs(outputs, done[-1].output)
+            except TransferError as err:
+                raise ContainerCellError(str(err)) from None
+            if self.shell is not None:
+                self.shell.user_ns.update(values)
+
+    @staticmethod
+    def hint(run: CellRun, python_body: bool) -> str:
+        """A why for the commonest surprise: a Python body in an image without the kernel's
+        interpreter."""
+        if python_body and run.result.exit_code == 127 and run.spec.image not in ("host",
+                                                                                 "none"):
+            return (f" (a Python body runs the kernel's interpreter {sys.executable}, which image "
+                    f"{run.spec.image} does not have; give a COMMAND, e.g. "
+                    f"`%%container --image {run.spec.image} sh`)")
+        return ""
+
+    def run_one(self, run: CellRun, cell: str, python_body: bool, packed: dict[str, bytes],
+                outputs: tuple[str, ...], plot: LivePlot, target: Any = None) -> None:
+        """Run one container (or exec into ``target``) to its end; fill ``run``."""
+        from nbcontainer.runtime.container import Container
+
+        pipes = Pipes(with_output_fd=python_body and bool(outputs))
+        proc: Any = None
+        meter: Meter | None = None
+        try:
+            if python_body:
+                data = Program(cell, packed, outputs, pipes.out_w).encode()
+            else:
+                data = cell.encode()
+            try:
+                if target is None:
+                    proc = Container(run.spec, root=self.store(), owner=self.owner,
+                                     **pipes.child_kwargs())
+                    proc.start()
+                else:
+                    proc = start_exec(target, run.spec, self.store(), pipes.child_kwargs())
+            except USER_ERRORS as err:
+                raise UsageError(str(err)) from None
+            except errors.ContainerError as err:
+                raise ContainerCellError(f"the container could not start: {err}") from None
+            pipes.close_child_ends()
+            meter = self.start_meter(proc, run.label, new=target is None)
+
+            def tick(_elapsed: float) -> None:
+                plot.tick(time.monotonic(), meter.snapshot() if meter else None)
+
+            pump = Pump(pipes, data, sys.stdout, sys.stderr, tick=tick, tick_interval=0.1)
+            try:
+                run.result = pump.run(proc, grace=self.interrupt_grace)
+            except Interrupted as intr:
+                run.result = intr.result
+                run.interrupted = True
+            run.output = bytes(pipes.output)
+        finally:
+            if meter is not None:
+                run.series = meter.stop()
+            if proc is not None:
+                proc.cleanup()
+                if run.result is None:
+                    run.result = proc.poll()
+            pipes.close()
+
+    def start_meter(self, proc: Any, label: str, new: bool) -> Meter | None:
+        """A meter on the process's cgroup, or None when the cgroup cannot be read."""
+        if proc.cgroup is None:
+            return None
+        try:
+            return Meter(proc.cgroup, self.sample_rate, label,
+                         base_oom_kills=0 if new else None).start()
+        except (errors.ContainerError, OSError):
+            return None
+
+    # -- named containers ----------------------------------------------------------------------
+
+    def named_target(self, spec: ContainerSpec, args: argparse.Namespace) -> Any:
+        """The kernel's container of that name (created on first use), or another running one."""
+        from nbcontainer.runtime import state as state_mod
+        from nbcontainer.runtime.container import Container
+
+        name = spec.name
+        assert name is not None
+        fixed = _fixed(spec)
+        if name in self.named:
+            container, created_with = self.named[name]
+            if container.poll() is None:
+                given = {d for d in FIXED_FIELDS if getattr(args, d, None) is not None}
+                differ = sorted(f"--{d.replace('_', '-')}" for d in given
+                                if _field(fixed, d) != _field(created_with, d))
+                if differ:
+                    raise UsageError(
+                        f"container {name} already runs with other {', '.join(differ)}; its "
+                        "options are fixed by the cell that created it: drop them here, or "
+                        f"remove it with `%container rm -f {name}` first")
+                return container
+            ended = container.poll()
+            container.cleanup()
+            del self.named[name]
+            sys.stderr.write(f"nbcontainer: container {name} had ended ({ended.describe()}); "
+                             "starting a new one: files and processes of the old one are gone\n")
+        else:
+            with contextlib.suppress(errors.ContainerNotFoundError):
+                st = state_mod.find(self.store_path(), name)
+                if st.is_running():
+                    return st
+        container = Container(fixed, root=self.store(), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              keep=False, owner=self.owner, idle=True)
+        try:
+            container.start()
+        except USER_ERRORS as err:
+            raise UsageError(str(err)) from None
+        except errors.ContainerError as err:
+            raise ContainerCellError(f"container {name} could not start: {err}") from None
+        self.named[name] = (container, fixed)
+        return container
+
+    def shutdown(self) -> None:
+        """Remove every container this kernel owns (kernel shutdown, unload, atexit)."""
+        while self.named:
+            _, (container, _) = self.named.popitem()
+            with contextlib.suppress(Exception):
+                container.kill()
+            with contextlib.suppress(Exception):
+                container.cleanup()
+
+    # -- %container ----------------------------------------------------------------------------
+
+    @line_magic("container")  # type: ignore[arg-type]
+    def container_line(self, line: str) -> None:
+        """``%container SUBCOMMAND ...``: the CLI's subcommands, output into the cell.
+
+        ``%container last`` shows the last cell's resource record; ``%container stats NAME
+        [--duration S]`` a live memory plot of a running named container; ``%container exec
+        NAME CMD ...`` runs a command inside it with output streamed; everything else (``ps``,
+        ``rm``, ``stop``, ``logs``, ``images``, ``history``, ``info``, ...) is ``nbcontainer
+        SUBCOMMAND``.
+        """
+        argv = split_args(line, "%container")
+        sub = argv[0] if argv else "--help"
+        if sub == "last":
+            if not self.last:
+                print("no %%container cell has run yet in this kernel")
+            for text in self.record_lines():
+                print(text)
+            return
+        if sub == "stats":
+            self.stats(build_stats_parser().parse_args(argv[1:]))
+            return
+        if sub == "exec":
+            self.exec_line(argv[1:])
+            return
+        if sub == "run":
+            raise UsageError("%container run: use the cell magic instead: `%%container [OPTIONS] "
+                             "[COMMAND]` with the body in the cell")
+        from nbcontainer import cli
+
+        with _environ("NBCONTAINER_ROOT", self.store()):
+            cli.main(argv)
+        sys.stdout.flush()
+
+    def exec_line(self, argv: list[str]) -> None:
+        """``%container exec NAME CMD ...`` with streamed output; an error if it fails."""
+        from nbcontainer.runtime import state as state_mod
+
+        if len(argv) < 2:
+            raise UsageError("%container exec: give a container and a command, e.g. "
+                             "`%container exec web ls /`")
+        name, command = argv[0], argv[1:]
+        try:
+            target = self.named[name][0] if name in self.named else \
+                state_mod.find(self.store_path(), name)
+        except USER_ERRORS as err:
+            raise UsageError(str(err)) from None
+        pipes = Pipes()
+        proc: Any = None
+        try:
+            try:
+                proc = start_exec(target, None, self.store(), pipes.child_kwargs(), command)
+            except USER_ERRORS + (errors.ContainerStateError,) as err:
+                raise UsageError(str(err)) from None
+            pipes.close_child_ends()
+            try:
+                result = Pump(pipes, b"", sys.stdout, sys.stderr).run(proc, self.interrupt_grace)
+            except Interrupted:
+                raise KeyboardInterrupt from None
+        finally:
+            if proc is not None:
+                proc.cleanup()
+            pipes.close()
+        if not result.ok:
+            raise ContainerCellError(f"{' '.join(command)} in container {name} "
+                                     f"{result.describe()}")
+
+    def stats(self, args: argparse.Namespace) -> None:
+        """Live plot of a running container until ``--duration``, its end, or an interrupt."""
+        from nbcontainer.runtime import manage
+        from nbcontainer.runtime import state as state_mod
+
+        try:
+            st = state_mod.find(self.store_path(), args.container)
+            cgroup = manage.open_container_cgroup(st)
+        except errors.ContainerError as err:
+            raise UsageError(str(err)) from None
+        meter = Meter(cgroup, self.sample_rate, st.short, base_oom_kills=None).start()
+        plot = LivePlot("always", 0.0, self.frame_rate, f"{st.short}: memory")
+        end = None if args.duration is None else time.monotonic() + args.duration
+        try:
+            while (end is None or time.monotonic() < end) and st.is_running():
+                plot.tick(time.monotonic(), meter.snapshot())
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            series = meter.stop()
+        plot.finished.append(series)
+        now = f"{series.memory[-1]:.1f} MiB" if series.memory else "n/a"
+        text = (f"{st.short}: memory {now}, peak {format_size(series.peak)} / limit "
+                f"{format_size(series.limit)}, OOM kills {series.oom_kills} during "
+                f"{series.times[-1] if series.times else 0:.1f} s")
+        plot.finish(text)
+        print(text)
+
+    # -- %%containerfile ------------------------------------------------------------------------
+
+    @cell_magic("containerfile")  # type: ignore[arg-type]
+    def containerfile(self, line: str, cell: str) -> None:
+        """``%%containerfile NAME [BUILD OPTIONS]``: build image NAME from the cell.
+
+        The build context is the notebook's working directory; each step is printed with
+        whether the cache served it.
+        """
+        from nbcontainer import cli
+
+        argv = split_args(line, "%%containerfile")
+        if not argv or argv[0].startswith("-"):
+            raise UsageError("%%containerfile: give the image name first, e.g. "
+                             "`%%containerfile myimage`")
+        with tempfile.TemporaryDirectory(prefix="nbcontainer-build-") as tmp:
+            path = os.path.join(tmp, "Containerfile")
+            with open(path, "w") as f:
+                f.write(cell)
+            with _environ("NBCONTAINER_ROOT", self.store()):
+                status = cli.main(["build", "-t", argv[0], "-f", path, *argv[1:], os.getcwd()])
+        sys.stdout.flush()
+        if status != 0:
+            raise ContainerCellError(f"building image {argv[0]} failed (status {status}); the "
+                                     "reason is printed above")
+
+
+def _field(spec: ContainerSpec, dest: str) -> Any:
+    """The spec value an option sets (``limits.memory`` for ``memory``)."""
+    value: Any = spec
+    for part in FIXED_FIELDS[dest].split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _fixed(spec: ContainerSpec) -> ContainerSpec:
+    """A named container's own spec: an idle init; per-cell settings go to each exec."""
+    return spec.with_(command=(), init=True, timeout=None, env=(), workdir=None, user=None)
+
+
+def start_exec(target: Any, spec: ContainerSpec | None, root: str | None,
+               stdio: dict[str, Any], command: list[str] | None = None) -> Any:
+    """Start an exec into ``target`` (our Container, or another's record), per-cell settings
+    from ``spec``."""
+    from nbcontainer.runtime.container import Container, Exec
+
+    argv = list(command if command is not None else spec.command)  # type: ignore[union-attr]
+    kwargs: dict[str, Any] = dict(stdio)
+    if spec is not None:
+        kwargs.update(env=dict(spec.env), workdir=spec.workdir, timeout=spec.timeout,
+                      user=None if spec.user is None else (spec.user[0], spec.user[1] or 0))
+    if isinstance(target, Container):
+        return target.exec(argv, **kwargs)
+    return Exec(target, argv, root=root, **kwargs).start()
+
+
+@contextlib.contextmanager
+def _environ(key: str, value: str | None) -> Any:
+    """Set an environment variable for the duration (the CLI reads the store root from it)."""
+    if value is None:
+        yield
+        return
+    old = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def can_build() -> bool:
+    """True when the CLI has ``build`` (then %%containerfile is registered and delegates to it)."""
+    from nbcontainer import cli
+
+    try:
+        parser = cli.build_parser()
+    except Exception:  # noqa: BLE001 - a half-installed images package must not break loading
+        return False
+    return any(isinstance(a, argparse._SubParsersAction) and "build" in a.choices
+               for a in parser._actions)
+
+
+CELL_DOC = (
+    "Run the cell in a container.\n\n"
+    "Examples::\n\n"
+    "    %%container --mem 100m\n"
+    "    big = bytearray(50 << 20)\n\n"
+    "    %%container --image busybox sh\n"
+    "    echo $$; hostname\n\n"
+    "    %%container -i data -o total\n"
+    "    total = sum(data)\n\n"
+    + build_cell_parser().format_help()
+)
+ContainerMagics.container_cell.__doc__ = CELL_DOC  # type: ignore[assignment]
+
+_loaded: ContainerMagics | None = None
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics; a reload replaces (and cleans up after) the previous instance."""
+    global _loaded
+    if _loaded is not None:
+        unload_ipython_extension(ipython)
+    magics = ContainerMagics(shell=ipython)
+    ipython.register_magics(magics)
+    _loaded = magics
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Remove the containers this kernel owns and unregister the magics."""
+    global _loaded
+    magics, _loaded = _loaded, None
+    if magics is None:
+        return
+    magics.shutdown()
+    atexit.unregister(magics.shutdown)
+    for kind, name in (("cell", "container"), ("line", "container"), ("cell", "containerfile")):
+        ipython.magics_manager.magics[kind].pop(name, None)
+    with contextlib.suppress(ValueError):
+        ipython.configurables.remove(magics)
+
+
+__all__ = ["ContainerCellError", "ContainerMagics", "load_ipython_extension",
+           "unload_ipython_extension"]

@@ -1,0 +1,165 @@
+"""The cgroup meter: a thread that samples a container's cgroup many times a second.
+
+It reads through a :class:`~nbcontainer.cgroups.Sampler` (file descriptors kept open, one
+``pread`` per file) so that 100 samples a second cost well under 1 % of a core. Sampling is much
+faster than drawing: a spike between two frames is in the samples, and a spike between two
+samples is still in the kernel's own peak and OOM-kill counters, which every sample reads.
+The wait between samples is a ``poll(2)`` on a pipe that :meth:`Meter.stop` writes to, so
+stopping is immediate (memory_profiler's trick: the wait doubles as the stop signal); measured on
+a VM, that wakeup costs about half of what ``threading.Event.wait`` does, and the wakeup, not the
+reading, is most of a sample's cost.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+from array import array
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbcontainer.errors import ContainerError
+
+
+@dataclass
+class Series:
+    """The samples of one container (or one run of a comparison), in plot-ready units."""
+
+    label: str = ""
+    times: array = field(default_factory=lambda: array("d"))   # s since the meter started
+    memory: array = field(default_factory=lambda: array("d"))  # memory.current, MiB
+    cpu: array = field(default_factory=lambda: array("d"))     # CPU use, % of one core
+    limit: int | None = None                              # bytes
+    peak: int | None = None                               # bytes, kernel counter (or max seen)
+    oom_times: list[float] = field(default_factory=list)  # when oom_kills went up
+    oom_kills: int = 0
+    base_oom_kills: int | None = None                     # counter value when metering began
+    samples: int = 0
+
+    def copy(self) -> Series:
+        """A consistent snapshot for drawing while the thread goes on appending."""
+        n = min(len(self.times), len(self.memory), len(self.cpu))
+        return Series(self.label, self.times[:n], self.memory[:n], self.cpu[:n], self.limit,
+                      self.peak, list(self.oom_times), self.oom_kills, self.base_oom_kills,
+                      self.samples)
+
+
+MIB = 1 << 20
+#: CPU use is averaged over this window: per-sample values at 50 Hz only show the quota's
+#: on/off periods (a 100 ms CFS period), not the rate a user thinks of.
+CPU_WINDOW = 0.25
+
+
+class Meter:
+    """Samples one cgroup on a background thread until :meth:`stop`.
+
+    Parameters
+    ----------
+    cgroup
+        An :class:`nbcontainer.cgroups.Cgroup` (anything with ``open_sampler()``).
+    rate
+        Samples per second (the thread sleeps ``1/rate`` between reads).
+    label
+        The series label (a comparison run's value).
+    base_oom_kills
+        The OOM-kill counter's value before the code of interest ran: 0 for a new container
+        (so a kill before the first sample still counts); None takes the first sample's value
+        (an exec into a long-lived container).
+    """
+
+    def __init__(self, cgroup: Any, rate: float = 50.0, label: str = "",
+                 base_oom_kills: int | None = 0) -> None:
+        self.rate = max(1.0, float(rate))
+        self.series = Series(label=label, base_oom_kills=base_oom_kills)
+        self._sampler = cgroup.open_sampler()
+        self._stopped = False
+        self._wake_r, self._wake_w = os.pipe()
+        self._lock = threading.Lock()
+        self._t0 = time.monotonic()
+        self._cpu_hist: deque[tuple[float, int]] = deque()
+        self._thread = threading.Thread(target=self._run, name="nbcontainer-meter", daemon=True)
+
+    def start(self) -> Meter:
+        """Take a first sample now (so even a short cell has one) and start the thread."""
+        self._t0 = time.monotonic()
+        self.sample()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        interval = 1.0 / self.rate
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        due = time.monotonic()
+        while True:
+            due += interval  # a schedule, not a sleep: the rate does not drift with the work
+            wait = due - time.monotonic()
+            if wait < 0:
+                due = time.monotonic()
+                wait = 0
+            if poller.poll(wait * 1000) or self._stopped:
+                break
+            if not self.sample():
+                break
+
+    def sample(self) -> bool:
+        """Read the cgroup once and append; False when the cgroup is gone."""
+        try:
+            stats = self._sampler.read()
+        except (ContainerError, OSError, ValueError):
+            return False
+        now = time.monotonic()
+        t = now - self._t0
+        cpu = 0.0
+        if stats.cpu_usage_ns is not None:
+            hist = self._cpu_hist
+            hist.append((now, stats.cpu_usage_ns))
+            while len(hist) > 2 and now - hist[1][0] >= CPU_WINDOW:
+                hist.popleft()
+            then, used = hist[0]
+            if now > then:
+                cpu = max(0.0, 100.0 * (stats.cpu_usage_ns - used) / 1e9 / (now - then))
+        s = self.series
+        with self._lock:
+            current = stats.memory_current or 0
+            s.times.append(t)
+            s.memory.append(current / MIB)
+            s.cpu.append(cpu)
+            s.limit = stats.memory_limit
+            peak = stats.memory_peak if stats.memory_peak is not None else current
+            s.peak = max(s.peak or 0, peak)
+            if s.base_oom_kills is None:
+                s.base_oom_kills = stats.oom_kills
+            kills = stats.oom_kills - s.base_oom_kills
+            if kills > s.oom_kills:
+                s.oom_times.append(t)
+                s.oom_kills = kills
+            s.samples += 1
+        return True
+
+    def snapshot(self) -> Series:
+        """A copy of the samples so far, safe to draw from another thread."""
+        with self._lock:
+            return self.series.copy()
+
+    def stop(self) -> Series:
+        """Stop the thread, take a last sample, close the kept fds; return the samples."""
+        if not self._stopped:
+            self._stopped = True
+            os.write(self._wake_w, b"x")
+            if self._thread.is_alive():
+                self._thread.join()
+            self.sample()
+            self._sampler.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        return self.snapshot()
+
+    def __enter__(self) -> Meter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

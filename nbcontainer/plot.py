@@ -1,0 +1,234 @@
+"""The live memory figure: a bare matplotlib Figure rendered to PNG, shown through a display handle.
+
+A bare :class:`matplotlib.figure.Figure` with an Agg canvas (not pyplot) so the inline backend
+never sees it and never shows a duplicate at the end of the cell. Each frame is a small PNG
+(tens of KB) published with ``display(..., display_id=True)`` and then ``handle.update(...)``,
+so the figure is updated in place; the last frame stays as ``image/png`` with a ``text/plain``
+summary, which nbconvert and nbclient keep.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from typing import Any
+
+from nbcontainer.meter import MIB, Series
+
+#: A colour-blind-safe cycle (Okabe-Ito) for comparison runs.
+COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+
+
+#: More points than pixels only costs drawing time: long runs are thinned to about this many,
+#: keeping each bin's maximum so a spike stays visible.
+MAX_POINTS = 1500
+
+
+def thin(times: Any, values: Any, limit: int = MAX_POINTS) -> tuple[Any, Any]:
+    """At most ``limit`` points: the first time and the largest value of each bin."""
+    import numpy as np
+
+    t = np.asarray(times, dtype=float)
+    v = np.asarray(values, dtype=float)
+    n = min(len(t), len(v))
+    t, v = t[:n], v[:n]
+    if n <= limit:
+        return t, v
+    step = -(-n // limit)
+    cut = n - n % step
+    tb = t[:cut:step]
+    vb = v[:cut].reshape(-1, step).max(axis=1)
+    if cut < n:
+        tb = np.append(tb, t[cut])
+        vb = np.append(vb, v[cut:].max())
+    return tb, vb
+
+
+class MemoryFigure:
+    """Draws one or more :class:`~nbcontainer.meter.Series`: memory (MiB) over time (s).
+
+    The limit is a dashed line in the series' colour, each OOM kill a red dotted vertical line,
+    and, for a single series, CPU use (%) on a twin axis in grey. The axes and lines are made
+    once and only their data change between frames (no ``clear()``, no ``tight_layout()``):
+    that halves the cost of a frame, which the kernel pays while the cell runs.
+    """
+
+    def __init__(self, title: str = "container memory", width: float = 6.4,
+                 height: float = 2.8, dpi: int = 80) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.title = title
+        self.figure = Figure(figsize=(width, height), dpi=dpi)
+        self.canvas = FigureCanvasAgg(self.figure)
+        self.figure.subplots_adjust(left=0.09, right=0.9, bottom=0.17, top=0.9)
+        ax = self.ax = self.figure.add_subplot(1, 1, 1)
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("memory (MiB)")
+        ax.set_title(title, fontsize="medium")
+        ax.grid(True, alpha=0.3)
+        self.ax2: Any = None
+        self.cpu_line: Any = None
+        self.lines: list[tuple[Any, Any]] = []   # (memory line, limit line) per series
+        self.kills: list[list[Any]] = []         # OOM markers per series
+
+    def _series_artists(self, i: int) -> tuple[Any, Any]:
+        while len(self.lines) <= i:
+            colour = COLOURS[len(self.lines) % len(COLOURS)]
+            line, = self.ax.plot([], [], color=colour, linewidth=1.6)
+            limit = self.ax.axhline(0, color=colour, linestyle="--", linewidth=1.0)
+            limit.set_visible(False)
+            self.lines.append((line, limit))
+            self.kills.append([])
+        return self.lines[i]
+
+    def _cpu(self, s: Series | None) -> None:
+        if s is None or not len(s.cpu):
+            if self.ax2 is not None:
+                self.ax2.set_visible(False)
+            return
+        if self.ax2 is None:
+            self.ax2 = self.ax.twinx()
+            self.cpu_line, = self.ax2.plot([], [], color="#888888", linewidth=0.8, alpha=0.8)
+            self.ax2.set_ylabel("CPU (%)", color="#666666")
+            self.ax2.tick_params(axis="y", colors="#666666")
+            self.ax.set_zorder(self.ax2.get_zorder() + 1)
+            self.ax.patch.set_visible(False)
+        self.ax2.set_visible(True)
+        t, cpu = thin(s.times, s.cpu)
+        self.cpu_line.set_data(t, cpu)
+        self.ax2.set_ylim(0, max(100.0, float(cpu.max()) * 1.1 if len(cpu) else 100.0))
+
+    def render(self, series: Sequence[Series], elapsed: float | None = None) -> bytes:
+        """One frame as PNG bytes."""
+        ax = self.ax
+        many = len(series) > 1
+        xmax = max([elapsed or 0.0] + [s.times[-1] for s in series if len(s.times)]) or 1.0
+        ymax = 1.0
+        handles = []
+        for i, s in enumerate(series):
+            line, limit = self._series_artists(i)
+            t, mem = thin(s.times, s.memory)
+            line.set_data(t, mem)
+            label = s.label or "memory"
+            if s.peak:
+                label += f" (peak {s.peak / MIB:.0f} MiB)"
+            line.set_label(label)
+            handles.append(line)
+            if len(mem):
+                ymax = max(ymax, float(mem.max()))
+            if s.limit:
+                ymax = max(ymax, s.limit / MIB)
+                limit.set_ydata([s.limit / MIB] * 2)
+                limit.set_visible(True)
+                limit.set_label(f"limit {s.limit / MIB:.0f} MiB")
+                if not many:
+                    handles.append(limit)
+            marks = self.kills[i]
+            if [m.get_xdata()[0] for m in marks] != list(s.oom_times[:len(marks)]):
+                for mark in marks:  # another series took this slot: redraw its kills
+                    mark.remove()
+                marks.clear()
+            for t_kill in s.oom_times[len(marks):]:
+                marks.append(ax.axvline(t_kill, color="#CC0000", linestyle=":",
+                                        linewidth=1.2, label="OOM kill"))
+        for line, limit in self.lines[len(series):]:
+            line.set_data([], [])
+            limit.set_visible(False)
+        for marks in self.kills[len(series):]:
+            for mark in marks:
+                mark.remove()
+            marks.clear()
+        first_kill = next((m[0] for m in self.kills[:len(series)] if m), None)
+        if first_kill is not None:
+            handles.append(first_kill)
+        self._cpu(series[0] if len(series) == 1 else None)
+        ax.set_xlim(0, xmax * 1.02)
+        ax.set_ylim(0, ymax * 1.12)
+        ax.legend(handles=handles, loc="upper left", fontsize="small", framealpha=0.7)
+        buf = io.BytesIO()
+        self.canvas.print_png(buf)
+        return buf.getvalue()
+
+
+def bundle(png: bytes, text: str) -> dict[str, Any]:
+    """A raw MIME bundle: the PNG (base64, as the notebook format stores it) and a summary."""
+    return {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": text}
+
+
+class LiveDisplay:
+    """A display handle that is created on the first frame and updated in place afterwards."""
+
+    def __init__(self) -> None:
+        self.handle: Any = None
+        self.frames = 0
+
+    def show(self, png: bytes, text: str) -> None:
+        """Publish a frame: ``display_data`` the first time, ``update_display_data`` after."""
+        from IPython.display import display
+
+        data = bundle(png, text)
+        if self.handle is None:
+            self.handle = display(data, raw=True, display_id=True)
+        else:
+            self.handle.update(data, raw=True)
+        self.frames += 1
+
+
+class LivePlot:
+    """When to draw: after ``after`` seconds (mode ``auto``), at most ``fps`` frames a second.
+
+    Finished series (earlier runs of a comparison) stay in the figure; the running one is
+    fetched through ``current`` at each frame, so the meter thread is only read when drawing.
+    """
+
+    def __init__(self, mode: str = "auto", after: float = 0.5, fps: float = 1.0,
+                 title: str = "container memory") -> None:
+        self.mode = mode
+        self.after = after
+        self.interval = 1.0 / max(0.1, fps)
+        self.figure: MemoryFigure | None = None
+        self.display = LiveDisplay()
+        self.title = title
+        self.finished: list[Series] = []
+        self._last = -1e9
+        self._t0: float | None = None
+        self.failed: str | None = None
+
+    @property
+    def shown(self) -> bool:
+        """True once a frame is in the output."""
+        return self.display.handle is not None
+
+    def _draw(self, series: list[Series], text: str) -> None:
+        if self.failed:
+            return
+        try:
+            if self.figure is None:
+                self.figure = MemoryFigure(self.title)
+            self.display.show(self.figure.render(series), text)
+        except Exception as err:  # noqa: BLE001 - a plot problem must never stop the cell
+            self.failed = f"{type(err).__name__}: {err}"
+
+    def tick(self, now: float, current: Series | None) -> None:
+        """Maybe draw a frame; ``now`` is a monotonic time."""
+        if self.mode == "never":
+            return
+        if self._t0 is None:
+            self._t0 = now
+        if self.mode == "auto" and not self.shown and now - self._t0 < self.after:
+            return
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        series = self.finished + ([current] if current is not None else [])
+        latest = series[-1] if series else None
+        mem = f"{latest.memory[-1]:.0f} MiB" if latest and latest.memory else "n/a"
+        self._draw(series, f"container memory (live): {mem}")
+
+    def finish(self, text: str) -> None:
+        """The last frame, with the summary as its text/plain; drawn when shown or forced."""
+        if self.mode == "never" or not (self.shown or self.mode == "always"):
+            return
+        self._draw(list(self.finished), text)

@@ -1,0 +1,279 @@
+"""The magics through a real ipykernel, watched on IOPub, as JupyterLab and nbclient see them.
+
+Each test starts its own kernel (about a second) from a kernelspec that points at this
+interpreter, loads the extension, runs cells and shuts the kernel down before it ends, so the
+autouse ``no_leaks`` fixture sees everything the kernel made (containers, cgroups, mounts,
+processes) gone, including named containers removed at kernel shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+jupyter_client = pytest.importorskip("jupyter_client")
+from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
+from jupyter_client.manager import KernelManager  # noqa: E402
+
+pytestmark = pytest.mark.root
+
+
+@dataclass
+class Cell:
+    """What one execute request produced on IOPub, with local arrival times."""
+
+    messages: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    reply: dict[str, Any] = field(default_factory=dict)
+    started: float = 0.0
+    ended: float = 0.0
+
+    def of(self, kind: str) -> list[tuple[float, dict[str, Any]]]:
+        return [(t, m) for t, m in self.messages if m["header"]["msg_type"] == kind]
+
+    def stream(self, name: str = "stdout") -> str:
+        return "".join(m["content"]["text"] for _, m in self.of("stream")
+                       if m["content"]["name"] == name)
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        errs = self.of("error")
+        return errs[0][1]["content"] if errs else None
+
+    def pngs(self, kind: str) -> list[dict[str, Any]]:
+        return [m["content"] for _, m in self.of(kind) if "image/png" in m["content"]["data"]]
+
+
+class Kernel:
+    """A kernel client with a cell runner that records IOPub messages per request."""
+
+    def __init__(self, km: KernelManager) -> None:
+        self.km = km
+        self.kc = km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+
+    def run(self, code: str, timeout: float = 60,
+            on_message: Any = None) -> Cell:
+        cell = Cell(started=time.monotonic())
+        msg_id = self.kc.execute(code)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"cell did not finish in {timeout} s: {code!r}") from None
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            now = time.monotonic()
+            cell.messages.append((now, msg))
+            if on_message is not None:
+                on_message(now, msg)
+            if msg["header"]["msg_type"] == "status" and \
+                    msg["content"]["execution_state"] == "idle":
+                cell.ended = now
+                break
+        while True:  # skip replies to requests of others (wait_for_ready's kernel_info)
+            reply = self.kc.get_shell_msg(timeout=10)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        cell.reply = reply["content"]
+        return cell
+
+    def close(self) -> None:
+        if self.km.has_kernel:
+            self.kc.stop_channels()
+            self.km.shutdown_kernel(now=False)
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Iterator[Kernel]:
+    """A fresh kernel running this interpreter, with ``%load_ext nbcontainer`` done."""
+    spec_dir = tmp_path / "kernels" / "nbc-test"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "nbcontainer test", "language": "python",
+    }))
+    ksm = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
+    km = KernelManager(kernel_name="nbc-test", kernel_spec_manager=ksm)
+    km.start_kernel(cwd=str(tmp_path), env={**os.environ})
+    k = Kernel(km)
+    try:
+        cell = k.run("%load_ext nbcontainer")
+        assert cell.reply["status"] == "ok", cell.stream("stderr")
+        yield k
+    finally:
+        k.close()
+
+
+def store_containers() -> list[str]:
+    base = Path(os.environ["NBCONTAINER_ROOT"]) / "containers"
+    return [p.name for p in base.iterdir() if not p.name.startswith(".")] if base.is_dir() \
+        else []
+
+
+def test_stream_arrives_before_the_cell_ends(kernel: Kernel) -> None:
+    cell = kernel.run("%%container --no-plot\nimport time\nprint('first')\ntime.sleep(2)\n"
+                      "print('second')")
+    assert cell.reply["status"] == "ok", (cell.reply, cell.stream("stderr"))
+    streams = [(t, m["content"]["text"]) for t, m in cell.of("stream")]
+    first = next(t for t, text in streams if "first" in text)
+    assert cell.ended - first > 1.5, streams
+    assert "second" in cell.stream()
+
+
+def test_live_plot_frames_update_in_place(kernel: Kernel) -> None:
+    cell = kernel.run(
+        "%%container --mem 200m\n"
+        "import time\nx = []\n"
+        "for i in range(12):\n    x.append(bytearray(8 << 20))\n    time.sleep(0.25)\n")
+    assert cell.reply["status"] == "ok", cell.stream("stderr")
+    first = cell.pngs("display_data")
+    updates = cell.pngs("update_display_data")
+    assert len(first) == 1
+    assert len(updates) >= 2
+    ids = {c["transient"]["display_id"] for c in first + updates}
+    assert len(ids) == 1
+    for content in first + updates:
+        assert 2_000 < len(content["data"]["image/png"]) < 200_000  # base64 of a small PNG
+    final = updates[-1]["data"]["text/plain"]
+    assert "peak" in final and "limit 200 MiB" in final
+
+
+def test_short_cell_has_no_plot_unless_forced(kernel: Kernel) -> None:
+    quick = kernel.run("%%container\nx = 1")
+    assert quick.reply["status"] == "ok"
+    assert not quick.pngs("display_data")
+    forced = kernel.run("%%container --plot\nx = 1")
+    assert len(forced.pngs("display_data")) == 1
+
+
+def test_oom_names_the_limit_and_next_cell_works(kernel: Kernel) -> None:
+    cell = kernel.run("%%container --mem 50m --memory-swap 50m\nb = bytearray(200 << 20)")
+    assert cell.reply["status"] == "error"
+    err = cell.error
+    assert err is not None and err["ename"] == "ContainerCellError"
+    assert "OOM-killed" in err["evalue"] and "memory limit of 50 MiB" in err["evalue"]
+    assert "peak usage" in err["evalue"]
+    after = kernel.run("%%container --mem 50m\nprint('still fine')")
+    assert after.reply["status"] == "ok" and "still fine" in after.stream()
+    last = kernel.run("%container last")
+    assert "OOM kills 0" in last.stream()
+
+
+def test_interrupt_stops_the_container_promptly(kernel: Kernel) -> None:
+    marks: dict[str, float] = {}
+
+    def interrupt_on_start(now: float, msg: dict[str, Any]) -> None:
+        if msg["header"]["msg_type"] == "stream" and "started" in msg["content"]["text"] \
+                and "sent" not in marks:
+            marks["sent"] = now
+            kernel.km.interrupt_kernel()
+
+    cell = kernel.run("%%container --no-plot\nimport time\nprint('started')\ntime.sleep(120)",
+                      timeout=30, on_message=interrupt_on_start)
+    assert "sent" in marks
+    assert cell.error is not None and cell.error["ename"] == "KeyboardInterrupt"
+    assert cell.ended - marks["sent"] < 5
+    # SIGINT reached the payload: Python inside raised KeyboardInterrupt itself.
+    assert "KeyboardInterrupt" in cell.stream("stderr")
+    assert store_containers() == []
+    assert kernel.run("%%container\nprint(6 * 7)").stream().strip() == "42"
+
+
+def test_inputs_and_outputs_round_trip(kernel: Kernel) -> None:
+    kernel.run("data = {'a': [1, 2, 3], 'b': 4.5}")
+    cell = kernel.run("%%container -i data -o total,keys\n"
+                      "total = sum(data['a']) + data['b']\nkeys = sorted(data)")
+    assert cell.reply["status"] == "ok", cell.stream("stderr")
+    back = kernel.run("print(total, keys)")
+    assert back.stream().strip() == "10.5 ['a', 'b']"
+    missing = kernel.run("%%container -o nothere\nx = 1")
+    assert missing.error is not None and "did not define 'nothere'" in missing.error["evalue"]
+    kernel.run("import threading\nlock = threading.Lock()")
+    bad = kernel.run("%%container -i lock\npass")
+    assert bad.reply["status"] == "error"
+    assert "-i lock" in bad.stream("stderr") and "cannot be pickled" in bad.stream("stderr")
+
+
+def test_busybox_shell_body(kernel: Kernel) -> None:
+    cell = kernel.run("%%container --image busybox sh\necho pid=$$\nls /bin/busybox\n"
+                      "echo oops >&2\n")
+    assert cell.reply["status"] == "ok", cell.stream("stderr")
+    assert "pid=1" in cell.stream() and "/bin/busybox" in cell.stream()
+    assert "oops" in cell.stream("stderr")
+    failing = kernel.run("%%container --image busybox sh\nexit 3")
+    assert failing.error is not None and "exited with code 3" in failing.error["evalue"]
+
+
+def test_bad_option_is_a_usage_error_and_creates_nothing(kernel: Kernel) -> None:
+    cell = kernel.run("%%container --mem 10zb\nprint('never')")
+    assert cell.reply["status"] == "error"
+    text = cell.stream("stderr") + json.dumps(cell.error or {})
+    assert "UsageError" in text and "--memory" in text
+    assert "never" not in cell.stream()
+    other = kernel.run("%%container --bogus\npass")
+    assert "unrecognized arguments: --bogus" in other.stream("stderr") + json.dumps(
+        other.error or {})
+    assert store_containers() == []
+
+
+def test_named_container_keeps_files_and_goes_with_the_kernel(kernel: Kernel) -> None:
+    first = kernel.run("%%container --name keeper --mem 100m --image busybox sh\n"
+                       "echo hello > /tmp/note; sleep 300 >/dev/null 2>&1 &\necho made")
+    assert first.reply["status"] == "ok", (first.reply, first.stream("stderr"))
+    second = kernel.run("%%container --name keeper --image busybox sh\ncat /tmp/note; "
+                        "ps | grep -c 'sleep 300'")
+    assert second.reply["status"] == "ok", second.stream("stderr")
+    assert "hello" in second.stream()
+    assert int(second.stream().split()[-1]) >= 1
+    ps = kernel.run("%container ps")
+    assert "keeper" in ps.stream()
+    clash = kernel.run("%%container --name keeper --mem 300m --image busybox sh\ntrue")
+    assert "already runs with other --memory" in clash.stream("stderr") + json.dumps(
+        clash.error or {})
+    assert len(store_containers()) == 1
+    kernel.close()
+    deadline = time.monotonic() + 10
+    while store_containers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert store_containers() == []
+
+
+def test_comparison_run_draws_one_plot_with_a_curve_per_value(kernel: Kernel) -> None:
+    cell = kernel.run("%%container --mem 64m,128m,256m --plot\n"
+                      "import time\nb = bytearray(40 << 20)\ntime.sleep(0.3)")
+    assert cell.reply["status"] == "ok", (cell.reply, cell.stream("stderr"))
+    assert len(cell.pngs("display_data")) == 1
+    final = (cell.pngs("update_display_data") or cell.pngs("display_data"))[-1]
+    text = final["data"]["text/plain"]
+    for value in ("64m", "128m", "256m"):
+        assert f"--memory {value}:" in text
+    assert text.count("\n") == 2
+    assert cell.stream().count("wall ") == 3
+
+
+def test_container_line_exec_and_stats_on_a_named_container(kernel: Kernel) -> None:
+    made = kernel.run("%%container --name watched --mem 64m --image busybox sh\n"
+                      "echo ready > /tmp/flag")
+    assert made.reply["status"] == "ok", made.stream("stderr")
+    ex = kernel.run("%container exec watched cat /tmp/flag")
+    assert ex.reply["status"] == "ok" and ex.stream().strip() == "ready"
+    bad = kernel.run("%container exec watched sh -c 'exit 4'")
+    assert bad.error is not None and "exited with code 4" in bad.error["evalue"]
+    stats = kernel.run("%container stats watched --duration 1.5")
+    assert stats.reply["status"] == "ok", stats.stream("stderr")
+    frames = stats.pngs("display_data") + stats.pngs("update_display_data")
+    assert len(frames) >= 2
+    assert "limit 64 MiB" in frames[-1]["data"]["text/plain"]
+    missing = kernel.run("%container stats nosuch --duration 1")
+    assert "no such container: nosuch" in missing.stream("stderr")

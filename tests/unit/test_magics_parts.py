@@ -1,0 +1,325 @@
+"""The parts under the magics, without root: the cell bootstrap, the pump, the meter, the plot.
+
+The bootstrap and the pump run real child processes (plain subprocesses instead of containers:
+the protocol over stdin and the extra fd is the same); the meter is fed a scripted sampler so
+the OOM and peak logic can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from nbcontainer.cgroups import CgroupStats
+from nbcontainer.meter import MIB, Meter, Series
+from nbcontainer.streams import Interrupted, Pipes, Pump
+from nbcontainer.transfer import (
+    Program,
+    TransferError,
+    pack_inputs,
+    parse_names,
+    python_command,
+    unpack_outputs,
+)
+
+
+class Local:
+    """A value whose class lives in this test module: not importable inside the child."""
+
+    def __init__(self, v: int) -> None:
+        self.v = v
+
+
+def run_child(argv: list[str], data: bytes, with_out: bool = False,
+              tick=None) -> tuple[int, str, str, bytes]:
+    pipes = Pipes(with_output_fd=with_out)
+    kw = pipes.child_kwargs()
+    proc = subprocess.Popen(argv, stdin=kw["stdin"], stdout=kw["stdout"], stderr=kw["stderr"],
+                            pass_fds=kw["pass_fds"])
+    pipes.close_child_ends()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        code = Pump(pipes, data, out, err, tick=tick).run(proc, grace=2)
+    finally:
+        proc.kill()
+        proc.wait()
+        pipes.close()
+    return code, out.getvalue(), err.getvalue(), bytes(pipes.output)
+
+
+def run_program(source: str, inputs: dict | None = None, outputs: tuple[str, ...] = ()):
+    packed = pack_inputs(tuple(inputs or {}), inputs or {})
+    # The out fd number is only known once the pipes exist: build the program after them.
+    pipes = Pipes(with_output_fd=bool(outputs))
+    data = Program(source, packed, outputs, pipes.out_w).encode()
+    kw = pipes.child_kwargs()
+    proc = subprocess.Popen(python_command(sys.executable), stdin=kw["stdin"],
+                            stdout=kw["stdout"], stderr=kw["stderr"], pass_fds=kw["pass_fds"])
+    pipes.close_child_ends()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        code = Pump(pipes, data, out, err).run(proc)
+    finally:
+        proc.kill()
+        proc.wait()
+        pipes.close()
+    return code, out.getvalue(), err.getvalue(), bytes(pipes.output)
+
+
+# -- transfer ----------------------------------------------------------------------------------
+
+
+def test_bootstrap_round_trip():
+    code, out, err, data = run_program("print('n =', n)\ntotal = sum(xs) * n\nname = __name__",
+                                       {"n": 3, "xs": [1, 2, 3]}, ("total", "name"))
+    assert code == 0, err
+    assert out == "n = 3\n"
+    assert unpack_outputs(("total", "name"), data) == {"total": 18, "name": "__main__"}
+
+
+def test_bootstrap_traceback_points_at_the_cell():
+    code, _, err, _ = run_program("x = 1\nraise ValueError('bad value')\n")
+    assert code == 1
+    assert 'File "<cell>", line 2' in err and "raise ValueError('bad value')" in err
+    assert "ValueError: bad value" in err and "_nbc_main" not in err
+
+
+def test_bootstrap_sys_exit_code():
+    assert run_program("import sys; sys.exit(7)")[0] == 7
+    assert run_program("raise SystemExit")[0] == 0
+
+
+def test_missing_and_unpicklable_outputs_are_named():
+    code, _, _, data = run_program("import threading\nlock = threading.Lock()", {},
+                                   ("lock", "ghost"))
+    assert code == 0
+    with pytest.raises(TransferError) as info:
+        unpack_outputs(("lock", "ghost"), data)
+    text = str(info.value)
+    assert "-o lock: its value cannot be pickled" in text
+    assert "-o ghost: the cell did not define 'ghost'" in text
+
+
+def test_input_that_cannot_be_loaded_inside_is_named():
+    code, _, err, _ = run_program("pass", {"obj": Local(1)})
+    assert code == 3
+    assert "-i obj: cannot be loaded inside the container" in err
+
+
+def test_pack_inputs_errors():
+    with pytest.raises(TransferError, match="-i f: a value of type function cannot be pickled"):
+        pack_inputs(("f",), {"f": lambda: 1})
+    with pytest.raises(TransferError, match="no variable 'nope'"):
+        pack_inputs(("nope",), {})
+    assert pickle.loads(pack_inputs(("a",), {"a": [1]})["a"]) == [1]
+
+
+def test_parse_names():
+    assert parse_names("a, b,c", "-i") == ("a", "b", "c")
+    assert parse_names("", "-o") == ()
+    with pytest.raises(ValueError, match="-o: 'a-b' is not a Python variable name"):
+        parse_names("a-b", "-o")
+
+
+# -- pump ---------------------------------------------------------------------------------------
+
+
+def test_pump_decodes_utf8_split_across_reads():
+    script = ("import os, time\nos.write(1, b'caf\\xc3')\ntime.sleep(0.3)\n"
+              "os.write(1, b'\\xa9\\n')\nos.write(2, b'\\xff\\n')")
+    code, out, err, _ = run_child([sys.executable, "-c", script], b"")
+    assert code == 0
+    assert out == "café\n"
+    assert err == "\ufffd\n"
+
+
+def test_pump_feeds_a_large_body_while_reading_output():
+    # cat echoes while we still write: a blocking write of 4 MiB would deadlock here.
+    body = b"x" * (4 << 20)
+    code, out, _, _ = run_child(["cat"], body)
+    assert code == 0 and len(out) == len(body)
+
+
+def test_pump_streams_before_the_end():
+    seen: list[tuple[float, str]] = []
+
+    class Sink(io.StringIO):
+        def write(self, s: str) -> int:
+            seen.append((time.monotonic(), s))
+            return super().write(s)
+
+    pipes = Pipes()
+    kw = pipes.child_kwargs()
+    proc = subprocess.Popen([sys.executable, "-u", "-c",
+                             "import time; print('a'); time.sleep(1); print('b')"],
+                            stdin=kw["stdin"], stdout=kw["stdout"], stderr=kw["stderr"])
+    pipes.close_child_ends()
+    try:
+        Pump(pipes, b"", Sink(), io.StringIO()).run(proc)
+        end = time.monotonic()
+    finally:
+        proc.wait()
+        pipes.close()
+    first = next(t for t, s in seen if "a" in s)
+    assert end - first > 0.7
+
+
+def test_interrupt_sends_sigint_then_reports():
+    script = ("import signal, sys, time\n"
+              "def h(*a):\n    print('got SIGINT', flush=True); sys.exit(5)\n"
+              "signal.signal(signal.SIGINT, h)\nprint('ready', flush=True)\ntime.sleep(30)")
+    fired = threading.Event()
+
+    def tick(elapsed: float) -> None:
+        if elapsed > 0.5 and not fired.is_set():
+            fired.set()
+            raise KeyboardInterrupt
+
+    start = time.monotonic()
+    with pytest.raises(Interrupted) as info:
+        run_child([sys.executable, "-c", script], b"", tick=tick)
+    assert info.value.result == 5
+    assert time.monotonic() - start < 5
+
+
+def test_interrupt_kills_after_the_grace():
+    script = ("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+              "time.sleep(30)")
+
+    def tick(elapsed: float) -> None:
+        if 0.3 < elapsed < 0.45:
+            raise KeyboardInterrupt
+
+    start = time.monotonic()
+    with pytest.raises(Interrupted) as info:
+        run_child([sys.executable, "-c", script], b"", tick=tick)
+    assert info.value.result == -signal.SIGKILL
+    assert time.monotonic() - start < 5
+
+
+# -- meter --------------------------------------------------------------------------------------
+
+
+class ScriptedSampler:
+    """Returns a list of samples in turn, then keeps returning the last one."""
+
+    def __init__(self, samples: list[CgroupStats]) -> None:
+        self.samples = samples
+        self.i = 0
+        self.closed = False
+
+    def read(self) -> CgroupStats:
+        s = self.samples[min(self.i, len(self.samples) - 1)]
+        self.i += 1
+        return s
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ScriptedCgroup:
+    def __init__(self, samples: list[CgroupStats]) -> None:
+        self.sampler = ScriptedSampler(samples)
+
+    def open_sampler(self) -> ScriptedSampler:
+        return self.sampler
+
+
+def stats(current: int, peak: int, kills: int, cpu_ns: int = 0) -> CgroupStats:
+    return CgroupStats(current, peak, 100 * MIB, kills, cpu_ns, 1, 1, None)
+
+
+def test_meter_takes_peak_and_oom_kills_from_the_counters():
+    cg = ScriptedCgroup([stats(10 * MIB, 10 * MIB, 0), stats(20 * MIB, 99 * MIB, 1),
+                         stats(5 * MIB, 99 * MIB, 1), stats(5 * MIB, 99 * MIB, 2)])
+    meter = Meter(cg, rate=200).start()
+    time.sleep(0.1)
+    series = meter.stop()
+    assert cg.sampler.closed
+    assert series.peak == 99 * MIB  # the spike the samples never saw
+    assert series.oom_kills == 2 and len(series.oom_times) == 2
+    assert series.limit == 100 * MIB
+    assert list(series.memory[:3]) == [10.0, 20.0, 5.0]
+
+
+def test_meter_counts_kills_from_the_first_sample_for_an_exec():
+    cg = ScriptedCgroup([stats(1, 1, 4), stats(1, 1, 5)])
+    meter = Meter(cg, rate=200, base_oom_kills=None).start()
+    time.sleep(0.05)
+    assert meter.stop().oom_kills == 1
+
+
+def test_meter_stops_when_the_cgroup_goes():
+    class Gone(ScriptedSampler):
+        def read(self) -> CgroupStats:
+            if self.i >= 2:
+                raise OSError("cgroup removed")
+            return super().read()
+
+    cg = ScriptedCgroup([stats(1, 1, 0)])
+    cg.sampler = Gone([stats(1, 1, 0)])
+    meter = Meter(cg, rate=500).start()
+    time.sleep(0.05)
+    assert meter.stop().samples == 2
+
+
+# -- plot ---------------------------------------------------------------------------------------
+
+
+def series(label: str, n: int, kills: tuple[float, ...] = ()) -> Series:
+    s = Series(label=label, limit=64 * MIB, peak=60 * MIB, oom_times=list(kills))
+    for i in range(n):
+        s.times.append(i / 50)
+        s.memory.append(min(60.0, i / 5))
+        s.cpu.append(50.0)
+    return s
+
+
+def test_frame_is_a_small_png():
+    pytest.importorskip("matplotlib")
+    from nbcontainer.plot import MemoryFigure, bundle
+
+    png = MemoryFigure().render([series("", 500, (5.0,))])
+    assert png.startswith(b"\x89PNG") and 5_000 < len(png) < 100_000
+    many = MemoryFigure().render([series("--memory 32m", 300), series("--memory 64m", 400)])
+    assert many.startswith(b"\x89PNG")
+    data = bundle(png, "summary")
+    assert set(data) == {"image/png", "text/plain"} and isinstance(data["image/png"], str)
+
+
+def test_live_plot_waits_then_limits_the_frame_rate():
+    pytest.importorskip("matplotlib")
+    from nbcontainer.plot import LivePlot
+
+    class Recorder:
+        handle = None
+        frames: list[str] = []
+
+        def show(self, png: bytes, text: str) -> None:
+            self.handle = object()
+            self.frames.append(text)
+
+    plot = LivePlot("auto", after=0.5, fps=2)
+    plot.display = Recorder()  # type: ignore[assignment]
+    s = series("", 10)
+    for t in (0.0, 0.2, 0.4):
+        plot.tick(100 + t, s)
+    assert not plot.shown
+    for t in (0.6, 0.7, 0.9, 1.1, 1.2):
+        plot.tick(100 + t, s)
+    assert len(plot.display.frames) == 2  # 0.6 and 1.1: at most 2 frames a second
+    plot.finished.append(s)
+    plot.finish("final")
+    assert plot.display.frames[-1] == "final"
+    quiet = LivePlot("auto")
+    quiet.display = Recorder()  # type: ignore[assignment]
+    quiet.display.frames = []
+    quiet.finish("never shown")  # a quick cell in auto mode draws nothing
+    assert quiet.display.frames == []
