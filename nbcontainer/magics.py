@@ -39,6 +39,7 @@ from nbcontainer.spec import ContainerSpec, format_size
 from nbcontainer.store import store_root
 from nbcontainer.streams import Interrupted, Pipes, Pump
 from nbcontainer.transfer import (
+    BOOTSTRAP,
     Program,
     TransferError,
     pack_inputs,
@@ -201,6 +202,9 @@ class ContainerMagics(Magics):
     sample_rate = Float(25.0, help="cgroup samples per second (peak and OOM kills come from "
                                    "kernel counters at any rate)").tag(
         config=True)
+    fast_start = Bool(True, help="run Python bodies on the host or none image in a forked, "
+                                 "pre-started copy of the kernel's interpreter (a zygote) "
+                                 "instead of a new one").tag(config=True)
     interrupt_grace = Float(1.5, help="seconds between SIGINT and killing the container on "
                                       "interrupt").tag(config=True)
     root = Unicode("", help="store root (default $NBCONTAINER_ROOT or "
@@ -357,13 +361,20 @@ class ContainerMagics(Magics):
                 data = Program(cell, packed, outputs, pipes.out_w).encode()
             else:
                 data = cell.encode()
+            # A Python body on an image whose paths are the host's can run in the zygote's
+            # forked interpreter: no interpreter start-up per cell.
+            fast = python_body and self.fast_start and run.spec.image in ("host", "none")
+            extra: dict[str, Any] = {"python": BOOTSTRAP, "zygote": True} if fast else {}
             try:
                 if target is None:
-                    proc = Container(run.spec, root=self.store(), owner=self.owner,
-                                     **pipes.child_kwargs())
+                    spec = run.spec.with_(command=()) if fast else run.spec
+                    proc = Container(spec, root=self.store(), owner=self.owner,
+                                     **pipes.child_kwargs(), **extra)
                     proc.start()
                 else:
-                    proc = start_exec(target, run.spec, self.store(), pipes.child_kwargs())
+                    proc = start_exec(target, run.spec, self.store(),
+                                      {**pipes.child_kwargs(), **extra},
+                                      command=[] if fast else None)
             except USER_ERRORS as err:
                 raise UsageError(str(err)) from None
             except errors.ContainerError as err:
@@ -385,7 +396,9 @@ class ContainerMagics(Magics):
             if meter is not None:
                 run.series = meter.stop()
             if proc is not None:
-                proc.cleanup()
+                # With a result in hand, the teardown (namespaces, cgroup, upper directory)
+                # need not delay the cell: it finishes in the background.
+                proc.cleanup(background=run.result is not None)
                 if run.result is None:
                     run.result = proc.poll()
             pipes.close()
@@ -659,6 +672,11 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = ContainerMagics(shell=ipython)
     ipython.register_magics(magics)
     _loaded = magics
+    if magics.fast_start and os.geteuid() == 0:
+        # Start the zygote now, while the user reads: the first cell should not wait for it.
+        from nbcontainer.runtime.zygote import Zygote
+
+        Zygote.get()
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -160,14 +160,27 @@ class Pump:
                 return None
             if self.tick is not None:
                 self.tick(now - self._t0)
-            self._step(self.tick_interval)
+            # Also wake when the process may have ended, not only on output.
+            self._step(self.tick_interval, getattr(process, "wait_fds", list)())
 
-    def _step(self, timeout: float) -> bool:
-        """One poll and the reads/writes it allows; True if data moved."""
-        if not self._registered:
+    def _step(self, timeout: float, wake_fds: list[int] | tuple[int, ...] = ()) -> bool:
+        """One poll and the reads/writes it allows; True if data moved.
+
+        ``wake_fds`` only end the wait (the process's end-of-run descriptors); they are
+        never read here.
+        """
+        extra = [fd for fd in wake_fds if fd not in self._registered]
+        if not self._registered and not extra:
             time.sleep(timeout)
             return False
-        events = self._poller.poll(timeout * 1000)
+        for fd in extra:
+            self._poller.register(fd, select.POLLIN)
+        try:
+            events = self._poller.poll(timeout * 1000)
+        finally:
+            for fd in extra:
+                self._poller.unregister(fd)
+        events = [(fd, ev) for fd, ev in events if fd not in extra]
         moved = False
         for fd, event in events:
             if fd == self.pipes.stdin_w:

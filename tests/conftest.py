@@ -114,6 +114,9 @@ def _children() -> set[tuple[int, float]]:
     out = set()
     for child in me.children(recursive=True):
         try:
+            # The zygote is the supervisor's helper factory, started once per process.
+            if "nbcontainer.runtime.zygote" in " ".join(child.cmdline()):
+                continue
             if child.status() != psutil.STATUS_ZOMBIE:
                 out.add((child.pid, child.create_time()))
         except psutil.NoSuchProcess:

@@ -9,14 +9,17 @@ out — normal exit, setup error, OOM kill, timeout, signal, interrupt — goes 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -49,6 +52,32 @@ USERNS_BASE = 100000
 USERNS_SIZE = 65536
 
 StdStream = int | IO[Any] | None
+
+
+_PENDING: set[threading.Thread] = set()
+_PENDING_LOCK = threading.Lock()
+
+
+def wait_for_cleanups(timeout: float | None = None) -> None:
+    """Wait for background cleanups (see :meth:`ContainerProcess.cleanup`) to finish."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        with _PENDING_LOCK:
+            pending = [t for t in _PENDING if t is not threading.current_thread()]
+        if not pending:
+            return
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        pending[0].join(remaining)
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+
+
+atexit.register(wait_for_cleanups, 30.0)
+
+
+def _wait_readable(fd: int, timeout: float) -> bool:
+    """True if ``fd`` became readable within ``timeout`` seconds."""
+    return bool(select.select([fd], [], [], timeout)[0])
 
 
 @contextlib.contextmanager
@@ -126,6 +155,8 @@ class ContainerProcess:
         self._pass_fds = tuple(pass_fds)
         self._use_zygote = zygote
         self._helper: subprocess.Popen[bytes] | ForkedHelper | None = None
+        self._helper_pidfd: int | None = None
+        self._eof = False
         self._sock: socket.socket | None = None
         self._status: int | None = None
         self._result: Result | None = None
@@ -177,6 +208,7 @@ class ContainerProcess:
                     pass_fds=(child_sock.fileno(), *self._pass_fds),
                     close_fds=True, start_new_session=True, env={},
                 )
+                self._helper_pidfd = os.pidfd_open(self._helper.pid)
         finally:
             child_sock.close()
         self._started_at = time.monotonic()
@@ -236,14 +268,15 @@ class ContainerProcess:
         self._sock.send(json.dumps(message).encode())
 
     def _drain_status(self) -> None:
-        """Read the first exit report left on the socket (the payload's own wait status)."""
-        if self._sock is None or self._status is not None:
+        """Read what the helper side said since: the first exit report is the payload's."""
+        if self._sock is None or self._eof:
             return
         self._sock.setblocking(False)
         try:
             while True:
                 data = self._sock.recv(1 << 16)
                 if not data:
+                    self._eof = True
                     break
                 msg = json.loads(data)
                 if msg.get("op") == "exit" and self._status is None:
@@ -251,15 +284,40 @@ class ContainerProcess:
         except (BlockingIOError, OSError):
             pass
 
+    def wait_fds(self) -> list[int]:
+        """File descriptors that become readable when the payload may have ended.
+
+        For an event loop (the magics' output pump): poll these with the output pipes, then
+        call :meth:`poll`. They are the control socket, where the payload's exit is
+        reported (a Python payload reports it before its namespaces are torn down), and a
+        pidfd of the helper.
+        """
+        fds = []
+        if self._sock is not None and not self._eof:
+            fds.append(self._sock.fileno())
+        if self._helper_pidfd is not None:
+            fds.append(self._helper_pidfd)
+        elif isinstance(self._helper, ForkedHelper) and self._helper.returncode is None:
+            fds.append(self._helper.fileno())
+        return fds
+
+    def _ended(self) -> bool:
+        """True once the payload's end was reported or the helper is gone."""
+        self._drain_status()
+        if self._status is not None:
+            return True
+        assert self._helper is not None
+        return self._helper.poll() is not None
+
     def poll(self) -> Result | None:
-        """The result if the process tree has ended, else None (enforces ``--timeout``)."""
+        """The result if the payload has ended, else None (enforces ``--timeout``)."""
         if self._result is not None:
             return self._result
         if self._helper is None:
             return None
         if self._deadline is not None and time.monotonic() >= self._deadline:
             self._expire()
-        if self._helper.poll() is None:
+        if not self._ended():
             return None
         return self._conclude()
 
@@ -270,17 +328,16 @@ class ContainerProcess:
         if self._helper is None:
             raise ContainerStateError("the container was not started")
         limit = None if timeout is None else time.monotonic() + timeout
-        while True:
+        while not self._ended():
             waits = [t for t in (self._deadline, limit) if t is not None]
             remaining = None if not waits else max(0.0, min(waits) - time.monotonic())
-            try:
-                self._helper.wait(remaining)
-                break
-            except subprocess.TimeoutExpired:
-                if self._deadline is not None and time.monotonic() >= self._deadline:
-                    self._expire()
-                    continue
-                raise
+            if select.select(self.wait_fds(), [], [], remaining)[0]:
+                continue
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                self._expire()
+                continue
+            if limit is not None and time.monotonic() >= limit:
+                raise subprocess.TimeoutExpired("container", timeout or 0)
         return self._conclude()
 
     def _expire(self) -> None:
@@ -294,7 +351,6 @@ class ContainerProcess:
 
     def _conclude(self) -> Result:
         assert self._helper is not None
-        self._helper.wait()
         self._drain_status()
         wall = time.monotonic() - self._started_at
         status = self._status
@@ -360,18 +416,36 @@ class ContainerProcess:
             self.kill()
             return self.wait()
 
-    def cleanup(self) -> None:
-        """Remove everything this process tree made. Idempotent; every exit path calls it."""
+    def cleanup(self, background: bool = False) -> None:
+        """Remove everything this process tree made. Idempotent; every exit path calls it.
+
+        With ``background``, the removal (waiting for the namespaces' teardown, the cgroup,
+        the directories) happens in a thread, so a caller that already has its
+        :class:`Result` (a notebook cell) returns at once; :func:`wait_for_cleanups` and
+        interpreter exit wait for it.
+        """
         if self._cleaned:
             return
         self._cleaned = True
+        if background and self._result is not None:
+            thread = threading.Thread(target=self._cleanup_now, name="nbcontainer-cleanup",
+                                      daemon=True)
+            with _PENDING_LOCK:
+                _PENDING.add(thread)
+            thread.start()
+            return
+        self._cleanup_now()
+
+    def _cleanup_now(self) -> None:
         try:
             if self._helper is not None and self._helper.poll() is None:
-                self._kill_tree()
+                # A payload that reported its end is being torn down: give it a moment.
+                if self._result is None or not _wait_readable(self._helper_fd(), 2.0):
+                    self._kill_tree()
                 try:
                     self._helper.wait(5)
                 except subprocess.TimeoutExpired:
-                    self._helper.kill()  # our own child, by pid
+                    self._helper.kill()  # by pid (Popen child) or pidfd (forked by the zygote)
                     self._helper.wait()
             if self._helper is not None and self._result is None:
                 with contextlib.suppress(Exception):
@@ -380,7 +454,18 @@ class ContainerProcess:
             if self._sock is not None:
                 self._sock.close()
                 self._sock = None
+            if self._helper_pidfd is not None:
+                os.close(self._helper_pidfd)
+                self._helper_pidfd = None
             self._release()
+            with _PENDING_LOCK:
+                _PENDING.discard(threading.current_thread())
+
+    def _helper_fd(self) -> int:
+        if self._helper_pidfd is not None:
+            return self._helper_pidfd
+        assert isinstance(self._helper, ForkedHelper)
+        return self._helper.fileno()
 
     def __enter__(self) -> ContainerProcess:
         return self
@@ -598,12 +683,6 @@ class Container(ContainerProcess):
 
     def _finish(self, result: Result) -> None:
         """The first process ended: nothing of the container may outlive it."""
-        if self.cgroup is not None:
-            with contextlib.suppress(ContainerError):
-                # Usually empty already (PID 1's end ends its namespace); killing an empty
-                # v1 cgroup would still freeze and thaw it.
-                if self.cgroup.procs():
-                    self.cgroup.kill_all()
         if self.keep and self.state is not None and self.dir.exists():
             self.state.status = "exited"
             self.state.exit_code = result.exit_code

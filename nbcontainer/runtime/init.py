@@ -169,7 +169,7 @@ def rebind_stdio() -> None:
         setattr(sys, name, stream)
 
 
-def _run_python(cfg: dict[str, Any]) -> None:
+def _run_python(cfg: dict[str, Any], chan: Channel) -> None:
     """Run a Python payload in this (forked, already initialised) interpreter, then exit.
 
     This is what makes a Python cell as cheap as ``%%script python``: no new interpreter
@@ -210,13 +210,17 @@ def _run_python(cfg: dict[str, Any]) -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+    # Report the end now: the supervisor need not wait for this process's namespaces to be
+    # torn down (which happens in exit(2), before the helper could see the exit).
+    with contextlib.suppress(OSError):
+        chan.send(op="exit", status=status << 8)
     os._exit(status)
 
 
-def _exec_payload(cfg: dict[str, Any]) -> None:
+def _exec_payload(cfg: dict[str, Any], chan: Channel) -> None:
     """execve(2) the payload, searching PATH like a shell; exit 127/126 with a sentence if not."""
     if cfg.get("python"):
-        _run_python(cfg)
+        _run_python(cfg, chan)
     argv = cfg["argv"]
     env = cfg["env"]
     _reset_signals()
@@ -257,7 +261,7 @@ def _run_init(cfg: dict[str, Any], chan: Channel) -> None:
     if cfg["argv"] or cfg.get("python"):
         payload = os.fork()
         if payload == 0:
-            _exec_payload(cfg)
+            _exec_payload(cfg, chan)
 
     def forward(signum: int, _frame: object) -> None:
         if payload:
@@ -303,7 +307,7 @@ def _child_main(cfg: dict[str, Any], chan: Channel, helper_pid: int) -> None:
     chan.send(op="ready", pid=os.getpid())
     if cfg["init"]:
         _run_init(cfg, chan)
-    _exec_payload(cfg)
+    _exec_payload(cfg, chan)
 
 
 def main(fd: int) -> None:

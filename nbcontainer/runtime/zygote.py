@@ -145,6 +145,10 @@ class ForkedHelper:
         self._pidfd = pidfd
         self.returncode: int | None = None
 
+    def fileno(self) -> int:
+        """The pidfd: readable once the helper has exited."""
+        return self._pidfd
+
     def poll(self) -> int | None:
         if self.returncode is None and select.select([self._pidfd], [], [], 0)[0]:
             self._exited()
