@@ -1,8 +1,8 @@
 """Images: resolve a name to an ordered list of layer directories plus a small config.
 
-This first version knows the built-in images only (``host``, ``busybox``, ``scratch``); the
-content-addressed store, import, export, build and commit extend it behind the same
-:func:`resolve` call.
+:func:`resolve` knows the built-ins (``host``, ``busybox``, ``scratch``), the content-addressed
+store (``name[:tag]``) and image ids (``sha256:<hex>``, which is how build steps run). Import and
+save live in :mod:`.oci`, build in :mod:`.build`, commit in :mod:`.commit`.
 """
 
 from __future__ import annotations

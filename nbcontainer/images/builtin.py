@@ -58,7 +58,9 @@ def resolve(name: str, root: str | os.PathLike[str] | None = None) -> ResolvedIm
     """Resolve an image name to its layers and config; raise ImageNotFoundError if unknown.
 
     Order: the built-ins ``host`` and ``scratch``; then the store (``name[:tag]``, default tag
-    ``latest``); then ``busybox``, which is materialised into the store on first use.
+    ``latest``); then ``busybox``, which is materialised into the store on first use. An image
+    id ``sha256:<64 hex>`` names an image by content, tagged or not (a build's steps run that
+    way, so each RUN sees the layers of the steps before it).
     """
     base, tag = split_name(name)
     if base == "host" and tag == "latest":
@@ -68,6 +70,12 @@ def resolve(name: str, root: str | os.PathLike[str] | None = None) -> ResolvedIm
     from nbcontainer.images.store import ImageStore
 
     store = ImageStore(root)
+    if is_image_id(name):
+        by_id = store.find_by_id(name)
+        if by_id is None:
+            raise ImageNotFoundError(f"no image with id {name} in the store (its layers may "
+                                     "have been removed by `nbcontainer gc`)")
+        return to_resolved(by_id, store)
     record = store.find_image(name)
     if record is None and base == "busybox" and tag == "latest":
         record = ensure_busybox(store)
@@ -93,15 +101,46 @@ def to_resolved(record: ImageRecord, store: ImageStore) -> ResolvedImage:
     return ResolvedImage(record.ref, layers, config, id=record.id)
 
 
+def is_image_id(name: str) -> bool:
+    """True for ``sha256:<64 lowercase hex>``, an image named by its id."""
+    return (len(name) == 71 and name.startswith("sha256:")
+            and all(c in "0123456789abcdef" for c in name[7:]))
+
+
 def stored_record(name: str, store: ImageStore) -> ImageRecord:
     """The store record for ``name`` (busybox is built on demand); host/scratch are not stored."""
     base, tag = split_name(name)
     if base in ("host", "scratch") and tag == "latest":
         raise ImageError(f"{base} is a built-in image with no stored layers; it cannot be saved")
+    if is_image_id(name):
+        by_id = store.find_by_id(name)
+        if by_id is None:
+            raise ImageNotFoundError(f"no image with id {name} in the store")
+        return by_id
     record = store.find_image(name)
     if record is None and base == "busybox" and tag == "latest":
         record = ensure_busybox(store)
     return record if record is not None else store.get_image(name)
+
+
+def base_record(name: str, store: ImageStore, purpose: str) -> ImageRecord:
+    """The record an image derives from (``FROM``, ``commit``): stored, busybox, id or scratch.
+
+    ``host`` is refused: it is the live host's ``/``, not a set of stored layers, so an image on
+    top of it could be neither reproduced nor saved, and would change whenever the host does.
+    """
+    from nbcontainer.images.store import ImageRecord
+
+    base, tag = split_name(name)
+    if base == "host" and tag == "latest":
+        raise ImageError(
+            f"{purpose}: the host image cannot be a base: it is the live host's root filesystem, "
+            "not stored layers, so the result would be neither reproducible nor exportable; use "
+            "busybox, scratch or an imported image")
+    if base == "scratch" and tag == "latest":
+        return ImageRecord(name="scratch", tag="latest", id="", layers=[],
+                           env=[f"PATH={DEFAULT_PATH}"])
+    return stored_record(name, store)
 
 
 def find_busybox() -> str:

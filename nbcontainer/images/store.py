@@ -7,12 +7,18 @@ Layout under the store root (see :mod:`nbcontainer.store`)::
     images/<quoted name:tag>.json     an ImageRecord
     tmp/<token>/ + tmp/<token>.lock   staging for one publish; its owner holds the lock
     images.lock                       flock(2): shared while importing, exclusive to delete
+    states/<hex image id>.json        untagged images by id: the steps of builds (``resolve``
+                                      takes ``sha256:<id>``, so each RUN sees the steps before)
+    buildcache/<hex key>              the build cache: key (parent id + instruction) -> image id
 
 Why this locking: publishing never needs mutual exclusion between writers, because each
 step is one atomic rename (a layer directory; an image record via os.replace) and two imports of
 the same layer simply keep the first rename's result. Only deleting (rmi, gc) could pull a layer
 from under an import that is about to reference it, so importers hold the lock shared for their
-whole run and deleters take it exclusively. Staging directories carry their own lock, held by
+whole run and deleters take it exclusively. Builds hold it shared too, so a step's layer cannot
+vanish before the final image names it. States and cache entries never keep a layer alive: once
+no image or container uses a layer, ``gc``/``rmi`` delete it, and then the states naming it and
+the cache entries leading to them. Staging directories carry their own lock, held by
 their owner, so gc can tell an abandoned one (owner crashed: the lock is free) from a live one.
 """
 
@@ -168,6 +174,8 @@ class ImageStore:
         self.layers = layers_dir(self.root)
         self.images = images_dir(self.root)
         self.tmp = tmp_dir(self.root)
+        self.states = self.root / "states"
+        self.cache = self.root / "buildcache"
 
     def _ensure(self) -> None:
         for d in (self.root, self.layers, self.images, self.tmp):
@@ -271,7 +279,7 @@ class ImageStore:
         return record
 
     def list_images(self) -> list[ImageRecord]:
-        out = []
+        out: list[ImageRecord] = []
         if not self.images.is_dir():
             return out
         for path in sorted(self.images.glob("*.json")):
@@ -282,6 +290,69 @@ class ImageStore:
             except (OSError, ValueError, TypeError):
                 continue
         return out
+
+    # states and the build cache -------------------------------------------------------------
+    def put_state(self, record: ImageRecord) -> None:
+        """Keep an untagged image under its id (a build step), atomically."""
+        for diff_id in record.layers:
+            if not self.has_layer(diff_id):
+                raise ImageError(f"image {record.id} names layer {diff_id}, not in the store")
+        ensure_dir(self.states)
+        _write_atomic(self.states / f"{hex_of(record.id)}.json", record.to_json())
+
+    def find_by_id(self, image_id: str) -> ImageRecord | None:
+        """The image with this id: a build state, else a tagged image; None if neither.
+
+        A state whose layers were deleted (``gc``) counts as missing.
+        """
+        path = self.states / f"{hex_of(image_id)}.json"
+        try:
+            record: ImageRecord | None = ImageRecord.from_json(path.read_text())
+        except FileNotFoundError:
+            record = next((r for r in self.list_images() if r.id == image_id), None)
+        except (ValueError, TypeError):
+            return None
+        if record is None or not all(self.has_layer(d) for d in record.layers):
+            return None
+        return record
+
+    def cache_get(self, key: str) -> ImageRecord | None:
+        """The image a build step with this cache key made before, if all of it is still here."""
+        try:
+            image_id = (self.cache / key).read_text().strip()
+            return self.find_by_id(image_id)
+        except (OSError, ImageError):
+            return None
+
+    def cache_put(self, key: str, image_id: str) -> None:
+        """Remember that the build step ``key`` made image ``image_id``."""
+        ensure_dir(self.cache)
+        _write_atomic(self.cache / key, image_id + "\n")
+
+    def _drop_stale_states(self) -> list[str]:
+        """Delete states whose layers are gone and cache entries leading nowhere."""
+        removed: list[str] = []
+        if self.states.is_dir():
+            for path in self.states.glob("*.json"):
+                try:
+                    layers = ImageRecord.from_json(path.read_text()).layers
+                    complete = all(self.has_layer(d) for d in layers)
+                except (OSError, ValueError, TypeError, ImageError):
+                    complete = False
+                if not complete:
+                    path.unlink(missing_ok=True)
+                    removed.append(path.stem)
+        if self.cache.is_dir():
+            for path in self.cache.iterdir():
+                try:
+                    target = path.read_text().strip()
+                    alive = (self.states / f"{hex_of(target)}.json").is_file() or any(
+                        r.id == target for r in self.list_images())
+                except (OSError, ImageError):
+                    alive = False
+                if not alive:
+                    path.unlink(missing_ok=True)
+        return removed
 
     def referenced_layers(self) -> set[str]:
         return {hex_of(d) for r in self.list_images() for d in r.layers}
@@ -294,12 +365,14 @@ class ImageStore:
         with self.lock(exclusive=True):
             self.get_image(ref)
             self._record_path(name, tag).unlink()
-            return self._drop_unreferenced()
+            removed = self._drop_unreferenced()
+            self._drop_stale_states()
+            return removed
 
     def _drop_unreferenced(self) -> list[str]:
         """Delete layers no image and no container uses (caller holds the exclusive lock)."""
         keep = self.referenced_layers() | layers_in_use(self.root)
-        removed = []
+        removed: list[str] = []
         if not self.layers.is_dir():
             return removed
         for entry in os.listdir(self.layers):
@@ -320,10 +393,11 @@ class ImageStore:
         with self.lock(exclusive=True):
             stale = self._drop_stale_tmp()
             layers = self._drop_unreferenced()
-        return {"layers": layers, "tmp": stale}
+            states = self._drop_stale_states()
+        return {"layers": layers, "tmp": stale, "states": states}
 
     def _drop_stale_tmp(self) -> list[str]:
-        removed = []
+        removed: list[str] = []
         for entry in sorted(os.listdir(self.tmp)):
             path = self.tmp / entry
             if entry.endswith(".lock"):
@@ -349,6 +423,13 @@ class ImageStore:
             ):
                 lock_path.unlink(missing_ok=True)
         return removed
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a small file by rename, so readers see the old or the new content, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _owner_alive(lock_path: Path) -> bool:

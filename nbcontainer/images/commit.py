@@ -1,0 +1,123 @@
+"""``commit``: a container's upper directory becomes a new layer on top of its image.
+
+The upper directory is everything the container changed, in overlay's form: whiteouts are 0/0
+character devices, a replaced directory is marked opaque. :func:`publish_tree` writes it as an
+OCI layer tar (``.wh.`` entries again) and stores what the safe extractor makes of that tar, so
+owners, modes, xattrs, hardlinks and symlinks survive and the new image mounts, exports and
+re-imports like any other. A running container is frozen (cgroup freezer) while its upper
+directory is read, as ``docker commit`` pauses by default: a process writing mid-way would give
+a layer that never existed as a whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nbcontainer.errors import ContainerStateError, ImageError, UsageError
+from nbcontainer.images.builtin import base_record
+from nbcontainer.images.snapshot import image_id, publish_tree
+from nbcontainer.images.store import (
+    BUILTIN_NAMES,
+    HistoryEntry,
+    ImageRecord,
+    ImageStore,
+    hex_of,
+    now_iso,
+    parse_reference,
+)
+from nbcontainer.store import store_root
+
+if TYPE_CHECKING:
+    from nbcontainer.runtime.state import ContainerState
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def commit(container_ref: str, image_name: str, root: str | os.PathLike[str] | None = None,
+           message: str | None = None, pause: bool = True) -> ImageRecord:
+    """Store container ``container_ref``'s changes as image ``image_name``.
+
+    Parameters
+    ----------
+    container_ref
+        Name, id or unique id prefix of a container, running or stopped (it must still exist:
+        a named or ``keep`` container).
+    image_name
+        ``name[:tag]`` for the new image.
+    root
+        Store root; default ``$NBCONTAINER_ROOT`` or ``/var/lib/nbcontainer``.
+    message
+        Kept as the history entry's comment (``docker commit -m``).
+    pause
+        Freeze a running container while its changes are read (default, as Docker).
+
+    Returns
+    -------
+    ImageRecord
+        The new image: the container's image's layers and config, plus one layer (none when
+        the container changed nothing, recorded as an empty history step).
+    """
+    from nbcontainer.runtime import state as state_mod
+    from nbcontainer.runtime.container import require_root
+
+    repo, tag = parse_reference(image_name)
+    if repo in BUILTIN_NAMES:
+        raise UsageError(f"{repo} is a built-in image name; commit under another name")
+    require_root()
+    root_path = store_root(root)
+    st = state_mod.find(root_path, container_ref)
+    if st.image == "none":
+        raise UsageError(f"container {st.short} runs on the host's / (--image none): it has no "
+                         "filesystem of its own to commit")
+    upper = state_mod.container_path(root_path, st.id) / "upper"
+    store = ImageStore(root_path)
+    with store.lock():
+        base = base_record(st.image, store, f"commit {st.short}")
+        _check_same_layers(st.short, st.image, st.layers, base)
+        if not upper.is_dir():
+            raise ImageError(f"container {st.short} has no upper directory at {upper}")
+        created_by = shlex.join(st.command) if st.command else "(no command)"
+        with _frozen(st, root_path, pause):
+            layer = publish_tree(store, upper, created_by)
+        entry = HistoryEntry(created=now_iso(), created_by=created_by,
+                             empty_layer=layer is None, size=layer.size if layer else 0,
+                             comment=message or "")
+        record = dataclasses.replace(
+            base, name=repo, tag=tag, id="", created=entry.created,
+            layers=base.layers + ([layer.diff_id] if layer else []),
+            history=[*base.history, entry], source=f"commit of container {st.short}")
+        record.id = image_id(record)
+        store.put_image(record)
+    return record
+
+
+def _check_same_layers(short: str, image: str, mounted: list[str], base: ImageRecord) -> None:
+    """Refuse when ``image`` now names other layers than the container was started on."""
+    used = [m.group(0) for m in (_HEX64.search(Path(p).parent.name) for p in mounted) if m]
+    if used != [hex_of(d) for d in base.layers]:
+        raise ImageError(f"image {image} has changed since container {short} was created from "
+                         "it (rebuilt or re-imported), so its changes cannot be put on top of it; "
+                         "commit a container of the current image")
+
+
+@contextlib.contextmanager
+def _frozen(st: ContainerState, root: Path, pause: bool) -> Iterator[None]:
+    """Freeze the container for the duration if it runs (a paused one stays paused)."""
+    from nbcontainer.runtime import manage
+
+    if not pause or st.status == "paused" or not st.is_running():
+        yield
+        return
+    manage.pause(st.id, root=root)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ContainerStateError):  # it ended meanwhile: nothing to thaw
+            manage.unpause(st.id, root=root)
