@@ -1,0 +1,123 @@
+"""Round trip of a ``pass`` cell on the container kernel next to a stock ipykernel, interleaved.
+
+Run as root: ``.venv/bin/python bench/bench_kernel.py [--rounds N] [--starts N]``. Both kernels
+are installed into a temporary Jupyter path (never the system's): ``python3`` is a stock
+ipykernel on this interpreter, ``nbcontainer`` the container kernel with default options. A
+round trip is from ``execute_request`` sent to both the ``execute_reply`` and the ``idle``
+status received, as nbclient waits for them. The two kernels take turns, so drift on this
+shared machine hits both alike. Prints medians, p90 and the ratio; ``--starts`` also times
+kernel start-up (start to first kernel_info reply).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def install(prefix: Path, memory: str | None, extra: list[str]) -> None:
+    """The two kernelspecs, into ``prefix``."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from nbcontainer.kernel import kernelspec
+
+    stock = Path(tempfile.mkdtemp())
+    (stock / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (stock)", "language": "python"}))
+    KernelSpecManager().install_kernel_spec(str(stock), "python3", prefix=str(prefix))
+    options = ([f"--memory={memory}"] if memory else []) + extra
+    kernelspec.install("nbcontainer", prefix=str(prefix), run_options=options)
+
+
+def round_trip(kc: Any, code: str = "pass") -> float:
+    """Seconds from sending ``code`` to having its reply and its idle status."""
+    t0 = time.perf_counter()
+    msg_id = kc.execute(code)
+    got_reply = got_idle = False
+    while not (got_reply and got_idle):
+        if not got_reply:
+            reply = kc.get_shell_msg(timeout=30)
+            got_reply = reply["parent_header"].get("msg_id") == msg_id
+        if not got_idle:
+            msg = kc.get_iopub_msg(timeout=30)
+            got_idle = (msg["parent_header"].get("msg_id") == msg_id
+                        and msg["msg_type"] == "status"
+                        and msg["content"]["execution_state"] == "idle")
+    return time.perf_counter() - t0
+
+
+def stats(xs: list[float]) -> tuple[float, float]:
+    xs = sorted(xs)
+    return statistics.median(xs), xs[min(len(xs) - 1, int(0.9 * len(xs)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--starts", type=int, default=3)
+    parser.add_argument("--memory", default=None, help="--memory for the container kernel")
+    parser.add_argument("--plot", choices=("auto", "on", "off"), default=None,
+                        help="--plot for the container kernel (default: its default, auto)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("run as root", file=sys.stderr)
+        return 1
+    prefix = Path(tempfile.mkdtemp(prefix="nbck-bench-"))
+    os.environ["JUPYTER_PATH"] = str(prefix / "share" / "jupyter")
+    install(prefix, args.memory, [f"--plot={args.plot}"] if args.plot else [])
+    from jupyter_client.manager import start_new_kernel
+
+    names = ("python3", "nbcontainer")
+    starts: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(args.starts):
+        for name in names:
+            t0 = time.perf_counter()
+            km, kc = start_new_kernel(kernel_name=name, startup_timeout=60)
+            starts[name].append(time.perf_counter() - t0)
+            kc.stop_channels()
+            km.shutdown_kernel()
+    kernels = {n: start_new_kernel(kernel_name=n, startup_timeout=60) for n in names}
+    times: dict[str, list[float]] = {n: [] for n in names}
+    try:
+        for i in range(args.warmup + args.rounds):
+            order = names if i % 2 == 0 else names[::-1]
+            for name in order:
+                dt = round_trip(kernels[name][1])
+                if i >= args.warmup:
+                    times[name].append(dt)
+    finally:
+        for km, kc in kernels.values():
+            kc.stop_channels()
+            km.shutdown_kernel()
+        subprocess.run(["rm", "-rf", str(prefix)], check=False)
+    print(f"`pass` cell round trip, {args.rounds} interleaved rounds after {args.warmup} warm-up "
+          f"(ms)")
+    print(f"{'kernel':<14}{'median':>9}{'p90':>9}{'start median':>15}")
+    for name in names:
+        med, p90 = stats(times[name])
+        smed = statistics.median(starts[name]) if starts[name] else float("nan")
+        print(f"{name:<14}{med * 1000:>9.2f}{p90 * 1000:>9.2f}{smed * 1000:>15.0f}")
+    m_stock, p_stock = stats(times["python3"])
+    m_ctr, p_ctr = stats(times["nbcontainer"])
+    line = f"ratio container/stock: median {m_ctr / m_stock:.2f}x, p90 {p_ctr / p_stock:.2f}x"
+    if args.starts:
+        s_ctr, s_stock = (statistics.median(starts[n]) for n in ("nbcontainer", "python3"))
+        line += f"; start-up {s_ctr / s_stock:.2f}x"
+    print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
