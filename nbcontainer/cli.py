@@ -275,6 +275,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
     removed = ImageStore(store_root()).gc()
     actions += [f"removed unreferenced layer {x}" for x in removed.get("layers", [])]
     actions += [f"removed leftover of a crashed import {x}" for x in removed.get("tmp", [])]
+    with contextlib.suppress(ImportError):
+        from nbcontainer.kernel.proxy import remove_stale_rundirs
+
+        remove_stale_rundirs()  # run directories of container kernels killed with -9
     for line in actions:
         _out(line)
     if not actions:
