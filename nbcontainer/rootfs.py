@@ -87,7 +87,7 @@ def _ensure_mountpoint(root: str, path: str, is_dir: bool) -> str:
     target = os.path.join(root, path.lstrip("/"))
     real_root = os.path.realpath(root)
     parent = os.path.realpath(os.path.dirname(target))
-    if parent != real_root and not parent.startswith(real_root + "/"):
+    if parent != real_root and not parent.startswith(real_root.rstrip("/") + "/"):
         raise OSError(1, f"mount point {path} resolves outside the container root")
     if os.path.islink(target):
         raise OSError(1, f"mount point {path} is a symlink in the image; refusing to follow it")

@@ -389,6 +389,9 @@ def make_spec(
         raise UsageError(f"-w: working directory {workdir!r} must be an absolute path, e.g. /tmp")
     if image == "none" and workdir is None:
         pass
+    if hostname is not None and "uts" not in namespaces:
+        raise UsageError("--hostname needs a uts namespace (the hostname would be the host's); "
+                         "add uts to --ns")
     cmd = tuple(str(c) for c in command)
     if any("\0" in c for c in cmd):
         raise UsageError("command: arguments must not contain NUL bytes")

@@ -557,6 +557,13 @@ class Container(ContainerProcess):
                 raise UsageError(
                     f"-v: host path {vol.host!r} does not exist; create it first or fix the path"
                 )
+            if not spec.has_rootfs and not os.path.exists(vol.container):
+                # Without a root filesystem of its own, a mount point would be created on the
+                # host's filesystem; nbcontainer never changes the host.
+                raise UsageError(
+                    f"-v: with --image none the container path {vol.container!r} must already "
+                    "exist (it is the host's own directory); choose an existing one, or an image"
+                )
         ensure_dir(self.root, 0o711)
         # Until the record lists the image's layers, `rmi`/`gc` must not delete them: hold the
         # image store's shared lock from resolving the name to saving the record.

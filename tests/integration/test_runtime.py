@@ -372,3 +372,15 @@ def test_unknown_image_and_missing_volume_leave_nothing(tmp_path):
 def test_cpuset_of_missing_cpu_is_refused():
     with pytest.raises(ContainerError, match="CPU"):
         run(make_spec(["true"], image="busybox", cpuset_cpus="4000"))
+
+
+def test_volume_with_image_none_never_creates_a_host_directory(tmp_path):
+    target = tmp_path / "not-there"
+    with pytest.raises(UsageError, match="must already exist"):
+        run(make_spec(["true"], image="none", ns="mount", volumes=[f"{tmp_path}:{target}"]))
+    assert not target.exists()
+    target.mkdir()
+    (tmp_path / "seen.txt").write_text("x")
+    code, out, _ = capture(["ls", str(target)], image="none", ns="mount",
+                           volumes=[f"{tmp_path}:{target}"])
+    assert code == 0 and "seen.txt" in out

@@ -111,3 +111,9 @@ def test_format_size():
     assert format_size(100 << 20) == "100 MiB"
     assert format_size(None) == "unlimited"
     assert format_size(1536) == "1.5 KiB"
+
+
+def test_hostname_needs_a_uts_namespace():
+    with pytest.raises(UsageError, match="uts"):
+        make_spec(["true"], ns="pid", hostname="box")
+    assert make_spec(["true"], ns="uts", hostname="box").hostname == "box"
