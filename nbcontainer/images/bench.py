@@ -22,7 +22,7 @@ from nbcontainer.images.extract import extract_layer
 from nbcontainer.images.layertar import write_layer_tar
 
 
-def _best(fn: Callable[[], None], reset: Callable[[], None], repeat: int = 5) -> float:
+def _best(fn: Callable[[], object], reset: Callable[[], None], repeat: int = 5) -> float:
     best = float("inf")
     for _ in range(repeat):
         reset()

@@ -115,21 +115,30 @@ class HashingReader(io.RawIOBase):
         return "sha256:" + self.sha.hexdigest()
 
 
+def _rmtree_at(parent_fd: int, name: str) -> None:
+    """Remove the tree ``name`` below the directory ``parent_fd`` without following links.
+
+    shutil.rmtree takes ``dir_fd`` only from Python 3.11; the magic link of the parent fd
+    gives the same (the last component is lstat'ed, never followed, by rmtree).
+    """
+    shutil.rmtree(f"/proc/self/fd/{parent_fd}/{name}")
+
+
 def decompressed(stream: BinaryIO) -> BinaryIO:
     """Wrap ``stream`` in the decompressor its magic bytes call for (gzip, zstd or none)."""
-    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type]
-    head = buffered.peek(4)[:4]  # type: ignore[attr-defined]
+    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[type-var]
+    head = buffered.peek(4)[:4]
     if head[:2] == GZIP_MAGIC:
         return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
     if head == ZSTD_MAGIC:
         try:
-            import zstandard  # type: ignore[import-not-found]
+            import zstandard
         except ImportError as err:
             raise ImageError(
                 "this layer is zstd-compressed; install the `zstandard` package to import it"
             ) from err
         return zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)
-    return buffered  # type: ignore[return-value]
+    return buffered
 
 
 def clean_name(name: str, max_depth: int = 512) -> tuple[str, ...]:
@@ -213,14 +222,14 @@ class _Tree:
             return
         except IsADirectoryError:
             self.forget(parts)
-            shutil.rmtree(leaf, dir_fd=parent_fd)
+            _rmtree_at(parent_fd, leaf)
         except PermissionError:
             # Linux returns EPERM (not EISDIR) for unlink() on a directory.
             st = os.stat(leaf, dir_fd=parent_fd, follow_symlinks=False)
             if not stat.S_ISDIR(st.st_mode):
                 raise
             self.forget(parts)
-            shutil.rmtree(leaf, dir_fd=parent_fd)
+            _rmtree_at(parent_fd, leaf)
 
 
 class LayerExtractor:
@@ -464,7 +473,7 @@ def extract_layer(
     ex = LayerExtractor(Path(dest), limits, same_owner)
     try:
         try:
-            with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=reader, mode="r|") as tar:
                 for member in tar:
                     ex.apply(tar, member)
             ex.finish()

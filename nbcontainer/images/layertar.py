@@ -108,7 +108,7 @@ def write_layer_tar(src: str | os.PathLike[str], out: BinaryIO | None) -> TarSum
             if prefix:
                 st = os.stat(dirfd)
                 info = _info(prefix, st, tarfile.DIRTYPE)
-                info.pax_headers.update(_xattrs(dirfd))
+                info.pax_headers = {**info.pax_headers, **_xattrs(dirfd)}
                 tar.addfile(info)
             try:
                 opaque = os.getxattr(dirfd, OPAQUE_XATTR) == b"y"
@@ -153,7 +153,7 @@ def _add_entry(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str,
         with os.fdopen(fd, "rb", buffering=0) as f:
             info = _info(arcname, st, tarfile.REGTYPE)
             info.size = st.st_size
-            info.pax_headers.update(_xattrs(f.fileno()))
+            info.pax_headers = {**info.pax_headers, **_xattrs(f.fileno())}
             tar.addfile(info, f)
         return st.st_size
     if stat.S_ISFIFO(mode):

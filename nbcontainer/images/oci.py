@@ -193,7 +193,7 @@ def _extract_blob(source: Source, blob: Blob, dest: Path | None,
     Returns the extraction result, or the diff_id when only hashing.
     """
     with source.open(blob.name) as raw:
-        outer = HashingReader(raw, limits.max_bytes, what=f"blob {blob.name}")  # type: ignore[arg-type]
+        outer = HashingReader(raw, limits.max_bytes, what=f"blob {blob.name}")
         stream: BinaryIO = outer  # type: ignore[assignment]
         if dest is None:
             inner = HashingReader(decompressed(stream), limits.max_bytes)
@@ -419,9 +419,9 @@ def _layer_blob(fs: Path, blobs: Path, compress: bool) -> tuple[dict[str, Any], 
     with open(tmp, "wb") as f:
         outer = HashingWriter(f)
         if compress:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=outer, mtime=0,  # type: ignore[arg-type]
+            with gzip.GzipFile(filename="", mode="wb", fileobj=outer, mtime=0,  # type: ignore[call-overload]
                                compresslevel=6) as gz:
-                summary = write_layer_tar(fs, gz)  # type: ignore[arg-type]
+                summary = write_layer_tar(fs, gz)
         else:
             summary = write_layer_tar(fs, outer)  # type: ignore[arg-type]
     os.replace(tmp, blobs / hex_of(outer.digest))
