@@ -8,6 +8,10 @@ crun/runc on an OCI bundle whose rootfs is the busybox image.
 crun 1.8 refuses hybrid cgroup layouts (v1 controllers plus an empty cgroup2 mount, like this
 machine's); so on such a machine the whole benchmark re-executes itself in a private mount
 namespace that hides the empty cgroup2 mount, and every side runs there alike.
+
+"API" starts a fresh single-threaded helper interpreter per container (``python -I -S``);
+"API + zygote" forks the helper from a pre-started interpreter (what the magics and a
+long-running supervisor use); "CLI" is a whole ``nbcontainer run`` process.
 """
 
 from __future__ import annotations
@@ -86,8 +90,10 @@ def main() -> None:
                        stdout=devnull, stderr=devnull)
 
     sides: dict[str, Callable[[], object]] = {
-        "nbcontainer API (host image)": lambda: run(host_spec),
-        "nbcontainer API (busybox image)": lambda: run(busybox_spec),
+        "nbcontainer API (host image)": lambda: run(host_spec, zygote=False),
+        "nbcontainer API (busybox image)": lambda: run(busybox_spec, zygote=False),
+        "API + zygote (host image)": lambda: run(host_spec, zygote=True),
+        "API + zygote (busybox image)": lambda: run(busybox_spec, zygote=True),
         "nbcontainer CLI (host image)": lambda: subprocess.run(cli, check=True),
         "crun run (busybox bundle)": lambda: oci("crun"),
     }
@@ -100,6 +106,9 @@ def main() -> None:
         for name, fn in sides.items():
             samples[name].append(timed(fn))
     shutil.rmtree(tmp, ignore_errors=True)
+    from nbcontainer.runtime.zygote import Zygote
+
+    Zygote.shutdown()
 
     base = statistics.median(samples["crun run (busybox bundle)"])
     print(f"container start of /bin/true, {args.rounds} interleaved rounds, "
