@@ -231,8 +231,11 @@ class ContainerProcess:
                 self._send(op="ok")
             elif op == "pid":
                 self.pid = int(msg["pid"])
-                self._on_pid(self.pid)
+                # The child builds its root while we attach it; it waits for "attached"
+                # before anything of the payload runs.
                 self._send(op="go")
+                self._on_pid(self.pid)
+                self._send(op="attached")
             elif op == "ready":
                 break
             elif op == "error":

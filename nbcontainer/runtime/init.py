@@ -6,12 +6,15 @@ interpreter, which talks to it over one SOCK_SEQPACKET socket (fd ``FD``):
 1. supervisor -> helper: the config (JSON).
 2. helper: joins the namespaces of a running container (exec), or unshares the PID one.
 3. helper forks the container's first process (PID 1 in a new PID namespace) and reports its
-   host pid (``{"op": "pid"}``). The supervisor attaches that pid to the container's cgroup,
-   then says ``{"op": "go"}``: the limits apply before the payload allocates anything.
-4. child: the other namespaces, root filesystem, hostname; with a user namespace it enters it
-   last and asks the supervisor to write the uid/gid maps (``{"op": "userns"}`` ->
+   host pid (``{"op": "pid"}``). The supervisor says ``{"op": "go"}``, attaches that pid to
+   the container's cgroup, then says ``{"op": "attached"}``.
+4. child: on "go", the other namespaces, root filesystem, hostname — overlapping the attach,
+   whose first cgroup migration after a pause waits for an RCU grace period on cgroup v1;
+   on "attached", the cgroup namespace (rooted at its own cgroup); with a user namespace it
+   enters it last and asks the supervisor to write the uid/gid maps (``{"op": "userns"}`` ->
    ``{"op": "ok"}``); then user and capabilities, ``{"op": "ready"}``
-   (or ``{"op": "error", "message": ...}``) and execve(2) of the payload.
+   (or ``{"op": "error", "message": ...}``) and execve(2) of the payload, which so always
+   starts inside its cgroup, under its limits.
 5. helper waits for the child and reports ``{"op": "exit", "status": <wait status>}``.
 
 The helper stays outside the container's cgroup, so its own memory is never charged to it.
@@ -120,8 +123,6 @@ def _setup_child(cfg: dict[str, Any], chan: Channel) -> None:
     """Everything the container's first process does before exec (runs as that process)."""
     ns = set(cfg["namespaces"])
     if cfg["mode"] == "run":
-        if "cgroup" in ns:
-            _libc.unshare(_libc.CLONE_NEWCGROUP)
         if "net" in ns:
             _bring_up_loopback()
         if "uts" in ns and cfg.get("hostname"):
@@ -135,6 +136,11 @@ def _setup_child(cfg: dict[str, Any], chan: Channel) -> None:
         elif "mount" in ns:
             rootfs.make_private()
             rootfs.bind_volumes("/", cfg.get("volumes", []))
+    if chan.recv().get("op") != "attached":
+        os._exit(125)
+    if cfg["mode"] == "run":
+        if "cgroup" in ns:
+            _libc.unshare(_libc.CLONE_NEWCGROUP)
         if "user" in ns:
             _enter_user_namespace(chan)
     workdir = cfg.get("workdir") or "/"
