@@ -73,6 +73,7 @@ class Meter:
     def __init__(self, cgroup: Any, rate: float = 50.0, label: str = "",
                  base_oom_kills: int | None = 0) -> None:
         self.rate = max(1.0, float(rate))
+        self._full_every = max(1, round(self.rate / 20))
         self.series = Series(label=label, base_oom_kills=base_oom_kills)
         self._sampler = cgroup.open_sampler()
         self._stopped = False
@@ -108,7 +109,9 @@ class Meter:
     def sample(self) -> bool:
         """Read the cgroup once and append; False when the cgroup is gone."""
         try:
-            stats = self._sampler.read()
+            # Limits, peak and OOM counters at most ~20 times a second; usage every sample.
+            full = self.series.samples % self._full_every == 0
+            stats = self._sampler.read(fast_only=not full)
         except (ContainerError, OSError, ValueError):
             return False
         now = time.monotonic()

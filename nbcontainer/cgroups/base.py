@@ -192,9 +192,15 @@ class Sampler:
             self.close()
             raise
         self._missing = [key for key in files if key not in self._fds]
+        self._last: dict[str, str | None] = {}
 
-    def read(self) -> CgroupStats:
-        """Take one sample.
+    #: What changes from one sample to the next; the rest (limits, the kernel's peak and
+    #: OOM-kill counters, pids) may be read less often without losing anything, since the
+    #: counters are cumulative.
+    FAST = frozenset({"memory_current", "cpu_usage", "cpu_stat"})
+
+    def read(self, fast_only: bool = False) -> CgroupStats:
+        """Take one sample (``fast_only``: re-read only :attr:`FAST`, reuse the rest).
 
         Returns
         -------
@@ -205,13 +211,19 @@ class Sampler:
         CgroupError
             When the cgroup was removed meanwhile (the kernel answers ENODEV).
         """
-        raw: dict[str, str | None] = dict.fromkeys(self._missing)
-        for key, fd in self._fds.items():
+        if fast_only and self._last:
+            raw = dict(self._last)
+            keys = [key for key in self._fds if key in self.FAST]
+        else:
+            raw = dict.fromkeys(self._missing)
+            keys = list(self._fds)
+        for key in keys:
             try:
                 # Every sampled file is a few lines; 4 KiB is one page and plenty.
-                raw[key] = os.pread(fd, 4096, 0).decode()
+                raw[key] = os.pread(self._fds[key], 4096, 0).decode()
             except OSError as err:
                 raise CgroupError(f"cannot read {self.paths[key]}: {strerror(err)}") from err
+        self._last = raw
         return self._parse(raw)
 
     def close(self) -> None:

@@ -215,7 +215,7 @@ class ScriptedSampler:
         self.i = 0
         self.closed = False
 
-    def read(self) -> CgroupStats:
+    def read(self, fast_only: bool = False) -> CgroupStats:
         s = self.samples[min(self.i, len(self.samples) - 1)]
         self.i += 1
         return s
@@ -258,7 +258,7 @@ def test_meter_counts_kills_from_the_first_sample_for_an_exec():
 
 def test_meter_stops_when_the_cgroup_goes():
     class Gone(ScriptedSampler):
-        def read(self) -> CgroupStats:
+        def read(self, fast_only: bool = False) -> CgroupStats:
             if self.i >= 2:
                 raise OSError("cgroup removed")
             return super().read()
