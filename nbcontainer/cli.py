@@ -303,8 +303,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 # -- the parser --------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line."""
+CORE_COMMANDS = frozenset({"run", "exec", "ps", "logs", "stop", "rm", "pause", "unpause", "stats",
+                           "gc", "info"})
+
+
+def build_parser(extras: bool = True) -> argparse.ArgumentParser:
+    """The command line; ``extras`` adds the images and kernel subcommands (slower imports)."""
     parser = _Parser(prog="nbcontainer",
                      description="Linux containers from namespaces, cgroups and overlayfs.")
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
@@ -369,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="kernel features and what is missing, and why")
     info.set_defaults(func=cmd_info)
 
-    for module in COMMAND_MODULES:
+    for module in COMMAND_MODULES if extras else ():
         try:
             mod = importlib.import_module(module)
         except ImportError:
@@ -382,7 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
+        # `run` and friends need not import the image codecs or jupyter_client: a container
+        # start from the shell should not pay for them.
+        args = build_parser(extras=not argv or argv[0] not in CORE_COMMANDS).parse_args(argv)
         if args.cmd in ("run", "exec") and args.command[:1] == ["--"]:
             args.command = args.command[1:]
         if args.cmd == "exec" and not args.command:
