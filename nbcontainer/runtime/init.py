@@ -216,8 +216,13 @@ def _run_python(cfg: dict[str, Any], chan: Channel) -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    # Report the end now: the supervisor need not wait for this process's namespaces to be
-    # torn down (which happens in exit(2), before the helper could see the exit).
+    # Close the output now (the reader then sees EOF without waiting for this process's
+    # address space to be torn down) and report the end: the supervisor need not wait for
+    # this process's namespaces to be torn down either (exit(2) does that before the helper
+    # could see the exit).
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            os.close(fd)
     with contextlib.suppress(OSError):
         chan.send(op="exit", status=status << 8)
     os._exit(status)
@@ -350,6 +355,12 @@ def main(fd: int) -> None:
         _child_main(cfg, chan, me)
         os._exit(125)  # not reached
     chan.send(op="pid", pid=child)
+    # The helper needs no stdio: let go of the container's, so its reader sees EOF as soon as
+    # the payload's processes close them, not only when this helper exits.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
     while True:
         try:
             _, status = os.waitpid(child, 0)

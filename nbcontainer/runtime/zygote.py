@@ -92,8 +92,15 @@ def _become_helper(zsock: socket.socket, message: dict[str, object], fds: list[i
 
 def serve(fd: int) -> None:
     """The zygote's loop: fork a helper per request, reap them, exit with the supervisor."""
+    # Preload everything a helper needs, and what a Python payload's bootstrap imports (the
+    # magics' pickled program): every fork then finds them imported.
+    import linecache  # noqa: F401
+    import pickle  # noqa: F401
+    import traceback  # noqa: F401
+    import types  # noqa: F401
+
     from nbcontainer import _libc
-    from nbcontainer.runtime import init  # preload everything a helper needs
+    from nbcontainer.runtime import init
 
     del init
     parent = os.getppid()
