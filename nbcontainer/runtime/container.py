@@ -815,8 +815,7 @@ class Exec(ContainerProcess):
                 os.kill(self.pid, signal.SIGKILL)
 
     def _release(self) -> None:
-        if self.cgroup is not None:
-            self.cgroup.close() if hasattr(self.cgroup, "close") else None
+        """Nothing to remove: the cgroup, mounts and namespaces belong to the container."""
 
 
 def run(spec: ContainerSpec, **kwargs: Any) -> Result:

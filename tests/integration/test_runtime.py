@@ -384,3 +384,51 @@ def test_volume_with_image_none_never_creates_a_host_directory(tmp_path):
     code, out, _ = capture(["ls", str(target)], image="none", ns="mount",
                            volumes=[f"{tmp_path}:{target}"])
     assert code == 0 and "seen.txt" in out
+
+
+def test_zygote_forks_helpers_and_runs_python_payloads_in_the_forked_interpreter():
+    from nbcontainer.runtime.zygote import Zygote
+
+    try:
+        code, out, _ = _capture_python("import os, socket; print(os.getpid(), "
+                                       "socket.gethostname())")
+        assert code == 0
+        pid, hostname = out.split()
+        assert pid == "1" and hostname != socket.gethostname()
+        code, _, err = _capture_python("raise ValueError('boom')")
+        assert code == 1 and "ValueError: boom" in err
+        code, _, _ = _capture_python("raise SystemExit(7)")
+        assert code == 7
+        # An ordinary command through the zygote, and an OOM kill reported as such.
+        r, w = os.pipe()
+        c = Container(make_spec(["sh", "-c", "echo via-zygote; exit 3"], image="busybox"),
+                      stdout=w, zygote=True).start()
+        os.close(w)
+        result = c.wait()
+        c.cleanup()
+        with os.fdopen(r) as f:
+            assert f.read() == "via-zygote\n"
+        assert result.exit_code == 3
+        c = Container(make_spec([], memory="50m"), python="b = bytearray(300 << 20)",
+                      zygote=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).start()
+        result = c.wait()
+        c.cleanup()
+        assert result.oom_killed and result.exit_code == 137
+    finally:
+        Zygote.shutdown()
+
+
+def _capture_python(code: str) -> tuple[int, str, str]:
+    r_out, w_out = os.pipe()
+    r_err, w_err = os.pipe()
+    c = Container(make_spec([]), python=code, zygote=True, stdout=w_out, stderr=w_err,
+                  stdin=subprocess.DEVNULL)
+    try:
+        c.start()
+    finally:
+        os.close(w_out)
+        os.close(w_err)
+    result = c.wait()
+    c.cleanup(background=True)
+    with os.fdopen(r_out) as f_out, os.fdopen(r_err) as f_err:
+        return result.exit_code, f_out.read(), f_err.read()
