@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nbcontainer.runtime import detach
     from nbcontainer.runtime.container import Container
 
-    spec = spec_from_args(args, args.command, args.image)
+    spec = spec_from_args(args, args.command, args.image, tty=bool(args.tty))
     root = store_root()
     if args.detach:
         cid = detach.start_detached(spec, root, auto_remove=args.rm)
@@ -322,6 +322,10 @@ def build_parser(extras: bool = True) -> argparse.ArgumentParser:
                      help="remove the container when it exits (the default unless named)")
     run.add_argument("-i", "--interactive", action="store_true",
                      help="accepted for Docker compatibility: stdin is always passed through")
+    run.add_argument("-t", "--tty", action="store_true",
+                     help="accepted for Docker compatibility: the container gets this "
+                          "process's own stdin/stdout/stderr, so a terminal stays a terminal "
+                          "(TERM is set)")
     run.add_argument("image", help="image: host, busybox, scratch, none, or a stored image")
     run.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
     run.set_defaults(func=cmd_run)
@@ -331,6 +335,7 @@ def build_parser(extras: bool = True) -> argparse.ArgumentParser:
     exe.add_argument("-w", "--workdir", metavar="DIR")
     exe.add_argument("-u", "--user", metavar="UID[:GID]")
     exe.add_argument("-i", "--interactive", action="store_true", help="accepted; stdin is passed")
+    exe.add_argument("-t", "--tty", action="store_true", help="accepted; stdio is passed")
     exe.add_argument("container")
     exe.add_argument("command", nargs=argparse.REMAINDER)
     exe.set_defaults(func=cmd_exec)

@@ -37,6 +37,7 @@ def test_run_passes_stdout_stderr_stdin_and_status():
     (["busybox", "/etc/passwd"], 126),
     (["--init", "busybox", "sh", "-c", "kill -TERM $$"], 143),
     (["--timeout", "0.3", "busybox", "sleep", "10"], 124),
+    (["-it", "busybox", "sh", "-c", "test \"$TERM\" = xterm"], 0),
 ])
 def test_exit_statuses(args, code):
     assert nbc("run", *args).returncode == code
