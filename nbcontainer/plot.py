@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,11 +73,17 @@ class MemoryFigure:
         self.cpu_line: Any = None
         self.lines: list[tuple[Any, Any]] = []   # (memory line, limit line) per series
         self.kills: list[list[Any]] = []         # OOM markers per series
+        # Blitting: the axes, ticks, labels and limit lines are drawn once per change of the
+        # axis limits (which move in 1-2-5 steps); between those, a frame only restores that
+        # background and draws the data lines and the legend. Text layout is most of a full
+        # draw's cost, and a frame is paid for by the kernel while the cell runs.
+        self._background: Any = None
+        self._key: Any = None
 
     def _series_artists(self, i: int) -> tuple[Any, Any]:
         while len(self.lines) <= i:
             colour = COLOURS[len(self.lines) % len(COLOURS)]
-            line, = self.ax.plot([], [], color=colour, linewidth=1.6)
+            line, = self.ax.plot([], [], color=colour, linewidth=1.6, animated=True)
             limit = self.ax.axhline(0, color=colour, linestyle="--", linewidth=1.0)
             limit.set_visible(False)
             self.lines.append((line, limit))
@@ -90,7 +97,8 @@ class MemoryFigure:
             return
         if self.ax2 is None:
             self.ax2 = self.ax.twinx()
-            self.cpu_line, = self.ax2.plot([], [], color="#888888", linewidth=0.8, alpha=0.8)
+            self.cpu_line, = self.ax2.plot([], [], color="#888888", linewidth=0.8, alpha=0.8,
+                                           animated=True)
             self.ax2.set_ylabel("CPU (%)", color="#666666")
             self.ax2.tick_params(axis="y", colors="#666666")
             self.ax.set_zorder(self.ax2.get_zorder() + 1)
@@ -98,7 +106,7 @@ class MemoryFigure:
         self.ax2.set_visible(True)
         t, cpu = thin(s.times, s.cpu)
         self.cpu_line.set_data(t, cpu)
-        self.ax2.set_ylim(0, max(100.0, float(cpu.max()) * 1.1 if len(cpu) else 100.0))
+        self.ax2.set_ylim(0, nice(max(100.0, float(cpu.max()) * 1.1 if len(cpu) else 100.0)))
 
     def render(self, series: Sequence[Series], elapsed: float | None = None) -> bytes:
         """One frame as PNG bytes."""
@@ -144,12 +152,49 @@ class MemoryFigure:
         if first_kill is not None:
             handles.append(first_kill)
         self._cpu(series[0] if len(series) == 1 else None)
-        ax.set_xlim(0, xmax * 1.02)
-        ax.set_ylim(0, ymax * 1.12)
-        ax.legend(handles=handles, loc="upper left", fontsize="small", framealpha=0.7)
+        ax.set_xlim(0, nice(xmax * 1.02))
+        limited = any(s.limit for s in series)
+        ax.set_ylim(0, ymax * 1.12 if limited else nice(ymax * 1.12))
+        legend = ax.legend(handles=handles, loc="upper left", fontsize="small", framealpha=0.7)
+        legend.set_animated(True)
+        cpu_axis = self.ax2 if self.ax2 is not None and self.ax2.get_visible() else None
+        key = (ax.get_xlim(), ax.get_ylim(), cpu_axis.get_ylim() if cpu_axis else None,
+               tuple((lim.get_visible(), tuple(lim.get_ydata())) for _, lim in self.lines),
+               tuple(len(m) for m in self.kills))
+        if key != self._key or self._background is None:
+            self.canvas.draw()  # everything but the animated artists
+            self._background = self.canvas.copy_from_bbox(self.figure.bbox)
+            self._key = key
+        else:
+            self.canvas.restore_region(self._background)
+        if cpu_axis is not None:
+            cpu_axis.draw_artist(self.cpu_line)
+        for line, _ in self.lines[:len(series)]:
+            ax.draw_artist(line)
+        ax.draw_artist(legend)
+        return self._png()
+
+    def _png(self) -> bytes:
+        """The canvas as PNG, without drawing it again."""
+        from PIL import Image
+
+        width, height = self.canvas.get_width_height()
+        image = Image.frombuffer("RGBA", (width, height), self.canvas.buffer_rgba(), "raw",
+                                 "RGBA", 0, 1)
         buf = io.BytesIO()
-        self.canvas.print_png(buf)
+        image.save(buf, format="png")
         return buf.getvalue()
+
+
+def nice(value: float) -> float:
+    """The next 1-2-5 step at or above ``value`` (axis limits that rarely change)."""
+    if value <= 0:
+        return 1.0
+    exponent = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if value <= step * exponent:
+            return step * exponent
+    return 10 * exponent  # pragma: no cover
 
 
 def bundle(png: bytes, text: str) -> dict[str, Any]:
