@@ -21,12 +21,13 @@ from nbcontainer.errors import ContainerError, UsageError
 pytestmark = pytest.mark.root
 
 
-def capture(spec_cmd: list[str], **options: object) -> tuple[int, str, str]:
-    """Run a container, return (exit code, stdout, stderr)."""
+def capture(spec_cmd: list[str], container: dict[str, object] | None = None,
+            **options: object) -> tuple[int, str, str]:
+    """Run a container, return (exit code, stdout, stderr); ``container``: Container kwargs."""
     r_out, w_out = os.pipe()
     r_err, w_err = os.pipe()
     c = Container(make_spec(spec_cmd, **options), stdout=w_out, stderr=w_err,
-                  stdin=subprocess.DEVNULL)
+                  stdin=subprocess.DEVNULL, **(container or {}))
     try:
         c.start()
     finally:
@@ -419,16 +420,4 @@ def test_zygote_forks_helpers_and_runs_python_payloads_in_the_forked_interpreter
 
 
 def _capture_python(code: str) -> tuple[int, str, str]:
-    r_out, w_out = os.pipe()
-    r_err, w_err = os.pipe()
-    c = Container(make_spec([]), python=code, zygote=True, stdout=w_out, stderr=w_err,
-                  stdin=subprocess.DEVNULL)
-    try:
-        c.start()
-    finally:
-        os.close(w_out)
-        os.close(w_err)
-    result = c.wait()
-    c.cleanup(background=True)
-    with os.fdopen(r_out) as f_out, os.fdopen(r_err) as f_err:
-        return result.exit_code, f_out.read(), f_err.read()
+    return capture([], container={"python": code, "zygote": True})
