@@ -200,7 +200,10 @@ class ContainerProcess:
         try:
             if zygote is not None:
                 with _stdio_fds(self._stdio) as fds:
-                    self._helper = zygote.spawn(child_sock.fileno(), fds, self._pass_fds)
+                    try:
+                        self._helper = zygote.spawn(child_sock.fileno(), fds, self._pass_fds)
+                    except OSError as err:
+                        raise SetupError(f"the zygote could not fork a helper: {err}") from err
             else:
                 self._helper = subprocess.Popen(
                     [sys.executable, "-I", "-S", "-c", _HELPER_CODE, str(child_sock.fileno())],
