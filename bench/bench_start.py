@@ -1,4 +1,4 @@
-"""Container start latency: nbcontainer (API and CLI) next to crun and runc, interleaved.
+"""Container start latency: nbcontainer (API and CLI) next to crun, runc and bwrap, interleaved.
 
 Run as root: ``.venv/bin/python bench/bench_start.py [--rounds N]``. Prints medians, p90 and
 ratios against ``crun run`` measured in the same run, commands interleaved so machine drift
@@ -99,6 +99,11 @@ def main() -> None:
     }
     if shutil.which("runc"):
         sides["runc run (busybox bundle)"] = lambda: oci("runc")
+    if shutil.which("bwrap"):
+        # bubblewrap: namespaces and a read-only bind of / (no cgroup, no overlay).
+        bwrap = ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev",
+                 "--proc", "/proc", "/bin/true"]
+        sides["bwrap --unshare-all"] = lambda: subprocess.run(bwrap, check=True)
     samples: dict[str, list[float]] = {k: [] for k in sides}
     for fn in sides.values():  # warm-up: build the busybox layer, page in binaries
         fn()
