@@ -47,7 +47,3 @@ def apply(names: frozenset[str] | set[str] | list[str], no_new_privs: bool) -> N
     if no_new_privs:
         _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
 
-
-def names_of(mask: int) -> list[str]:
-    """Capability names in a mask (for tests and `info`)."""
-    return [name for i, name in enumerate(ALL_CAPS) if mask & (1 << i)]

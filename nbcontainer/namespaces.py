@@ -50,9 +50,3 @@ def child_flags(namespaces: frozenset[str] | set[str]) -> int:
             flags |= FLAGS[name]
     return flags
 
-
-def ns_inode(pid: int | str, name: str) -> str:
-    """The namespace identity of a process, as ``readlink /proc/PID/ns/NAME`` shows it."""
-    import os
-
-    return os.readlink(f"/proc/{pid}/ns/{PROC_NAMES[name]}")

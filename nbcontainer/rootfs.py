@@ -110,19 +110,13 @@ def bind_volumes(root: str, volumes: Sequence[Sequence[object]]) -> None:
             mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
 
 
-def mount_proc_sys(root: str, own_sysfs: bool) -> None:
+def mount_proc_sys(root: str) -> None:
     """Mount /proc (of this PID namespace) and a read-only /sys under ``root``."""
     proc = _ensure_mountpoint(root, "/proc", True)
     mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     sys_dir = _ensure_mountpoint(root, "/sys", True)
-    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY
-    if own_sysfs:
-        mount("sysfs", sys_dir, "sysfs", flags)
-    else:
-        # In a user namespace without its own network namespace, sysfs cannot be mounted:
-        # bind the host's and make the bind read-only.
-        mount("/sys", sys_dir, None, MS_BIND | MS_REC)
-        mount(None, sys_dir, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+    # Always our own sysfs: the root is built as real root, before any user namespace.
+    mount("sysfs", sys_dir, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
 
 
 def mount_dev(root: str) -> None:
@@ -194,7 +188,6 @@ def setup(
     layers: Sequence[str],
     volumes: Sequence[Sequence[object]],
     hide: Sequence[str],
-    own_sysfs: bool,
     privileged: bool,
 ) -> None:
     """The whole recipe: private propagation, overlay, volumes, /proc /sys /dev, pivot, masks."""
@@ -203,7 +196,7 @@ def setup(
     for path in hide:
         hide_path(root, path)
     bind_volumes(root, volumes)
-    mount_proc_sys(root, own_sysfs)
+    mount_proc_sys(root)
     mount_dev(root)
     pivot(root)
     if not privileged:

@@ -76,10 +76,6 @@ class Pipes:
         for fd in list(self._fds):
             self._close(fd)
 
-    def is_open(self, fd: int | None) -> bool:
-        """Whether we still hold ``fd``."""
-        return fd is not None and fd in self._fds
-
 
 class Pump:
     """Moves data between the pipes and the notebook until the process ends.

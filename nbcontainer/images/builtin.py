@@ -198,14 +198,6 @@ def ensure_busybox(store: ImageStore) -> ImageRecord:
     return record
 
 
-def busybox_layer(root: Path) -> Path:
-    """The busybox layer tree (kept for callers of the first version)."""
-    from nbcontainer.images.store import ImageStore
-
-    store = ImageStore(root)
-    return store.layer_fs(ensure_busybox(store).layers[0])
-
-
 def _populate_busybox(root: Path, binary: str) -> None:
     """Lay out a minimal busybox root: the binary, one symlink per applet, /etc basics."""
     root.mkdir(mode=0o755)

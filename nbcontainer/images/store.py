@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from nbcontainer.errors import ImageError, ImageNotFoundError, UsageError
 from nbcontainer.store import (
@@ -454,7 +454,3 @@ def _split(ref: str) -> tuple[str, str]:
         return ref[:colon], ref[colon + 1:]
     return ref, "latest"
 
-
-def record_name_of(path: Path) -> str:
-    """Inverse of the record file naming: ``images/<quoted>.json`` -> ``name:tag``."""
-    return unquote(path.name[:-5])

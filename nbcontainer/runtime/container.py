@@ -166,6 +166,7 @@ class ContainerProcess:
         self._cleaned = False
         self.pid: int | None = None
         self.cgroup: cgroups.Cgroup | None = None
+        self.timeout: float | None = None  # --timeout; subclasses set it
 
     # -- the parts subclasses provide -------------------------------------------------------
 
@@ -191,7 +192,7 @@ class ContainerProcess:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def _spawn(self, timeout: float | None) -> None:
+    def _spawn(self) -> None:
         """Start the helper, answer its questions until the payload is about to exec."""
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = parent_sock
@@ -215,8 +216,8 @@ class ContainerProcess:
         finally:
             child_sock.close()
         self._started_at = time.monotonic()
-        if timeout is not None:
-            self._deadline = self._started_at + timeout
+        if self.timeout is not None:
+            self._deadline = self._started_at + self.timeout
         parent_sock.settimeout(SETUP_TIMEOUT)
         parent_sock.send(json.dumps(self._config()).encode())
         while True:
@@ -301,10 +302,9 @@ class ContainerProcess:
         fds = []
         if self._sock is not None and not self._eof:
             fds.append(self._sock.fileno())
-        if self._helper_pidfd is not None:
-            fds.append(self._helper_pidfd)
-        elif isinstance(self._helper, ForkedHelper) and self._helper.returncode is None:
-            fds.append(self._helper.fileno())
+        helper = self._helper_fd()
+        if helper is not None:
+            fds.append(helper)
         return fds
 
     def _ended(self) -> bool:
@@ -384,7 +384,7 @@ class ContainerProcess:
             memory_limit=stats.memory_limit if stats else None,
             oom_kills=stats.oom_kills if stats else 0,
             pids_peak=stats.pids_peak if stats else None,
-            timeout=getattr(self, "timeout", None),
+            timeout=self.timeout,
         )
         self._finish(self._result)
         return self._result
@@ -446,7 +446,9 @@ class ContainerProcess:
         try:
             if self._helper is not None and self._helper.poll() is None:
                 # A payload that reported its end is being torn down: give it a moment.
-                if self._result is None or not _wait_readable(self._helper_fd(), 2.0):
+                helper_fd = self._helper_fd()
+                if (self._result is None or helper_fd is None
+                        or not _wait_readable(helper_fd, 2.0)):
                     self._kill_tree()
                 try:
                     self._helper.wait(5)
@@ -467,11 +469,13 @@ class ContainerProcess:
             with _PENDING_LOCK:
                 _PENDING.discard(threading.current_thread())
 
-    def _helper_fd(self) -> int:
+    def _helper_fd(self) -> int | None:
+        """A pidfd of the helper while one is open (ours, or the zygote-forked helper's)."""
         if self._helper_pidfd is not None:
             return self._helper_pidfd
-        assert isinstance(self._helper, ForkedHelper)
-        return self._helper.fileno()
+        if isinstance(self._helper, ForkedHelper) and self._helper.returncode is None:
+            return self._helper.fileno()
+        return None
 
     def __enter__(self) -> ContainerProcess:
         return self
@@ -591,7 +595,7 @@ class Container(ContainerProcess):
                 self.cleanup()
                 raise
         try:
-            self._spawn(None)
+            self._spawn()
         except BaseException:
             self._cleaned = False
             self.cleanup()
@@ -664,9 +668,6 @@ class Container(ContainerProcess):
 
     def _config(self) -> dict[str, Any]:
         return self._config_data
-
-    def _spawn(self, timeout: float | None) -> None:  # noqa: D102
-        super()._spawn(self.timeout)
 
     def _on_userns(self, pid: int) -> None:
         """Write the uid/gid maps of the child's new user namespace (user_namespaces(7))."""
@@ -799,7 +800,7 @@ class Exec(ContainerProcess):
             self._config_data["argv"] = argv
             self._config_data["python"] = None if argv else {"code": self.python}
         try:
-            self._spawn(self.timeout)
+            self._spawn()
         except BaseException:
             self.cleanup()
             raise

@@ -131,7 +131,7 @@ def _setup_child(cfg: dict[str, Any], chan: Channel) -> None:
         if layout:
             rootfs.setup(
                 layout["dir"], layout["layers"], cfg.get("volumes", []), layout.get("hide", []),
-                own_sysfs=True, privileged=cfg["privileged"],
+                privileged=cfg["privileged"],
             )
         elif "mount" in ns:
             rootfs.make_private()
@@ -238,18 +238,18 @@ def _exec_payload(cfg: dict[str, Any], chan: Channel) -> None:
     try:
         if "/" in argv[0]:
             os.execve(argv[0], argv, env)
-        last: OSError | None = None
+        # Like execvp(3): skip entries where it is missing; if one exists but may not be run,
+        # that is the error to report (126), not "not found".
+        denied: PermissionError | None = None
         for directory in env.get("PATH", "/usr/bin:/bin").split(":"):
-            path = os.path.join(directory or ".", argv[0])
             try:
-                os.execve(path, argv, env)
-            except (FileNotFoundError, NotADirectoryError) as err:
-                last = last or None
-                del err
+                os.execve(os.path.join(directory or ".", argv[0]), argv, env)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
             except PermissionError as err:
-                last = err
-        if last is not None:
-            raise last
+                denied = err
+        if denied is not None:
+            raise denied
         os.write(2, f"nbcontainer: exec {argv[0]!r}: executable file not found in $PATH\n".encode())
         os._exit(127)
     except FileNotFoundError:

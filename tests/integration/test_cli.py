@@ -107,6 +107,10 @@ def test_detached_lifecycle_ps_exec_logs_pause_stats_stop_rm():
         assert nbc("unpause", name).returncode == 0
         st = nbc("stats", "--no-stream", name)
         assert st.returncode == 0 and "64 MiB" in st.stdout
+        st = nbc("stats", "--count", "3", "--interval", "0.1", name)
+        rows = st.stdout.strip().splitlines()
+        assert st.returncode == 0 and rows[0].startswith("NAME") and len(rows) == 4
+        assert all(row.startswith(name) for row in rows[1:])
         assert nbc("rm", name).returncode == 1, "a running container is not removed without -f"
         t0 = time.monotonic()
         assert nbc("stop", name).returncode == 0

@@ -203,16 +203,9 @@ def test_volumes_env_workdir_user(tmp_path):
     (data / "in.txt").write_text("from host")
     ro = tmp_path / "ro"
     ro.mkdir()
-    code, out, err = sh(
-        "cat /data/in.txt; echo; echo back > /data/out.txt; "
-        "touch /ro/x 2>/dev/null && echo rw || echo ro; echo $GREETING; pwd; id -u; id -g",
-        volumes=[f"{data}:/data", f"{ro}:/ro:ro"], env=["GREETING=hello"], workdir="/work",
-        user="1000:1000",
-    )
-    assert code == 1 or code == 0, err
-    lines = out.split("\n")
-    assert lines[0] == "from host"
-    # Non-root cannot write into the root-owned bind; the ro check is done as root below.
+    # A non-root user reads the bind; writes (and the read-only check) are done as root.
+    code, out, err = sh("cat /data/in.txt", volumes=[f"{data}:/data"], user="1000:1000")
+    assert code == 0 and out == "from host", err
     code, out, _ = sh("echo back > /data/out.txt; touch /ro/x 2>/dev/null && echo rw || echo ro",
                       volumes=[f"{data}:/data", f"{ro}:/ro:ro"])
     assert out.strip() == "ro"
