@@ -71,6 +71,10 @@ def attached(cg: Cgroup, argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
         proc.stdin.flush()
         yield proc
     finally:
+        # Kill the whole cgroup, not just proc: orphans a test made (double forks) would
+        # otherwise keep the pipes open and communicate() would wait for them.
+        if cg.procs():
+            cg.kill_all()
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=30)
@@ -298,20 +302,41 @@ def test_freeze_and_thaw_stop_and_resume_a_busy_process(cgroups: list[Cgroup]) -
         cg.thaw()
 
 
+# Forks without exec (an exec over the v2 VM's emulated 9p root takes seconds) and never
+# stops: each round leaves an orphan that waits for a signal; at the pids limit it retries.
+DOUBLE_FORKER = """
+import os, signal, sys, time
+sys.stdin.readline()
+while True:
+    try:
+        child = os.fork()
+    except OSError:
+        time.sleep(0.01)
+        continue
+    if child == 0:
+        try:
+            if os.fork() == 0:
+                signal.pause()
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+"""
+
+
 @pytest.mark.parametrize("how", ["native", "freeze-loop"])
 def test_kill_all_catches_a_forking_process(how: str, cgroups: list[Cgroup]) -> None:
-    """A shell that keeps double-forking sleeps (orphans, not its children) is wiped out.
+    """A process that keeps double-forking (orphans, not its children) is wiped out.
 
     ``freeze-loop`` runs the base class's freeze + SIGKILL + thaw loop even on v2, where
     ``native`` uses cgroup.kill. The pids limit only keeps a failure from becoming a bomb.
     """
     cg = create_cgroup(_id("b4"), Limits(pids_limit=200))
     cgroups.append(cg)
-    with attached(cg, ["sh", "-c", "read x; while :; do (sleep 100 &); done"]) as proc:
-        deadline = time.monotonic() + 20
-        while len(cg.procs()) < 5 and time.monotonic() < deadline:
+    with attached(cg, [sys.executable, "-c", DOUBLE_FORKER]) as proc:
+        deadline = time.monotonic() + 60
+        while len(cg.procs()) < 10 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert len(cg.procs()) >= 5
+        assert len(cg.procs()) >= 10, f"the forker made only {cg.procs()}"
         started = time.perf_counter()
         if how == "native":
             cg.kill_all()
