@@ -7,6 +7,7 @@ processes than before it. A container feature that leaks fails its own test, not
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -156,4 +157,28 @@ def no_leaks(request: pytest.FixtureRequest):
     before = snapshot()
     yield
     extra = leaks(before)
+    if extra:
+        clear_leftovers(extra)
     assert not extra, f"test left state behind: {extra}"
+
+
+def clear_leftovers(extra: dict[str, set]) -> None:
+    """Remove what a failed test left, so its failure does not spill into the next tests.
+
+    Only what this test process made: its own descendant processes (by pid), then the
+    product's own crash recovery (``gc``), which stops and removes containers whose
+    supervisor is gone, with their cgroups and directories.
+    """
+    procs = []
+    for pid, created in extra.get("processes", ()):
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            if proc.create_time() == created:
+                proc.kill()
+                procs.append(proc)
+    psutil.wait_procs(procs, timeout=10)
+    if extra.get("containers") or extra.get("cgroups"):
+        from nbcontainer.runtime import manage
+
+        with contextlib.suppress(Exception):
+            manage.gc()

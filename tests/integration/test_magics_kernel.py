@@ -179,7 +179,10 @@ def test_interrupt_stops_the_container_promptly(kernel: Kernel) -> None:
             marks["sent"] = now
             kernel.km.interrupt_kernel()
 
-    cell = kernel.run("%%container --no-plot\nimport time\nprint('started')\ntime.sleep(120)",
+    # Short sleeps: a SIGINT that lands between print() and one long sleep() would wait for
+    # the sleep to end (CPython checks signals between bytecodes).
+    cell = kernel.run("%%container --no-plot\nimport time\nprint('started')\n"
+                      "for _ in range(1200): time.sleep(0.1)",
                       timeout=30, on_message=interrupt_on_start)
     assert "sent" in marks
     assert cell.error is not None and cell.error["ename"] == "KeyboardInterrupt"

@@ -174,7 +174,8 @@ def test_pump_streams_before_the_end():
 def test_interrupt_sends_sigint_then_reports():
     script = ("import signal, sys, time\n"
               "def h(*a):\n    print('got SIGINT', flush=True); sys.exit(5)\n"
-              "signal.signal(signal.SIGINT, h)\nprint('ready', flush=True)\ntime.sleep(30)")
+              "signal.signal(signal.SIGINT, h)\nprint('ready', flush=True)\n"
+              "for _ in range(300): time.sleep(0.1)")
     fired = threading.Event()
 
     def tick(elapsed: float) -> None:
