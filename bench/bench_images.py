@@ -1,8 +1,8 @@
 """Commit throughput next to GNU tar, in the same run, on the same container upper directory.
 
-``python bench/bench_images.py [--files N] [--big-mib M] [--repeat R]`` (root) starts a busybox
+``python bench/bench_images.py [--files N] [--big-mib M] [--rounds R]`` (root) starts a busybox
 container, writes N small files (then, in a second container, one M MiB file) through its root,
-and times, best of R:
+and times, as medians of R interleaved rounds (the order alternates each round):
 
 - ``commit``: freeze, write the layer tar (hashing the diff_id), extract it into a staging
   directory with the safe extractor, publish, thaw: everything ``nbcontainer commit`` does;
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,20 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nbcontainer import Container, make_spec
+from nbcontainer.images.bench import interleaved
 from nbcontainer.images.commit import commit
 from nbcontainer.images.store import ImageStore
-
-
-def best(fn: Callable[[], object], reset: Callable[[], None], repeat: int) -> float:
-    """Best wall time of ``repeat`` runs, each after ``reset`` and a sync."""
-    times = []
-    for _ in range(repeat):
-        reset()
-        os.sync()
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def fill_small(root: str, count: int) -> None:
@@ -57,7 +47,7 @@ def fill_big(root: str, mib: int) -> None:
 
 
 def case(label: str, store: ImageStore, work: Path, fill: Callable[[str], None],
-         repeat: int) -> None:
+         rounds: int) -> None:
     c = Container(make_spec(["sleep", "100000"], image="busybox"), root=store.root,
                   stdin=subprocess.DEVNULL)
     c.start()
@@ -77,16 +67,18 @@ def case(label: str, store: ImageStore, work: Path, fill: Callable[[str], None],
                 if r.name == "bench":
                     store.remove_image(r.ref)
 
-        ours = best(lambda: commit(c.id, "bench", root=store.root), clear, repeat)
-        gnu_c = best(lambda: subprocess.run(["tar", "-cf", str(out_tar), "-C", upper, "."],
-                                            check=True), clear, repeat)
-        gnu_cx = best(lambda: subprocess.run(
-            f"tar -cf - -C {upper} . | tar -xf - -C {out_dir}", shell=True, check=True),
-            clear, repeat)
+        times = interleaved({
+            "commit": lambda: commit(c.id, "bench", root=store.root),
+            "tar-c": lambda: subprocess.run(["tar", "-cf", str(out_tar), "-C", upper, "."],
+                                            check=True),
+            "tar-cx": lambda: subprocess.run(
+                f"tar -cf - -C {upper} . | tar -xf - -C {out_dir}", shell=True, check=True),
+        }, clear, rounds)
+        ours, gnu_c, gnu_cx = (statistics.median(times[k]) for k in ("commit", "tar-c", "tar-cx"))
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(upper)
                    for f in fs)
         print(f"{label}: commit {ours:.3f}s | GNU tar -cf {gnu_c:.3f}s ({ours / gnu_c:.1f}x) | "
-              f"GNU tar -cf | tar -xf {gnu_cx:.3f}s ({ours / gnu_cx:.1f}x) | "
+              f"GNU tar -cf | tar -xf {gnu_cx:.3f}s ({ours / gnu_cx:.2f}x) | "
               f"{size / (1 << 20):.0f} MiB of file data", flush=True)
     finally:
         c.kill()
@@ -98,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--files", type=int, default=10_000)
     p.add_argument("--big-mib", type=int, default=200)
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--dir", help="work directory (default: a temporary one under /var/tmp)")
     args = p.parse_args(argv)
     gnu = subprocess.run(["tar", "--version"], capture_output=True, text=True).stdout
@@ -108,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python {sys.version.split()[0]} ({sys.executable}); {gnu.splitlines()[0]}; "
               f"store {store.root}", flush=True)
         case(f"{args.files} small files", store, work,
-             lambda root: fill_small(root, args.files), args.repeat)
+             lambda root: fill_small(root, args.files), args.rounds)
         case(f"one {args.big_mib} MiB file", store, work,
-             lambda root: fill_big(root, args.big_mib), args.repeat)
+             lambda root: fill_big(root, args.big_mib), args.rounds)
     return 0
 
 

@@ -28,7 +28,7 @@ BENCHMARKS = [
     ("Overlay mount time by layer count", "bench_overlay.py", ["--rounds", "10"],
      ["--rounds", "3"]),
     ("Commit next to GNU tar", "bench_images.py", [], ["--files", "2000", "--big-mib", "50",
-                                                       "--repeat", "1"]),
+                                                       "--rounds", "1"]),
     ("Import (safe extraction) next to GNU tar", "-m nbcontainer.images.bench", [],
      ["--files", "2000", "--big-mib", "50"]),
 ]

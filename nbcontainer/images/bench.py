@@ -1,9 +1,12 @@
 """Throughput of layer extraction and layer tar writing, next to GNU tar in the same run.
 
-``python -m nbcontainer.images.bench [--dir D] [--files N] [--big-mib M]`` builds two layers
-(N small files; one M MiB file), then times, best of 3: GNU ``tar -xf`` vs our
+``python -m nbcontainer.images.bench [--dir D] [--files N] [--big-mib M] [--rounds R]`` builds
+two layers (N small files; one M MiB file), then times GNU ``tar -xf`` vs our
 :func:`extract_layer` (import path: parse, write, hash the diff_id) and ``tar -cf`` vs our
-:func:`write_layer_tar` (commit/save path). Prints one line per measurement.
+:func:`write_layer_tar` (commit/save path). The two sides alternate round by round (which goes
+first alternates too), each run after removing the last output and a ``sync``, so the drift of
+a virtual disk (file creation here varies several-fold over minutes) hits both alike. Prints
+medians and the ratio of medians, one line per measurement.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,15 +26,27 @@ from nbcontainer.images.extract import extract_layer
 from nbcontainer.images.layertar import write_layer_tar
 
 
-def _best(fn: Callable[[], object], reset: Callable[[], None], repeat: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        reset()
-        os.sync()  # start each run with no dirty pages from the last one (fair to both)
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+def interleaved(sides: dict[str, Callable[[], object]], reset: Callable[[], None],
+                rounds: int) -> dict[str, list[float]]:
+    """Wall times of each side over ``rounds`` rounds, sides alternating, each after ``reset``."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    order = list(sides)
+    for r in range(rounds):
+        for name in (order if r % 2 == 0 else order[::-1]):
+            reset()
+            os.sync()  # start each run with no dirty pages from the last one (fair to both)
+            t = time.perf_counter()
+            sides[name]()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def compare(label: str, what: str, times: dict[str, list[float]], note: str) -> str:
+    """One report line: median (min) of GNU tar and ours, ratio of the medians."""
+    gnu, ours = times["gnu"], times["ours"]
+    g, o = statistics.median(gnu), statistics.median(ours)
+    return (f"{label}: {what:<7} GNU tar {g:.3f}s (min {min(gnu):.3f})  ours {o:.3f}s "
+            f"(min {min(ours):.3f})  ratio {o / g:.2f}x  ({note})")
 
 
 def _fresh(path: Path) -> Callable[[], None]:
@@ -40,35 +56,36 @@ def _fresh(path: Path) -> Callable[[], None]:
     return reset
 
 
-def bench_case(work: Path, label: str, src: Path) -> list[str]:
+def bench_case(work: Path, label: str, src: Path, rounds: int) -> list[str]:
     """Time extract and create for one source tree; return report lines."""
     tarball = work / f"{label}.tar"
     subprocess.run(["tar", "-C", str(src), "--xattrs", "-cf", str(tarball), "."], check=True)
     out = work / "out"
-    lines = []
 
     def ours_x() -> None:
         with open(tarball, "rb") as f:
             extract_layer(f, out)
 
-    gnu_x = _best(lambda: subprocess.run(["tar", "-xf", str(tarball), "-C", str(out)],
-                                         check=True), _fresh(out))
-    our_x = _best(ours_x, _fresh(out))
+    extract = interleaved({
+        "gnu": lambda: subprocess.run(["tar", "-xf", str(tarball), "-C", str(out)], check=True),
+        "ours": ours_x,
+    }, _fresh(out), rounds)
     size = tarball.stat().st_size / (1 << 20)
-    lines.append(f"{label}: extract  GNU tar {gnu_x:.3f}s  ours {our_x:.3f}s  "
-                 f"ratio {our_x / gnu_x:.2f}x  ({size:.0f} MiB tar, ours also hashes diff_id)")
     null = work / "null.tar"
-    gnu_c = _best(lambda: subprocess.run(["tar", "-C", str(src), "-cf", str(null), "."],
-                                         check=True), lambda: None)
 
     def ours_c() -> None:
         with open(null, "wb") as f:
             write_layer_tar(src, f)
 
-    our_c = _best(ours_c, lambda: None)
-    lines.append(f"{label}: create   GNU tar {gnu_c:.3f}s  ours {our_c:.3f}s  "
-                 f"ratio {our_c / gnu_c:.2f}x  (commit/save path, ours also hashes diff_id)")
-    return lines
+    create = interleaved({
+        "gnu": lambda: subprocess.run(["tar", "-C", str(src), "-cf", str(null), "."],
+                                      check=True),
+        "ours": ours_c,
+    }, lambda: None, rounds)
+    return [
+        compare(label, "extract", extract, f"{size:.0f} MiB tar, ours also hashes diff_id"),
+        compare(label, "create", create, "commit/save path, ours also hashes diff_id"),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", help="work directory (default: a fresh temporary one)")
     p.add_argument("--files", type=int, default=10_000)
     p.add_argument("--big-mib", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=7)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         work = Path(tmp)
@@ -91,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(os.urandom(1 << 20))
         gnu = subprocess.run(["tar", "--version"], capture_output=True, text=True).stdout
         print(f"python {sys.version.split()[0]} ({sys.executable}); {gnu.splitlines()[0]}; "
-              f"work dir {work}")
+              f"work dir {work}; {args.rounds} interleaved rounds, medians")
         cases = ((f"{args.files}-small-files", small), (f"one-{args.big_mib}-MiB-file", big))
         for label, src in cases:
-            for line in bench_case(work, label, src):
+            for line in bench_case(work, label, src, args.rounds):
                 print(line, flush=True)
     return 0
 

@@ -8,8 +8,10 @@ symlink while we read its upper directory cannot make us archive a host file.
 Overlay's forms are translated back to OCI's: a 0/0 character device becomes an empty
 ``.wh.NAME`` file, a directory with ``trusted.overlay.opaque=y`` gains a ``.wh..wh..opq`` entry,
 and other ``trusted.overlay.*`` xattrs (origin, impure, redirect...) are overlay bookkeeping and
-are left out. Entries are sorted and user/group names left empty, so the same tree always gives
-the same bytes (and so the same diff_id).
+are left out. Entries are sorted, xattrs sorted and user/group names left empty, and headers
+are encoded by :func:`nbcontainer.images.tarstream.encode_header` (not tarfile, whose bytes vary
+between Python versions), so the same tree always gives the same bytes (and so the same
+diff_id).
 """
 
 from __future__ import annotations
@@ -17,13 +19,26 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import tarfile
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from nbcontainer.errors import ImageError
 from nbcontainer.images.extract import OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX
+from nbcontainer.images.tarstream import (
+    BLOCKDEV,
+    CHAR,
+    DIRECTORY,
+    END_OF_ARCHIVE,
+    FIFO,
+    HARDLINK,
+    REGULAR,
+    SYMLINK,
+    encode_header,
+    padding,
+)
 
 _CHUNK = 1 << 20
+_RECORD = 20 * 512  # tar's default record size: archives are padded to a multiple of it
 
 
 @dataclass(frozen=True)
@@ -58,33 +73,61 @@ class HashingWriter:
         return "sha256:" + self.sha.hexdigest()
 
 
-def _xattrs(target: int | str) -> dict[str, str]:
-    """OCI-relevant xattrs as SCHILY pax headers; overlay bookkeeping is left out."""
-    out: dict[str, str] = {}
+def _xattrs(target: int | str) -> dict[str, bytes]:
+    """OCI-relevant xattrs (for SCHILY pax records); overlay bookkeeping is left out."""
+    out: dict[str, bytes] = {}
     follow = isinstance(target, int)  # fds refuse follow_symlinks=False; they need no lookup
     try:
         names = os.listxattr(target, follow_symlinks=follow)
     except OSError:
         return out
-    for name in sorted(names):
+    for name in names:
         if name.startswith("trusted.overlay."):
             continue
         try:
-            value = os.getxattr(target, name, follow_symlinks=follow)
+            out[name] = os.getxattr(target, name, follow_symlinks=follow)
         except OSError:
             continue
-        out["SCHILY.xattr." + name] = value.decode("utf-8", "surrogateescape")
     return out
 
 
-def _info(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = stat.S_IMODE(st.st_mode)
-    info.uid, info.gid = st.st_uid, st.st_gid
-    info.uname = info.gname = ""
-    info.mtime = int(st.st_mtime)
-    return info
+class _TarWriter:
+    """Headers from :func:`encode_header` and file data, gathered into 1 MiB writes."""
+
+    def __init__(self, sink: HashingWriter) -> None:
+        self.sink = sink
+        self.buf = bytearray()
+
+    def entry(self, name: str, st: os.stat_result, kind: bytes, **fields: Any) -> None:
+        fields.setdefault("mode", stat.S_IMODE(st.st_mode))
+        self.buf += encode_header(name, kind, uid=st.st_uid, gid=st.st_gid,
+                                  mtime=int(st.st_mtime), **fields)
+        if len(self.buf) >= _CHUNK:
+            self.flush()
+
+    def data(self, fd: int, size: int, name: str) -> None:
+        """Exactly ``size`` bytes of ``fd`` (the size the header announced), then padding."""
+        left = size
+        while left:
+            chunk = os.read(fd, min(left, _CHUNK))
+            if not chunk:
+                raise ImageError(f"{name} shrank while it was being archived; is the "
+                                 "container still writing to it?")
+            self.buf += chunk
+            left -= len(chunk)
+            if len(self.buf) >= _CHUNK:
+                self.flush()
+        self.buf += padding(size)
+
+    def flush(self) -> None:
+        if self.buf:
+            self.sink.write(bytes(self.buf))
+            self.buf.clear()
+
+    def close(self) -> None:
+        self.buf += END_OF_ARCHIVE
+        self.buf += bytes(-(self.sink.count + len(self.buf)) % _RECORD)  # as tar pads to 10 KiB
+        self.flush()
 
 
 def write_layer_tar(src: str | os.PathLike[str], out: BinaryIO | None) -> TarSummary:
@@ -94,73 +137,63 @@ def write_layer_tar(src: str | os.PathLike[str], out: BinaryIO | None) -> TarSum
     hardlinked inode once).
     """
     sink = HashingWriter(out)
+    tar = _TarWriter(sink)
     seen: dict[tuple[int, int], str] = {}
     content = 0
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-        for dirpath, dirnames, filenames, dirfd in os.fwalk(src, follow_symlinks=False):
-            # fwalk lists symlinks to directories among dirnames (and then skips them)
-            links = [d for d in dirnames
-                     if stat.S_ISLNK(os.stat(d, dir_fd=dirfd, follow_symlinks=False).st_mode)]
-            dirnames[:] = sorted(set(dirnames) - set(links))
-            filenames = filenames + links
-            rel = os.path.relpath(dirpath, src)
-            prefix = "" if rel == "." else rel + "/"
-            if prefix:
-                st = os.stat(dirfd)
-                info = _info(prefix, st, tarfile.DIRTYPE)
-                info.pax_headers = {**info.pax_headers, **_xattrs(dirfd)}
-                tar.addfile(info)
-            try:
-                opaque = os.getxattr(dirfd, OPAQUE_XATTR) == b"y"
-            except OSError:
-                opaque = False
-            if opaque and prefix:
-                st = os.stat(dirfd)
-                marker = _info(prefix + OPAQUE_MARKER, st, tarfile.REGTYPE)
-                marker.mode = 0o644
-                tar.addfile(marker)
-            for name in sorted(filenames):
-                content += _add_entry(tar, dirfd, name, prefix + name, seen)
+    for dirpath, dirnames, filenames, dirfd in os.fwalk(src, follow_symlinks=False):
+        # fwalk lists symlinks to directories among dirnames (and then skips them)
+        links = [d for d in dirnames
+                 if stat.S_ISLNK(os.stat(d, dir_fd=dirfd, follow_symlinks=False).st_mode)]
+        dirnames[:] = sorted(set(dirnames) - set(links))
+        filenames = filenames + links
+        rel = os.path.relpath(dirpath, src)
+        prefix = "" if rel == "." else rel + "/"
+        if prefix:
+            st = os.stat(dirfd)
+            tar.entry(prefix, st, DIRECTORY, xattrs=_xattrs(dirfd))
+        try:
+            opaque = os.getxattr(dirfd, OPAQUE_XATTR) == b"y"
+        except OSError:
+            opaque = False
+        if opaque and prefix:
+            tar.entry(prefix + OPAQUE_MARKER, os.stat(dirfd), REGULAR, mode=0o644)
+        for name in sorted(filenames):
+            content += _add_entry(tar, dirfd, name, prefix + name, seen)
+    tar.close()
     return TarSummary(sink.digest, sink.count, content)
 
 
-def _add_entry(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str,
+def _add_entry(tar: _TarWriter, dirfd: int, name: str, arcname: str,
                seen: dict[tuple[int, int], str]) -> int:
     """Add one non-directory entry; return the content bytes it adds."""
     st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
     mode = st.st_mode
     if stat.S_ISCHR(mode) and st.st_rdev == 0:
         whiteout = os.path.join(os.path.dirname(arcname), WHITEOUT_PREFIX + name)
-        info = _info(whiteout, st, tarfile.REGTYPE)
-        info.mode = 0o644
-        tar.addfile(info)
+        tar.entry(whiteout, st, REGULAR, mode=0o644)
         return 0
     if stat.S_ISLNK(mode):
-        info = _info(arcname, st, tarfile.SYMTYPE)
-        info.linkname = os.readlink(name, dir_fd=dirfd)
-        tar.addfile(info)
+        tar.entry(arcname, st, SYMLINK, linkname=os.readlink(name, dir_fd=dirfd))
         return 0
     key = (st.st_dev, st.st_ino)
     if st.st_nlink > 1 and key in seen:
-        info = _info(arcname, st, tarfile.LNKTYPE)
-        info.linkname = seen[key]
-        tar.addfile(info)
+        tar.entry(arcname, st, HARDLINK, linkname=seen[key])
         return 0
     if stat.S_ISREG(mode):
         if st.st_nlink > 1:
             seen[key] = arcname
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
-        with os.fdopen(fd, "rb", buffering=0) as f:
-            info = _info(arcname, st, tarfile.REGTYPE)
-            info.size = st.st_size
-            info.pax_headers = {**info.pax_headers, **_xattrs(f.fileno())}
-            tar.addfile(info, f)
+        try:
+            # The size is the one lstat saw: the header is written before the data.
+            tar.entry(arcname, st, REGULAR, size=st.st_size, xattrs=_xattrs(fd))
+            tar.data(fd, st.st_size, arcname)
+        finally:
+            os.close(fd)
         return st.st_size
     if stat.S_ISFIFO(mode):
-        tar.addfile(_info(arcname, st, tarfile.FIFOTYPE))
+        tar.entry(arcname, st, FIFO)
     elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        info = _info(arcname, st, tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE)
-        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        tar.addfile(info)
+        tar.entry(arcname, st, CHAR if stat.S_ISCHR(mode) else BLOCKDEV,
+                  devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev))
     # sockets are not representable in tar and are skipped, as GNU tar does
     return 0
