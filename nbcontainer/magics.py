@@ -465,6 +465,11 @@ class ContainerMagics(Magics):
                 container.kill()
             with contextlib.suppress(Exception):
                 container.cleanup()
+        from nbcontainer.runtime.zygote import Zygote
+
+        zygote = Zygote.running()
+        if zygote is not None:
+            zygote.spares.close()
 
     # -- %container ----------------------------------------------------------------------------
 
@@ -673,10 +678,11 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(magics)
     _loaded = magics
     if magics.fast_start and os.geteuid() == 0:
-        # Start the zygote now, while the user reads: the first cell should not wait for it.
+        # Start the zygote now, while the user reads: the first cell should not wait for it,
+        # and keep a helper attached to a cgroup ahead of each cell (runtime/spare.py).
         from nbcontainer.runtime.zygote import Zygote
 
-        Zygote.get()
+        Zygote.get().spares.enable()
 
 
 def unload_ipython_extension(ipython: Any) -> None:

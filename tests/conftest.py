@@ -83,11 +83,23 @@ def _nbcontainer_cgroups() -> set[str]:
             found.add(dirpath)
         if depth >= 6:
             dirnames.clear()
+    # A notebook kernel keeps one spare cgroup with a waiting helper in it, ready for its next
+    # cell (runtime/spare.py): that is the kernel's, not a leftover; an empty one is.
+    found = {p for p in found if not (os.path.basename(p).startswith("spare-")
+                                      and _read_procs(p))}
     mine = _own_memory_parent() if CGROUP_VERSION == "v1" else None
     if mine is not None:
         ours = set(os.listdir(mine)) if mine.is_dir() else set()
         found = {p for p in found if os.path.basename(p) in ours}
     return found
+
+
+def _read_procs(cgroup_dir: str) -> str:
+    try:
+        with open(os.path.join(cgroup_dir, "cgroup.procs")) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _host_mounts() -> set[str]:

@@ -155,6 +155,32 @@ def _v1_hierarchies(parents: dict[str, str], limits: Limits) -> dict[str, str]:
     return chosen
 
 
+def v1_controllers_for(limits: Limits, root: str = DEFAULT_ROOT) -> set[str]:
+    """The v1 controllers a container cgroup with ``limits`` joins (for adopting a spare)."""
+    layout = detect(root)
+    return set(_v1_hierarchies(layout.parent_dirs(None), limits))
+
+
+def apply_limits(cgroup: Cgroup, limits: Limits, root: str = DEFAULT_ROOT) -> None:
+    """Apply ``limits`` to an existing, still empty-of-payload v1 cgroup (an adopted spare).
+
+    Raises
+    ------
+    FeatureMissingError
+        A limit's controller is missing.
+    CgroupError
+        A hierarchy the limit needs is not one the cgroup has, or a write failed.
+    """
+    layout = detect(root)
+    _check_controllers(limits, layout)
+    if layout.version == "v2":
+        raise CgroupError("limits of an existing cgroup are only applied on cgroup v1 here")
+    for controller, filename, value in v1.plan_limits(limits, layout.swap_accounting):
+        if controller not in cgroup.paths:
+            raise CgroupError(f"cgroup {cgroup.name} has no {controller} hierarchy")
+        v1.write_file(f"{cgroup.paths[controller]}/{filename}", value)
+
+
 def _existing(name: str, parent: str | None, root: str, layout: Layout | None) -> Cgroup | None:
     """The container's cgroup restricted to the hierarchies where its directory exists."""
     layout = layout or detect(root)

@@ -106,11 +106,10 @@ def _number(raw: bytes, what: str) -> int:
         if raw[0] == 0xFF:
             return int.from_bytes(raw, "big", signed=True)
         raise TarFormatError(f"the {what} field of a tar header is not a number")
-    digits = raw.split(b"\x00", 1)[0].strip()
-    if not digits:
-        return 0
+    end = raw.find(0)
+    digits = raw if end < 0 else raw[:end]
     try:
-        return int(digits, 8)
+        return int(digits, 8) if digits.strip() else 0
     except ValueError:
         raise TarFormatError(f"the {what} field of a tar header is not an octal number "
                              f"({digits[:12]!r})") from None
@@ -265,8 +264,8 @@ class TarStream:
             elif kind == _GNU_LONGLINK:
                 long_link = _text(self._meta(size, "a GNU long link name"))
             else:
-                return self._member(block, kind, size, {**self._global, **local},
-                                    long_name, long_link, at)
+                pax = {**self._global, **local} if self._global else local
+                return self._member(block, kind, size, pax, long_name, long_link, at)
 
     def _member(self, block: bytes, kind: bytes, size: int, pax: dict[str, bytes],
                 long_name: str | None, long_link: str | None, at: int) -> Member:
@@ -303,12 +302,15 @@ class TarStream:
                                      "size, uid, gid or mtime") from None
             if size < 0:
                 raise TarFormatError(f"negative entry size in the pax header before byte {at}")
-            xattrs = {k[13:]: v for k, v in pax.items() if k.startswith("SCHILY.xattr.")}
+            xattrs = {k[13:]: v for k, v in pax.items() if k[:13] == "SCHILY.xattr."}
         if kind in (_OLD_REGULAR, _CONTIGUOUS):
             kind = DIRECTORY if kind == _OLD_REGULAR and name.endswith("/") else REGULAR
+        major = minor = 0
+        if kind in (CHAR, BLOCKDEV):  # other entries may leave these fields blank
+            major = _number(block[329:337], "devmajor")
+            minor = _number(block[337:345], "devminor")
         return Member(name, kind, size, _number(block[100:108], "mode"), uid, gid, mtime,
-                      linkname, _number(block[329:337], "devmajor"),
-                      _number(block[337:345], "devminor"), xattrs)
+                      linkname, major, minor, xattrs)
 
 
 # -- writing -----------------------------------------------------------------------------------

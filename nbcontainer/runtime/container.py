@@ -36,8 +36,9 @@ from nbcontainer.errors import (
 from nbcontainer.images import resolve
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.result import Result
+from nbcontainer.runtime.spare import Spare
 from nbcontainer.runtime.state import ContainerState
-from nbcontainer.runtime.zygote import ForkedHelper, Zygote
+from nbcontainer.runtime.zygote import ForkedHelper, Zygote, send_fds
 from nbcontainer.spec import ContainerSpec
 from nbcontainer.store import ensure_dir, store_root
 
@@ -156,6 +157,7 @@ class ContainerProcess:
         self._use_zygote = zygote
         self._helper: subprocess.Popen[bytes] | ForkedHelper | None = None
         self._helper_pidfd: int | None = None
+        self._spare: Spare | None = None
         self._eof = False
         self._sock: socket.socket | None = None
         self._status: int | None = None
@@ -180,6 +182,10 @@ class ContainerProcess:
         """The container's first process exists and waits: attach it to the cgroup."""
         assert self.cgroup is not None
         self.cgroup.attach(pid)
+        self._on_pid_recorded(pid)
+
+    def _on_pid_recorded(self, pid: int) -> None:
+        """The first process is in its cgroup: note its pid where subclasses keep it."""
 
     def _on_ready(self) -> None:
         pass
@@ -194,27 +200,12 @@ class ContainerProcess:
 
     def _spawn(self) -> None:
         """Start the helper, answer its questions until the payload is about to exec."""
-        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._sock = parent_sock
-        stdin, stdout, stderr = self._stdio
-        zygote = self._zygote()
-        try:
-            if zygote is not None:
-                with _stdio_fds(self._stdio) as fds:
-                    try:
-                        self._helper = zygote.spawn(child_sock.fileno(), fds, self._pass_fds)
-                    except OSError as err:
-                        raise SetupError(f"the zygote could not fork a helper: {err}") from err
-            else:
-                self._helper = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-c", _HELPER_CODE, str(child_sock.fileno())],
-                    stdin=stdin, stdout=stdout, stderr=stderr,
-                    pass_fds=(child_sock.fileno(), *self._pass_fds),
-                    close_fds=True, start_new_session=True, env={},
-                )
-                self._helper_pidfd = os.pidfd_open(self._helper.pid)
-        finally:
-            child_sock.close()
+        if self._spare is not None:
+            self._hand_over_stdio(self._spare)
+        else:
+            self._start_helper()
+        parent_sock = self._sock
+        assert parent_sock is not None
         self._started_at = time.monotonic()
         if self.timeout is not None:
             self._deadline = self._started_at + self.timeout
@@ -236,9 +227,12 @@ class ContainerProcess:
             elif op == "pid":
                 self.pid = int(msg["pid"])
                 # The child builds its root while we attach it; it waits for "attached"
-                # before anything of the payload runs.
+                # before anything of the payload runs. A spare's child was born attached.
                 self._send(op="go")
-                self._on_pid(self.pid)
+                if self._spare is None:
+                    self._on_pid(self.pid)
+                else:
+                    self._on_pid_recorded(self.pid)
                 self._send(op="attached")
             elif op == "ready":
                 break
@@ -249,6 +243,41 @@ class ContainerProcess:
                 raise SetupError("the container's first process exited during setup")
         parent_sock.settimeout(None)
         self._on_ready()
+
+    def _hand_over_stdio(self, spare: Spare) -> None:
+        """Give an adopted spare helper this container's stdio and passed fds."""
+        self._sock = spare.sock
+        self._helper = spare.helper
+        with _stdio_fds(self._stdio) as fds:
+            try:
+                send_fds(spare.sock, {"op": "stdio", "fds": list(self._pass_fds)},
+                         [*fds, *self._pass_fds])
+            except OSError as err:
+                raise SetupError(f"the spare container helper is gone: {err}") from err
+
+    def _start_helper(self) -> None:
+        """Fork a helper from the zygote, or start a fresh interpreter as one."""
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._sock = parent_sock
+        stdin, stdout, stderr = self._stdio
+        zygote = self._zygote()
+        try:
+            if zygote is not None:
+                with _stdio_fds(self._stdio) as fds:
+                    try:
+                        self._helper = zygote.spawn(child_sock.fileno(), fds, self._pass_fds)
+                    except OSError as err:
+                        raise SetupError(f"the zygote could not fork a helper: {err}") from err
+            else:
+                self._helper = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", _HELPER_CODE, str(child_sock.fileno())],
+                    stdin=stdin, stdout=stdout, stderr=stderr,
+                    pass_fds=(child_sock.fileno(), *self._pass_fds),
+                    close_fds=True, start_new_session=True, env={},
+                )
+                self._helper_pidfd = os.pidfd_open(self._helper.pid)
+        finally:
+            child_sock.close()
 
     def _zygote(self) -> Zygote | None:
         """The zygote to fork the helper from, or None to start a fresh interpreter."""
@@ -614,8 +643,10 @@ class Container(ContainerProcess):
         if self.log:
             self._log_file = open(cdir / "log", "ab", buffering=0)  # noqa: SIM115
             self._stdio = (self._stdio[0], self._log_file, self._log_file)
-        self.cgroup = cgroups.create_cgroup(self.state.id, spec.limits,
-                                            parent=self.cgroup_parent)
+        self._spare = self._adopt_spare()
+        if self._spare is None:
+            self.cgroup = cgroups.create_cgroup(self.state.id, spec.limits,
+                                                parent=self.cgroup_parent)
         hostname = spec.hostname or spec.name or self.state.id
         env: dict[str, str] = {}
         if image is not None:
@@ -654,7 +685,12 @@ class Container(ContainerProcess):
             "init": spec.init,
             "detached": self.detached,
         }
+        if self._spare is not None:
+            self._config_data["leave_cgroup"] = self._spare.leave_files()
+            if self._spare.oom_score_adj is not None:
+                self._config_data["oom_score_adj"] = self._spare.oom_score_adj
         st = self.state
+        assert self.cgroup is not None
         st.cgroup = self.cgroup.name
         st.cgroup_parent = self.cgroup_parent
         st.cgroup_paths = dict(self.cgroup.paths)
@@ -669,6 +705,26 @@ class Container(ContainerProcess):
     def _config(self) -> dict[str, Any]:
         return self._config_data
 
+    def _adopt_spare(self) -> Spare | None:
+        """The zygote's spare helper and cgroup, renamed and limited for this container.
+
+        Only for a container like the ones a notebook starts cell after cell: forked by the
+        zygote, attached and not detached, under the default cgroup parent.
+        """
+        zygote = self._zygote()
+        if zygote is None or self.detached or self.cgroup_parent is not None:
+            return None
+        spare = zygote.spares.take(self.spec.limits)
+        if spare is None:
+            return None
+        assert self.state is not None
+        try:
+            self.cgroup = spare.adopt(self.state.id, self.spec.limits)
+        except (OSError, ContainerError):
+            spare.discard()  # e.g. a limit this host cannot apply: the normal path says why
+            return None
+        return spare
+
     def _on_userns(self, pid: int) -> None:
         """Write the uid/gid maps of the child's new user namespace (user_namespaces(7))."""
         start, count = _userns_range()
@@ -676,8 +732,7 @@ class Container(ContainerProcess):
             with open(f"/proc/{pid}/{name}", "w") as f:
                 f.write(f"0 {start} {count}\n")
 
-    def _on_pid(self, pid: int) -> None:
-        super()._on_pid(pid)
+    def _on_pid_recorded(self, pid: int) -> None:
         assert self.state is not None
         self.state.pid = pid
         self.state.pid_start = state_mod.process_start_time(pid)

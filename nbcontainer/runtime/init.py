@@ -58,6 +58,65 @@ class Channel:
             raise EOFError("supervisor closed the control socket")
         return json.loads(data)
 
+    def recv_with_fds(self) -> tuple[dict[str, Any], list[int]]:
+        """A message and the file descriptors attached to it (SCM_RIGHTS)."""
+        data, fds, _, _ = socket.recv_fds(self.sock, 1 << 20, 64)
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            raise EOFError("supervisor closed the control socket")
+        return json.loads(data), list(fds)
+
+
+def _take_stdio(chan: Channel, targets: list[int], fds: list[int]) -> None:
+    """A spare helper gets its container's stdio (and passed fds) only when it is adopted.
+
+    ``fds`` are stdin, stdout, stderr, then one fd per entry of ``targets`` (the numbers the
+    supervisor passed them as). Everything is first moved above the targets, the control
+    socket included, so no dup2 clobbers an fd still needed.
+    """
+    import fcntl
+
+    floor = max([2, *targets]) + 1
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in fds]
+    for fd in fds:
+        os.close(fd)
+    if chan.sock.fileno() < floor:
+        moved = fcntl.fcntl(chan.sock.fileno(), fcntl.F_DUPFD_CLOEXEC, floor)
+        chan.sock.close()
+        chan.sock = socket.socket(fileno=moved)
+    for target, fd in zip((0, 1, 2, *targets), high, strict=True):
+        os.dup2(fd, target)
+        os.close(fd)
+    rebind_stdio()
+
+
+def _abandon_spare(dirs: list[str]) -> None:
+    """Leave the spare cgroup and remove it (it holds nothing else)."""
+    _leave_cgroup([os.path.join(os.path.dirname(d), "cgroup.procs") for d in dirs])
+    for directory in dirs:
+        for _ in range(50):
+            try:
+                os.rmdir(directory)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                import time
+
+                time.sleep(0.01)
+
+
+def _leave_cgroup(procs_files: list[str]) -> None:
+    """Move this helper out of its container's cgroup (it was born there as a spare).
+
+    Writing 0 to cgroup.procs moves the writer. The helper is then outside the limits it
+    would otherwise share with the container (a pids slot, the OOM killer's choice).
+    """
+    for path in procs_files:
+        with contextlib.suppress(OSError), open(path, "w") as f:
+            f.write("0")
+
 
 def _die_with_parent(expected_parent: int) -> None:
     """PR_SET_PDEATHSIG, then check the parent did not die before we asked (the race)."""
@@ -303,6 +362,11 @@ def _run_init(cfg: dict[str, Any], chan: Channel) -> None:
 def _child_main(cfg: dict[str, Any], chan: Channel, helper_pid: int) -> None:
     """The container's first process: wait for the cgroup attach, set up, report, exec."""
     try:
+        if cfg.get("oom_score_adj") is not None:
+            # Born of a spare helper, which the supervisor shielded from the OOM killer:
+            # the container gets back the value a helper normally has.
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(cfg["oom_score_adj"]))
         if not cfg.get("detached"):
             _die_with_parent(helper_pid)
         msg = chan.recv()
@@ -324,7 +388,23 @@ def _child_main(cfg: dict[str, Any], chan: Channel, helper_pid: int) -> None:
 def main(fd: int) -> None:
     """Entry point of the helper process."""
     chan = Channel(fd)
-    cfg = chan.recv()
+    spare_dirs: list[str] = []
+    while True:
+        try:
+            cfg, fds = chan.recv_with_fds()
+        except EOFError:
+            # Never used: a spare whose supervisor went away removes its own cgroup.
+            _abandon_spare(spare_dirs)
+            os._exit(0)
+        if cfg.get("op") != "spare":
+            break
+        spare_dirs = [str(d) for d in cfg.get("dirs", [])]
+    if cfg.get("op") == "stdio":  # a spare being adopted: its stdio comes first
+        _take_stdio(chan, [int(t) for t in cfg.get("fds", [])], fds)
+        cfg = chan.recv()
+    else:
+        for received in fds:
+            os.close(received)
     supervisor = os.getppid()
     if not cfg.get("detached"):
         _die_with_parent(supervisor)
@@ -355,6 +435,8 @@ def main(fd: int) -> None:
         _child_main(cfg, chan, me)
         os._exit(125)  # not reached
     chan.send(op="pid", pid=child)
+    if cfg.get("leave_cgroup"):
+        _leave_cgroup(cfg["leave_cgroup"])
     # The helper needs no stdio: let go of the container's, so its reader sees EOF as soon as
     # the payload's processes close them, not only when this helper exits.
     devnull = os.open(os.devnull, os.O_RDWR)

@@ -31,10 +31,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
 
+    from nbcontainer.runtime.spare import SparePool
+
 _MAX_FDS = 64
 
 
-def _send_fds(sock: socket.socket, message: dict[str, object], fds: list[int]) -> None:
+def send_fds(sock: socket.socket, message: dict[str, object], fds: list[int]) -> None:
     payload = json.dumps(message).encode()
     ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
     sock.sendmsg([payload], ancillary)
@@ -132,7 +134,7 @@ def serve(fd: int) -> None:
             os.close(received)
         pidfd = os.pidfd_open(pid)
         try:
-            _send_fds(zsock, {"pid": pid}, [pidfd])
+            send_fds(zsock, {"pid": pid}, [pidfd])
         finally:
             os.close(pidfd)
 
@@ -209,6 +211,16 @@ class Zygote:
             theirs.close()
         self.sock = ours
         self._request_lock = threading.Lock()
+        self._spares: SparePool | None = None
+
+    @property
+    def spares(self) -> SparePool:
+        """Helpers forked and attached to a cgroup ahead of time (see runtime/spare.py)."""
+        if self._spares is None:
+            from nbcontainer.runtime.spare import SparePool
+
+            self._spares = SparePool(self)
+        return self._spares
 
     @property
     def pid(self) -> int:
@@ -223,14 +235,16 @@ class Zygote:
               pass_fds: tuple[int, ...]) -> ForkedHelper:
         """Fork a helper that talks on ``ctl``, with ``stdio`` as its 0/1/2."""
         with self._request_lock:
-            _send_fds(self.sock, {"fds": list(pass_fds)}, [ctl, *stdio, *pass_fds])
+            send_fds(self.sock, {"fds": list(pass_fds)}, [ctl, *stdio, *pass_fds])
             reply, fds = _recv_fds(self.sock)
         if reply is None or not fds:
             raise OSError("the zygote process exited")
         return ForkedHelper(int(reply["pid"]), fds[0])  # type: ignore[call-overload]
 
     def close(self) -> None:
-        """Stop the zygote (closing its socket ends its loop)."""
+        """Stop the zygote (closing its socket ends its loop), after discarding any spare."""
+        if self._spares is not None:
+            self._spares.close()
         self.sock.close()
         try:
             self.process.wait(2)

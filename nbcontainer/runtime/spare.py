@@ -1,0 +1,204 @@
+"""A container helper forked and put into a fresh cgroup ahead of time (cgroup v1 hosts).
+
+Why: on cgroup v1 the first write to ``cgroup.procs`` after a quiet spell waits for an RCU grace
+period (``cgroup_threadgroup_rwsem`` is a per-CPU rwsem; taking it for writing from idle goes
+through ``rcu_sync_enter``): 6-15 ms on stock kernels, about 12 ms here. The container's first
+process must be in its cgroup before any of the payload runs, and notebook cells come one at a
+time with pauses between them, so every cell paid that wait.
+
+A *spare* is a helper that the zygote forks while the kernel is idle, which the supervisor then
+attaches to a new cgroup (paying the wait off the cell's path) and shields from the OOM killer.
+The next container adopts both: the cgroup is renamed to the container's id and given its
+limits, the helper receives the container's stdio over its control socket, and the container's
+first process, forked by the helper, is born inside the cgroup, so nothing is migrated on the
+cell's path. The helper then moves itself out to the parent cgroup (a migration nobody waits
+for) and the container's first process restores its OOM score. cgroup v2 would use
+``CLONE_INTO_CGROUP`` instead; there the normal path is kept.
+
+A spare's cgroup is named ``spare-PID-N`` (PID: the supervisor) until it is adopted. It holds a
+live helper, so ``gc`` leaves it alone; when the supervisor dies (even by SIGKILL) the helper
+sees its control socket close, moves itself out and removes the cgroup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from nbcontainer import cgroups
+from nbcontainer.cgroups import Cgroup
+from nbcontainer.errors import ContainerError
+from nbcontainer.spec import Limits
+
+if TYPE_CHECKING:
+    from nbcontainer.runtime.zygote import ForkedHelper, Zygote
+
+SPARE_PREFIX = "spare-"
+_OOM_SHIELD = "-1000"
+_counter = itertools.count(1)
+
+
+@dataclass
+class Spare:
+    """A helper waiting for its container's stdio and config, inside a cgroup of its own."""
+
+    helper: ForkedHelper
+    sock: socket.socket
+    cgroup: Cgroup
+    oom_score_adj: str | None  # what the first process restores, if the helper was shielded
+
+    def discard(self) -> None:
+        """Kill the helper and remove the cgroup (the spare was not, or cannot be, used)."""
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        self.helper.kill()
+        with contextlib.suppress(ContainerError):
+            self.cgroup.remove()
+
+    def adopt(self, name: str, limits: Limits) -> Cgroup:
+        """Rename the cgroup to the container's id and apply its limits; return it."""
+        paths = {}
+        renamed: dict[str, str] = {}
+        try:
+            for directory in dict.fromkeys(self.cgroup.paths.values()):
+                target = os.path.join(os.path.dirname(directory), name)
+                os.rename(directory, target)
+                renamed[directory] = target
+            paths = {c: renamed[p] for c, p in self.cgroup.paths.items()}
+            adopted = cgroups.cgroup_from_paths(name, paths)
+            cgroups.apply_limits(adopted, limits)
+        except (OSError, ContainerError):
+            for old, new in renamed.items():
+                with contextlib.suppress(OSError):
+                    os.rename(new, old)
+            raise
+        self.cgroup = adopted
+        return adopted
+
+    def leave_files(self) -> list[str]:
+        """The parent cgroups' ``cgroup.procs``: where the helper moves itself once forked."""
+        return [os.path.join(os.path.dirname(d), "cgroup.procs")
+                for d in dict.fromkeys(self.cgroup.paths.values())]
+
+
+class SparePool:
+    """At most one spare per zygote, made in a background thread after each use."""
+
+    def __init__(self, zygote: Zygote) -> None:
+        self._zygote = zygote
+        self._lock = threading.Lock()
+        self._spare: Spare | None = None
+        self._making: threading.Thread | None = None
+        self._enabled = False
+
+    def enable(self) -> None:
+        """Keep a spare ready from now on (cgroup v1 and hybrid hosts, as root, only)."""
+        if self._enabled or os.geteuid() != 0:
+            return
+        if cgroups.detect().version not in ("v1", "hybrid"):
+            return
+        self._enabled = True
+        self.refill()
+
+    def refill(self) -> None:
+        """Start making a spare in the background unless one is ready or being made."""
+        with self._lock:
+            if not self._enabled or self._spare is not None \
+                    or (self._making is not None and self._making.is_alive()):
+                return
+            self._making = threading.Thread(target=self._make, name="nbcontainer-spare",
+                                            daemon=True)
+            self._making.start()
+
+    def take(self, limits: Limits) -> Spare | None:
+        """The ready spare if its cgroup has every hierarchy ``limits`` need; never waits."""
+        with self._lock:
+            spare = self._spare
+            if spare is None or not cgroups.v1_controllers_for(limits) <= set(spare.cgroup.paths):
+                return None
+            self._spare = None
+        if spare.helper.poll() is not None:
+            spare.discard()
+            spare = None
+        self.refill()
+        return spare
+
+    def close(self) -> None:
+        """Stop making spares and discard the one ready (supervisor or extension shutdown)."""
+        self._enabled = False
+        making = self._making
+        if making is not None:
+            making.join(10)
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.discard()
+
+    def _make(self) -> None:
+        try:
+            spare = make_spare(self._zygote)
+        except (OSError, ContainerError):
+            self._enabled = False  # something here does not allow it: keep the normal path
+            return
+        with self._lock:
+            if self._enabled:
+                self._spare = spare
+                return
+        spare.discard()
+
+
+def make_spare(zygote: Zygote) -> Spare:
+    """Fork a helper from the zygote, attach it to a new cgroup, shield it from the OOM killer.
+
+    The attach is the slow part (the RCU grace period): that is why this runs ahead of time.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        helper = zygote.spawn(theirs.fileno(), (devnull, devnull, devnull), ())
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+        os.close(devnull)
+    cgroup: Cgroup | None = None
+    try:
+        with open(f"/proc/{zygote.pid}/oom_score_adj") as f:
+            original = f.read().strip()
+        cgroup = cgroups.create_cgroup(f"{SPARE_PREFIX}{os.getpid()}-{next(_counter)}", Limits())
+        shielded = _shield(helper.pid)
+        cgroup.attach(helper.pid)
+        # Should this supervisor die before the spare is used, the helper removes it.
+        ours.send(json.dumps({"op": "spare",
+                              "dirs": list(dict.fromkeys(cgroup.paths.values()))}).encode())
+    except BaseException:
+        ours.close()
+        helper.kill()
+        if cgroup is not None:
+            with contextlib.suppress(ContainerError):
+                cgroup.remove()
+        raise
+    return Spare(helper, ours, cgroup, original if shielded else None)
+
+
+def _shield(pid: int) -> bool:
+    """oom_score_adj -1000 for the spare helper, if this host lets us (CAP_SYS_RESOURCE).
+
+    Without it the helper is still in the container's cgroup only until it has moved itself
+    out (one grace period after the first process is forked): should the container hit its
+    memory limit within that time and the OOM killer pick the helper, the container ends
+    killed by the OOM killer, which is what it was about to be.
+    """
+    try:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+            f.write(_OOM_SHIELD)
+    except OSError:
+        return False
+    return True

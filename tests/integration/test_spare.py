@@ -1,0 +1,145 @@
+"""Spare helpers (runtime/spare.py): a cgroup and helper made ahead of time, on the real kernel.
+
+What must hold: a container that adopts a spare has its limits, its first process is in its
+cgroup from birth and the helper is not (it moves out), the pids limit counts only the
+container, nothing is left after shutdown, and a supervisor killed with SIGKILL leaves no spare
+cgroup behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from nbcontainer import Container, make_spec
+from nbcontainer.runtime.spare import SPARE_PREFIX
+from nbcontainer.runtime.zygote import Zygote
+
+pytestmark = [pytest.mark.root, pytest.mark.cgroup_v1]
+
+
+@pytest.fixture
+def zygote() -> Iterator[Zygote]:
+    z = Zygote.get()
+    z.spares.enable()
+    yield z
+    z.spares.close()
+    Zygote.shutdown()
+
+
+def _ready(z: Zygote, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while z.spares._spare is None and time.monotonic() < deadline:  # noqa: SLF001
+        time.sleep(0.01)
+    assert z.spares._spare is not None, "no spare was made"  # noqa: SLF001
+
+
+def _spare_dirs() -> list[str]:
+    found = []
+    for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
+        found += [os.path.join(dirpath, d) for d in dirnames if d.startswith(SPARE_PREFIX)]
+        if dirpath.count("/") > 8:
+            dirnames.clear()
+    return found
+
+
+def _run(spec_kwargs: dict[str, str], code: str) -> tuple[Container, str]:
+    r, w = os.pipe()
+    c = Container(make_spec([], **spec_kwargs), python=code, zygote=True, stdout=w,
+                  stdin=subprocess.DEVNULL)
+    try:
+        c.start()
+    finally:
+        os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read()
+    c.wait(30)
+    return c, out
+
+
+def test_adopted_spare_has_the_limits_and_only_the_container(zygote: Zygote) -> None:
+    _ready(zygote)
+    code = ("import os, time\n"
+            "print(open('/proc/self/cgroup').read().count('spare-'), flush=True)\n"
+            "time.sleep(0.3)\n")
+    r, w = os.pipe()
+    c = Container(make_spec([], memory="64m", pids_limit="7"), python=code, zygote=True,
+                  stdout=w, stdin=subprocess.DEVNULL)
+    try:
+        c.start()
+        os.close(w)
+        assert c._spare is not None, "the container did not adopt the spare"  # noqa: SLF001
+        assert c.cgroup is not None and c.state is not None
+        assert all(os.path.basename(p) == c.state.id for p in c.cgroup.paths.values())
+        with open(c.cgroup.paths["memory"] + "/memory.limit_in_bytes") as f:
+            assert int(f.read()) == 64 << 20
+        with open(c.cgroup.paths["pids"] + "/pids.max") as f:
+            assert f.read().strip() == "7"
+        # The helper moves itself out of the container's cgroup right after the fork.
+        deadline = time.monotonic() + 5
+        while c.cgroup.procs() != [c.pid] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert c.cgroup.procs() == [c.pid]
+        with os.fdopen(r) as f:
+            assert f.read().strip() == "0", "the payload saw a spare- cgroup name"
+        assert c.wait(30).exit_code == 0
+    finally:
+        c.cleanup()
+    # The next spare is made in the background for the next container.
+    _ready(zygote)
+
+
+def test_memory_limit_of_an_adopted_spare_oom_kills(zygote: Zygote) -> None:
+    _ready(zygote)
+    c, _ = _run({"memory": "48m", "memory_swap": "48m"}, "x = bytearray(200 << 20)")
+    try:
+        assert c._spare is not None  # noqa: SLF001
+        result = c.wait()
+        assert result.oom_killed and result.exit_code == 137
+    finally:
+        c.cleanup()
+
+
+def test_limits_needing_another_hierarchy_take_the_normal_path(zygote: Zygote) -> None:
+    _ready(zygote)
+    c, out = _run({"cpus": "0.5"}, "print('ok')")
+    try:
+        assert c._spare is None  # noqa: SLF001 - cpu is not among the spare's hierarchies
+        assert out.strip() == "ok"
+    finally:
+        c.cleanup()
+    assert zygote.spares._spare is not None  # noqa: SLF001 - the spare is still there
+
+
+def test_close_removes_the_spare(zygote: Zygote) -> None:
+    _ready(zygote)
+    assert _spare_dirs()
+    zygote.spares.close()
+    assert _spare_dirs() == []
+
+
+def test_a_killed_supervisor_leaves_no_spare_cgroup() -> None:
+    code = ("import sys, time\n"
+            "from nbcontainer.runtime.zygote import Zygote\n"
+            "z = Zygote.get(); z.spares.enable()\n"
+            "while z.spares._spare is None: time.sleep(0.01)\n"
+            "print(z.spares._spare.cgroup.name, z.spares._spare.helper.pid, flush=True)\n"
+            "time.sleep(100)\n")
+    sup = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert sup.stdout is not None
+    name, helper = sup.stdout.readline().split()
+    assert any(d.endswith("/" + name) for d in _spare_dirs())
+    os.kill(sup.pid, signal.SIGKILL)
+    sup.wait()
+    sup.stdout.close()
+    deadline = time.monotonic() + 10
+    while (_spare_dirs() or os.path.exists(f"/proc/{helper}")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _spare_dirs() == [], "the spare's helper did not remove its cgroup"
+    assert not os.path.exists(f"/proc/{helper}")
