@@ -110,6 +110,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, fn in sides.items():
             samples[name].append(timed(fn))
+    attach = attach_paths(lambda: run(host_spec, zygote=True), args.rounds)
     shutil.rmtree(tmp, ignore_errors=True)
     from nbcontainer.runtime.zygote import Zygote
 
@@ -124,6 +125,38 @@ def main() -> None:
         med = statistics.median(values)
         p90 = values[int(0.9 * (len(values) - 1))]
         print(f"{name:<34} {med:>10.1f} {p90:>9.1f} {med / base:>7.2f}x")
+    print()
+    print("API + zygote (host image), cold (0.3 s idle before each start, as between cells) "
+          "and back-to-back; with and without a spare helper attached ahead of time")
+    print(f"{'what':<34} {'median ms':>10} {'p90 ms':>9}")
+    for name, values in attach.items():
+        values.sort()
+        print(f"{name:<34} {statistics.median(values):>10.1f} "
+              f"{values[int(0.9 * (len(values) - 1))]:>9.1f}")
+
+
+def attach_paths(start: Callable[[], object], rounds: int) -> dict[str, list[float]]:
+    """The v1 cgroup attach waits an RCU grace period after a quiet spell: starts measured
+    cold and back-to-back, through the normal path and through spare helpers."""
+    from nbcontainer.runtime.zygote import Zygote
+
+    spares = Zygote.get().spares
+    out: dict[str, list[float]] = {}
+    for spare in (False, True):
+        if spare:
+            spares.enable()
+        else:
+            spares.close()
+        label = "spare" if spare else "no spare"
+        for gap in (0.3, 0.0):
+            time.sleep(0.3)
+            values = []
+            for _ in range(rounds):
+                time.sleep(gap)
+                values.append(timed(start))
+            out[f"{label}, {'cold' if gap else 'back-to-back'}"] = values
+    spares.close()
+    return out
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ BENCHMARKS = [
                                                        "--rounds", "1"]),
     ("Import (safe extraction) next to GNU tar", "-m nbcontainer.images.bench", [],
      ["--files", "2000", "--big-mib", "50"]),
+    ("Import and tar writing on tmpfs (the CPU side, without the disk)",
+     "-m nbcontainer.images.bench", ["--dir", "/dev/shm"],
+     ["--files", "2000", "--big-mib", "50", "--dir", "/dev/shm"]),
 ]
 
 
