@@ -145,7 +145,7 @@ def report(title: str, times: dict[str, list[float]], base: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--plot-rounds", type=int, default=5)
     parser.add_argument("--sampler-seconds", type=float, default=5.0)
     args = parser.parse_args()
