@@ -200,8 +200,9 @@ class ContainerProcess:
 
     def _spawn(self) -> None:
         """Start the helper, answer its questions until the payload is about to exec."""
-        if self._spare is not None:
-            self._hand_over_stdio(self._spare)
+        spare = self._spare
+        if spare is not None:
+            self._hand_over_stdio(spare)
         else:
             self._start_helper()
         parent_sock = self._sock
@@ -211,6 +212,12 @@ class ContainerProcess:
             self._deadline = self._started_at + self.timeout
         parent_sock.settimeout(SETUP_TIMEOUT)
         parent_sock.send(json.dumps(self._config()).encode())
+        if spare is not None:
+            # The spare's first process exists, in its cgroup already: let it go on at once.
+            self.pid = spare.pid
+            self._on_pid_recorded(self.pid)
+            self._send(op="go")
+            self._send(op="attached")
         while True:
             msg = self._recv()
             op = msg.get("op")
@@ -227,12 +234,9 @@ class ContainerProcess:
             elif op == "pid":
                 self.pid = int(msg["pid"])
                 # The child builds its root while we attach it; it waits for "attached"
-                # before anything of the payload runs. A spare's child was born attached.
+                # before anything of the payload runs.
                 self._send(op="go")
-                if self._spare is None:
-                    self._on_pid(self.pid)
-                else:
-                    self._on_pid_recorded(self.pid)
+                self._on_pid(self.pid)
                 self._send(op="attached")
             elif op == "ready":
                 break
@@ -245,7 +249,7 @@ class ContainerProcess:
         self._on_ready()
 
     def _hand_over_stdio(self, spare: Spare) -> None:
-        """Give an adopted spare helper this container's stdio and passed fds."""
+        """Give an adopted spare's first process this container's stdio and passed fds."""
         self._sock = spare.sock
         self._helper = spare.helper
         with _stdio_fds(self._stdio) as fds:
@@ -685,10 +689,6 @@ class Container(ContainerProcess):
             "init": spec.init,
             "detached": self.detached,
         }
-        if self._spare is not None:
-            self._config_data["leave_cgroup"] = self._spare.leave_files()
-            if self._spare.oom_score_adj is not None:
-                self._config_data["oom_score_adj"] = self._spare.oom_score_adj
         st = self.state
         assert self.cgroup is not None
         st.cgroup = self.cgroup.name
@@ -714,7 +714,7 @@ class Container(ContainerProcess):
         zygote = self._zygote()
         if zygote is None or self.detached or self.cgroup_parent is not None:
             return None
-        spare = zygote.spares.take(self.spec.limits)
+        spare = zygote.spares.take(self.spec.limits, self.spec.effective_namespaces())
         if spare is None:
             return None
         assert self.state is not None

@@ -19,6 +19,15 @@ interpreter, which talks to it over one SOCK_SEQPACKET socket (fd ``FD``):
 
 The helper stays outside the container's cgroup, so its own memory is never charged to it.
 Both helper and child set PR_SET_PDEATHSIG, so the container dies with its supervisor.
+
+A *spare* (:mod:`nbcontainer.runtime.spare`) runs steps 2-3 ahead of time: its first message is
+``{"op": "prefork", "namespaces": [...], "dirs": [...], "leave": [...]}``, sent once the
+supervisor has put the helper into a fresh cgroup; the helper unshares, forks the first process
+(born in that cgroup, which unshares its namespaces and waits), reports ``pid``, moves itself to
+the parent cgroup and reports ``left``. When a container adopts the spare, the first process
+receives ``{"op": "stdio"}`` with the container's fds attached (SCM_RIGHTS), then the config,
+"go" and "attached" at once, and goes on from step 4. If the supervisor goes away first, the
+waiting first process leaves and removes the spare's cgroup.
 """
 
 from __future__ import annotations
@@ -69,7 +78,7 @@ class Channel:
 
 
 def _take_stdio(chan: Channel, targets: list[int], fds: list[int]) -> None:
-    """A spare helper gets its container's stdio (and passed fds) only when it is adopted.
+    """A spare's first process gets its container's stdio (and passed fds) when adopted.
 
     ``fds`` are stdin, stdout, stderr, then one fd per entry of ``targets`` (the numbers the
     supervisor passed them as). Everything is first moved above the targets, the control
@@ -92,7 +101,7 @@ def _take_stdio(chan: Channel, targets: list[int], fds: list[int]) -> None:
 
 
 def _abandon_spare(dirs: list[str]) -> None:
-    """Leave the spare cgroup and remove it (it holds nothing else)."""
+    """Leave the unused spare's cgroup and remove it (it holds nothing else)."""
     _leave_cgroup([os.path.join(os.path.dirname(d), "cgroup.procs") for d in dirs])
     for directory in dirs:
         for _ in range(50):
@@ -108,10 +117,10 @@ def _abandon_spare(dirs: list[str]) -> None:
 
 
 def _leave_cgroup(procs_files: list[str]) -> None:
-    """Move this helper out of its container's cgroup (it was born there as a spare).
+    """Move this process out of a spare cgroup, into its parent (writing 0 moves the writer).
 
-    Writing 0 to cgroup.procs moves the writer. The helper is then outside the limits it
-    would otherwise share with the container (a pids slot, the OOM killer's choice).
+    A spare's helper does so once it has forked the first process: it is then outside the
+    limits the container would otherwise share with it (a pids slot, the OOM killer's choice).
     """
     for path in procs_files:
         with contextlib.suppress(OSError), open(path, "w") as f:
@@ -362,11 +371,6 @@ def _run_init(cfg: dict[str, Any], chan: Channel) -> None:
 def _child_main(cfg: dict[str, Any], chan: Channel, helper_pid: int) -> None:
     """The container's first process: wait for the cgroup attach, set up, report, exec."""
     try:
-        if cfg.get("oom_score_adj") is not None:
-            # Born of a spare helper, which the supervisor shielded from the OOM killer:
-            # the container gets back the value a helper normally has.
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write(str(cfg["oom_score_adj"]))
         if not cfg.get("detached"):
             _die_with_parent(helper_pid)
         msg = chan.recv()
@@ -388,30 +392,18 @@ def _child_main(cfg: dict[str, Any], chan: Channel, helper_pid: int) -> None:
 def main(fd: int) -> None:
     """Entry point of the helper process."""
     chan = Channel(fd)
-    spare_dirs: list[str] = []
-    while True:
-        try:
-            cfg, fds = chan.recv_with_fds()
-        except EOFError:
-            # Never used: a spare whose supervisor went away removes its own cgroup.
-            _abandon_spare(spare_dirs)
-            os._exit(0)
-        if cfg.get("op") != "spare":
-            break
-        spare_dirs = [str(d) for d in cfg.get("dirs", [])]
-    if cfg.get("op") == "stdio":  # a spare being adopted: its stdio comes first
-        _take_stdio(chan, [int(t) for t in cfg.get("fds", [])], fds)
-        cfg = chan.recv()
-    else:
-        for received in fds:
-            os.close(received)
+    try:
+        cfg, fds = chan.recv_with_fds()
+    except EOFError:
+        os._exit(0)
+    for received in fds:
+        os.close(received)
+    if cfg.get("op") == "prefork":
+        _prefork_spare(chan, cfg)  # never returns
     supervisor = os.getppid()
     if not cfg.get("detached"):
         _die_with_parent(supervisor)
-    # Stay alive through the terminal's Ctrl-C and the supervisor's stop: the supervisor
-    # decides what the container gets, and this helper only reports how it ended.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP):
-        signal.signal(sig, signal.SIG_IGN)
+    _ignore_stop_signals()
     ns = set(cfg["namespaces"])
     try:
         if cfg["mode"] == "exec":
@@ -435,8 +427,18 @@ def main(fd: int) -> None:
         _child_main(cfg, chan, me)
         os._exit(125)  # not reached
     chan.send(op="pid", pid=child)
-    if cfg.get("leave_cgroup"):
-        _leave_cgroup(cfg["leave_cgroup"])
+    _report_when_done(chan, child)
+
+
+def _ignore_stop_signals() -> None:
+    """Stay alive through the terminal's Ctrl-C and the supervisor's stop: the supervisor
+    decides what the container gets, and the helper only reports how it ended."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _report_when_done(chan: Channel, child: int) -> None:
+    """The helper's last job: wait for the container's first process and report its end."""
     # The helper needs no stdio: let go of the container's, so its reader sees EOF as soon as
     # the payload's processes close them, not only when this helper exits.
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -453,6 +455,55 @@ def main(fd: int) -> None:
         chan.send(op="exit", status=status)
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
              else 128 + os.WTERMSIG(status))
+
+
+def _prefork_spare(chan: Channel, spare: dict[str, Any]) -> None:
+    """A spare (runtime/spare.py): fork the container's first process now, ahead of its cell.
+
+    The supervisor has put this helper into a fresh cgroup, so the first process is born
+    there; it unshares the expected namespaces and waits for its stdio and config. The helper
+    then moves itself out of the cgroup, says so, and waits for the first process as usual.
+    """
+    _die_with_parent(os.getppid())  # the zygote, which dies with the supervisor
+    _ignore_stop_signals()
+    ns = set(spare["namespaces"])
+    try:
+        _libc.unshare(namespaces.helper_flags(ns))
+    except OSError as err:
+        chan.send(op="error", message=f"cannot create namespaces: {err.strerror}")
+        os._exit(125)
+    me = os.getpid()
+    child = os.fork()
+    if child == 0:
+        try:
+            _libc.unshare(namespaces.child_flags(ns))
+        except OSError as err:
+            chan.send(op="error", message=f"cannot create namespaces: {err.strerror}")
+            os._exit(125)
+        _await_adoption(chan, [str(d) for d in spare["dirs"]], me)
+        os._exit(125)  # not reached
+    chan.send(op="pid", pid=child)
+    _leave_cgroup([str(p) for p in spare["leave"]])
+    chan.send(op="left")
+    _report_when_done(chan, child)
+
+
+def _await_adoption(chan: Channel, dirs: list[str], helper_pid: int) -> None:
+    """A spare's first process: wait for a container's stdio and config, then go on as one.
+
+    Should the supervisor go away first (its end of the socket closes), remove the spare's
+    cgroup: nothing else would.
+    """
+    try:
+        msg, fds = chan.recv_with_fds()
+        if msg.get("op") != "stdio":
+            os._exit(125)
+        _take_stdio(chan, [int(t) for t in msg.get("fds", [])], fds)
+        cfg = chan.recv()
+    except EOFError:
+        _abandon_spare(dirs)
+        os._exit(0)
+    _child_main(cfg, chan, helper_pid)
 
 
 if __name__ == "__main__":

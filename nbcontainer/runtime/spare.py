@@ -29,7 +29,7 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nbcontainer import cgroups
 from nbcontainer.cgroups import Cgroup
@@ -40,30 +40,32 @@ if TYPE_CHECKING:
     from nbcontainer.runtime.zygote import ForkedHelper, Zygote
 
 SPARE_PREFIX = "spare-"
-_OOM_SHIELD = "-1000"
+SETUP_TIMEOUT = 10.0
 _counter = itertools.count(1)
 
 
 @dataclass
 class Spare:
-    """A helper waiting for its container's stdio and config, inside a cgroup of its own."""
+    """A first process waiting, in new namespaces, inside a cgroup of its own."""
 
     helper: ForkedHelper
     sock: socket.socket
     cgroup: Cgroup
-    oom_score_adj: str | None  # what the first process restores, if the helper was shielded
+    pid: int  # the waiting first process
+    namespaces: frozenset[str]
 
     def discard(self) -> None:
-        """Kill the helper and remove the cgroup (the spare was not, or cannot be, used)."""
+        """Kill its processes and remove the cgroup (the spare was not, or cannot be, used)."""
         with contextlib.suppress(OSError):
             self.sock.close()
+        with contextlib.suppress(ContainerError):
+            self.cgroup.kill_all()
         self.helper.kill()
         with contextlib.suppress(ContainerError):
             self.cgroup.remove()
 
     def adopt(self, name: str, limits: Limits) -> Cgroup:
         """Rename the cgroup to the container's id and apply its limits; return it."""
-        paths = {}
         renamed: dict[str, str] = {}
         try:
             for directory in dict.fromkeys(self.cgroup.paths.values()):
@@ -81,11 +83,6 @@ class Spare:
         self.cgroup = adopted
         return adopted
 
-    def leave_files(self) -> list[str]:
-        """The parent cgroups' ``cgroup.procs``: where the helper moves itself once forked."""
-        return [os.path.join(os.path.dirname(d), "cgroup.procs")
-                for d in dict.fromkeys(self.cgroup.paths.values())]
-
 
 class SparePool:
     """At most one spare per zygote, made in a background thread after each use."""
@@ -96,6 +93,7 @@ class SparePool:
         self._spare: Spare | None = None
         self._making: threading.Thread | None = None
         self._enabled = False
+        self._namespaces: frozenset[str] | None = None
 
     def enable(self) -> None:
         """Keep a spare ready from now on (cgroup v1 and hybrid hosts, as root, only)."""
@@ -103,6 +101,10 @@ class SparePool:
             return
         if cgroups.detect().version not in ("v1", "hybrid"):
             return
+        if self._namespaces is None:
+            from nbcontainer.spec import make_spec
+
+            self._namespaces = make_spec([]).effective_namespaces()
         self._enabled = True
         self.refill()
 
@@ -116,14 +118,32 @@ class SparePool:
                                             daemon=True)
             self._making.start()
 
-    def take(self, limits: Limits) -> Spare | None:
-        """The ready spare if its cgroup has every hierarchy ``limits`` need; never waits."""
+    def take(self, limits: Limits, namespaces: frozenset[str]) -> Spare | None:
+        """The ready spare if it has these namespaces and the hierarchies ``limits`` need.
+
+        Never waits. A container that wants other namespaces makes the next spare follow it
+        (a notebook's cells tend to use the same options).
+        """
         with self._lock:
             spare = self._spare
-            if spare is None or not cgroups.v1_controllers_for(limits) <= set(spare.cgroup.paths):
+            if spare is None:
+                self._namespaces = namespaces
                 return None
-            self._spare = None
-        if spare.helper.poll() is not None:
+            if spare.namespaces != namespaces:
+                self._namespaces = namespaces
+                self._spare = None
+                stale: Spare | None = spare
+                spare = None
+            elif not cgroups.v1_controllers_for(limits) <= set(spare.cgroup.paths):
+                return None
+            else:
+                self._spare = None
+                stale = None
+        if stale is not None:
+            # Not on this container's path: killing and removing a cgroup takes a while.
+            threading.Thread(target=stale.discard, name="nbcontainer-spare-discard",
+                             daemon=True).start()
+        elif spare is not None and spare.helper.poll() is not None:
             spare.discard()
             spare = None
         self.refill()
@@ -134,16 +154,17 @@ class SparePool:
         self._enabled = False
         making = self._making
         if making is not None:
-            making.join(10)
+            making.join(SETUP_TIMEOUT + 5)
         with self._lock:
             spare, self._spare = self._spare, None
         if spare is not None:
             spare.discard()
 
     def _make(self) -> None:
+        assert self._namespaces is not None
         try:
-            spare = make_spare(self._zygote)
-        except (OSError, ContainerError):
+            spare = make_spare(self._zygote, self._namespaces)
+        except (OSError, ContainerError, ValueError):
             self._enabled = False  # something here does not allow it: keep the normal path
             return
         with self._lock:
@@ -153,8 +174,8 @@ class SparePool:
         spare.discard()
 
 
-def make_spare(zygote: Zygote) -> Spare:
-    """Fork a helper from the zygote, attach it to a new cgroup, shield it from the OOM killer.
+def make_spare(zygote: Zygote, namespaces: frozenset[str]) -> Spare:
+    """Fork a helper, attach it to a new cgroup, have it fork a first process and leave.
 
     The attach is the slow part (the RCU grace period): that is why this runs ahead of time.
     """
@@ -170,35 +191,35 @@ def make_spare(zygote: Zygote) -> Spare:
         os.close(devnull)
     cgroup: Cgroup | None = None
     try:
-        with open(f"/proc/{zygote.pid}/oom_score_adj") as f:
-            original = f.read().strip()
         cgroup = cgroups.create_cgroup(f"{SPARE_PREFIX}{os.getpid()}-{next(_counter)}", Limits())
-        shielded = _shield(helper.pid)
         cgroup.attach(helper.pid)
-        # Should this supervisor die before the spare is used, the helper removes it.
-        ours.send(json.dumps({"op": "spare",
-                              "dirs": list(dict.fromkeys(cgroup.paths.values()))}).encode())
+        dirs = list(dict.fromkeys(cgroup.paths.values()))
+        ours.settimeout(SETUP_TIMEOUT)
+        ours.send(json.dumps({
+            "op": "prefork", "namespaces": sorted(namespaces), "dirs": dirs,
+            "leave": [os.path.join(os.path.dirname(d), "cgroup.procs") for d in dirs],
+        }).encode())
+        pid = _expect(ours, "pid")["pid"]
+        _expect(ours, "left")
+        ours.settimeout(None)
     except BaseException:
         ours.close()
+        if cgroup is not None:
+            with contextlib.suppress(ContainerError):
+                cgroup.kill_all()
         helper.kill()
         if cgroup is not None:
             with contextlib.suppress(ContainerError):
                 cgroup.remove()
         raise
-    return Spare(helper, ours, cgroup, original if shielded else None)
+    return Spare(helper, ours, cgroup, int(pid), namespaces)
 
 
-def _shield(pid: int) -> bool:
-    """oom_score_adj -1000 for the spare helper, if this host lets us (CAP_SYS_RESOURCE).
-
-    Without it the helper is still in the container's cgroup only until it has moved itself
-    out (one grace period after the first process is forked): should the container hit its
-    memory limit within that time and the OOM killer pick the helper, the container ends
-    killed by the OOM killer, which is what it was about to be.
-    """
-    try:
-        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
-            f.write(_OOM_SHIELD)
-    except OSError:
-        return False
-    return True
+def _expect(sock: socket.socket, op: str) -> dict[str, Any]:
+    data = sock.recv(1 << 16)
+    if not data:
+        raise OSError("the spare helper exited while being made")
+    message: dict[str, Any] = json.loads(data)
+    if message.get("op") != op:
+        raise OSError(f"the spare helper said {message!r} instead of {op!r}")
+    return message

@@ -1,9 +1,9 @@
-"""Spare helpers (runtime/spare.py): a cgroup and helper made ahead of time, on the real kernel.
+"""Spares (runtime/spare.py): a cgroup and a waiting first process made ahead of time.
 
-What must hold: a container that adopts a spare has its limits, its first process is in its
-cgroup from birth and the helper is not (it moves out), the pids limit counts only the
-container, nothing is left after shutdown, and a supervisor killed with SIGKILL leaves no spare
-cgroup behind.
+What must hold, on the real kernel: a container that adopts a spare has its limits and its
+namespaces, only its own process is ever in its cgroup, a container that wants other
+namespaces takes the normal path and the next spare follows it, nothing is left after
+shutdown, and a supervisor killed with SIGKILL leaves no spare cgroup or process behind.
 """
 
 from __future__ import annotations
@@ -106,6 +106,27 @@ def test_memory_limit_of_an_adopted_spare_oom_kills(zygote: Zygote) -> None:
         c.cleanup()
 
 
+def test_other_namespaces_take_the_normal_path_and_the_next_spare_follows(
+        zygote: Zygote) -> None:
+    _ready(zygote)
+    code = "import os; print(os.getpid(), flush=True)"
+    c, out = _run({"ns": "uts,pid"}, code)
+    wanted = c.spec.effective_namespaces()
+    try:
+        assert c._spare is None  # noqa: SLF001
+        assert out.strip() == "1", "the payload is PID 1 of its own PID namespace"
+    finally:
+        c.cleanup()
+    assert "net" not in wanted
+    _ready(zygote)
+    assert zygote.spares._spare.namespaces == wanted  # noqa: SLF001
+    c, out = _run({"ns": "uts,pid"}, code)
+    try:
+        assert c._spare is not None and out.strip() == "1"  # noqa: SLF001
+    finally:
+        c.cleanup()
+
+
 def test_limits_needing_another_hierarchy_take_the_normal_path(zygote: Zygote) -> None:
     _ready(zygote)
     c, out = _run({"cpus": "0.5"}, "print('ok')")
@@ -129,17 +150,19 @@ def test_a_killed_supervisor_leaves_no_spare_cgroup() -> None:
             "from nbcontainer.runtime.zygote import Zygote\n"
             "z = Zygote.get(); z.spares.enable()\n"
             "while z.spares._spare is None: time.sleep(0.01)\n"
-            "print(z.spares._spare.cgroup.name, z.spares._spare.helper.pid, flush=True)\n"
+            "s = z.spares._spare\n"
+            "print(s.cgroup.name, s.helper.pid, s.pid, flush=True)\n"
             "time.sleep(100)\n")
     sup = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert sup.stdout is not None
-    name, helper = sup.stdout.readline().split()
+    name, helper, first = sup.stdout.readline().split()
     assert any(d.endswith("/" + name) for d in _spare_dirs())
     os.kill(sup.pid, signal.SIGKILL)
     sup.wait()
     sup.stdout.close()
     deadline = time.monotonic() + 10
-    while (_spare_dirs() or os.path.exists(f"/proc/{helper}")) and time.monotonic() < deadline:
+    while (_spare_dirs() or os.path.exists(f"/proc/{helper}") or os.path.exists(f"/proc/{first}")) \
+            and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _spare_dirs() == [], "the spare's helper did not remove its cgroup"
-    assert not os.path.exists(f"/proc/{helper}")
+    assert _spare_dirs() == [], "the spare's first process did not remove its cgroup"
+    assert not os.path.exists(f"/proc/{helper}") and not os.path.exists(f"/proc/{first}")
