@@ -91,7 +91,27 @@ def _nbcontainer_cgroups() -> set[str]:
     if mine is not None:
         ours = set(os.listdir(mine)) if mine.is_dir() else set()
         found = {p for p in found if os.path.basename(p) in ours}
-    return found
+    return found | _empty_parents()
+
+
+def _empty_parents() -> set[str]:
+    """Shared ``nbcontainer`` parent directories with no cgroup in them.
+
+    The last container (or abandoned spare) to leave one removes it; one left empty is a leak.
+    """
+    empty = set()
+    candidates = [str(p) for p in CGROUP_ROOT.glob("*/nbcontainer")] if CGROUP_ROOT.is_dir() \
+        else []
+    mine = _own_memory_parent() if CGROUP_VERSION == "v1" else None
+    if mine is not None:
+        candidates.append(str(mine))
+    for path in candidates:
+        try:
+            if not any(e.is_dir() for e in os.scandir(path)):
+                empty.add(path)
+        except OSError:
+            continue
+    return empty
 
 
 def _read_procs(cgroup_dir: str) -> str:

@@ -23,11 +23,11 @@ Both helper and child set PR_SET_PDEATHSIG, so the container dies with its super
 A *spare* (:mod:`nbcontainer.runtime.spare`) runs steps 2-3 ahead of time: its first message is
 ``{"op": "prefork", "namespaces": [...], "dirs": [...], "leave": [...]}``, sent once the
 supervisor has put the helper into a fresh cgroup; the helper unshares, forks the first process
-(born in that cgroup, which unshares its namespaces and waits), reports ``pid``, moves itself to
-the parent cgroup and reports ``left``. When a container adopts the spare, the first process
-receives ``{"op": "stdio"}`` with the container's fds attached (SCM_RIGHTS), then the config,
-"go" and "attached" at once, and goes on from step 4. If the supervisor goes away first, the
-waiting first process leaves and removes the spare's cgroup.
+(born in that cgroup, which unshares its namespaces and waits), reports ``pid``, moves itself
+back to its original cgroups and reports ``left``. When a container adopts the spare, the first
+process receives ``{"op": "stdio"}`` with the container's fds attached (SCM_RIGHTS), then the
+config, "go" and "attached" at once, and goes on from step 4. If the supervisor goes away first, the
+waiting first process leaves (to the helper's origin) and removes the spare's cgroup.
 """
 
 from __future__ import annotations
@@ -100,9 +100,15 @@ def _take_stdio(chan: Channel, targets: list[int], fds: list[int]) -> None:
     rebind_stdio()
 
 
-def _abandon_spare(dirs: list[str]) -> None:
-    """Leave the unused spare's cgroup and remove it (it holds nothing else)."""
-    _leave_cgroup([os.path.join(os.path.dirname(d), "cgroup.procs") for d in dirs])
+def _abandon_spare(dirs: list[str], leave: list[str]) -> None:
+    """Leave the unused spare's cgroup (for the helper's origin) and remove it.
+
+    Then, as ``Cgroup.remove`` does, the shared ``nbcontainer`` parent if that left it empty
+    (any other container's cgroup in it makes the rmdir fail, which is fine).
+    """
+    import time
+
+    _leave_cgroup(leave)
     for directory in dirs:
         for _ in range(50):
             try:
@@ -111,13 +117,16 @@ def _abandon_spare(dirs: list[str]) -> None:
             except FileNotFoundError:
                 break
             except OSError:
-                import time
-
                 time.sleep(0.01)
+    for parent in dict.fromkeys(os.path.dirname(d) for d in dirs):
+        if os.path.basename(parent) == "nbcontainer":
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)
 
 
 def _leave_cgroup(procs_files: list[str]) -> None:
-    """Move this process out of a spare cgroup, into its parent (writing 0 moves the writer).
+    """Move this process out of a spare cgroup, back to the helper's origin (writing 0 to a
+    ``cgroup.procs`` moves the writer).
 
     A spare's helper does so once it has forked the first process: it is then outside the
     limits the container would otherwise share with it (a pids slot, the OOM killer's choice).
@@ -462,7 +471,7 @@ def _prefork_spare(chan: Channel, spare: dict[str, Any]) -> None:
 
     The supervisor has put this helper into a fresh cgroup, so the first process is born
     there; it unshares the expected namespaces and waits for its stdio and config. The helper
-    then moves itself out of the cgroup, says so, and waits for the first process as usual.
+    then moves itself back to its original cgroups, says so, and waits for the first process.
     """
     _die_with_parent(os.getppid())  # the zygote, which dies with the supervisor
     _ignore_stop_signals()
@@ -480,7 +489,8 @@ def _prefork_spare(chan: Channel, spare: dict[str, Any]) -> None:
         except OSError as err:
             chan.send(op="error", message=f"cannot create namespaces: {err.strerror}")
             os._exit(125)
-        _await_adoption(chan, [str(d) for d in spare["dirs"]], me)
+        _await_adoption(chan, [str(d) for d in spare["dirs"]],
+                        [str(p) for p in spare["leave"]], me)
         os._exit(125)  # not reached
     chan.send(op="pid", pid=child)
     _leave_cgroup([str(p) for p in spare["leave"]])
@@ -488,7 +498,7 @@ def _prefork_spare(chan: Channel, spare: dict[str, Any]) -> None:
     _report_when_done(chan, child)
 
 
-def _await_adoption(chan: Channel, dirs: list[str], helper_pid: int) -> None:
+def _await_adoption(chan: Channel, dirs: list[str], leave: list[str], helper_pid: int) -> None:
     """A spare's first process: wait for a container's stdio and config, then go on as one.
 
     Should the supervisor go away first (its end of the socket closes), remove the spare's
@@ -501,7 +511,7 @@ def _await_adoption(chan: Channel, dirs: list[str], helper_pid: int) -> None:
         _take_stdio(chan, [int(t) for t in msg.get("fds", [])], fds)
         cfg = chan.recv()
     except EOFError:
-        _abandon_spare(dirs)
+        _abandon_spare(dirs, leave)
         os._exit(0)
     _child_main(cfg, chan, helper_pid)
 

@@ -1,4 +1,4 @@
-"""A container helper forked and put into a fresh cgroup ahead of time (cgroup v1 hosts).
+"""A container's first process forked inside a fresh cgroup ahead of time (cgroup v1 hosts).
 
 Why: on cgroup v1 the first write to ``cgroup.procs`` after a quiet spell waits for an RCU grace
 period (``cgroup_threadgroup_rwsem`` is a per-CPU rwsem; taking it for writing from idle goes
@@ -6,18 +6,21 @@ through ``rcu_sync_enter``): 6-15 ms on stock kernels, about 12 ms here. The con
 process must be in its cgroup before any of the payload runs, and notebook cells come one at a
 time with pauses between them, so every cell paid that wait.
 
-A *spare* is a helper that the zygote forks while the kernel is idle, which the supervisor then
-attaches to a new cgroup (paying the wait off the cell's path) and shields from the OOM killer.
-The next container adopts both: the cgroup is renamed to the container's id and given its
-limits, the helper receives the container's stdio over its control socket, and the container's
-first process, forked by the helper, is born inside the cgroup, so nothing is migrated on the
-cell's path. The helper then moves itself out to the parent cgroup (a migration nobody waits
-for) and the container's first process restores its OOM score. cgroup v2 would use
-``CLONE_INTO_CGROUP`` instead; there the normal path is kept.
+A *spare* is made while the kernel is idle: the zygote forks a helper, the supervisor attaches
+it to a new cgroup (paying the wait off the cell's path), and the helper forks the container's
+first process, born inside that cgroup, which unshares the namespaces the next container is
+expected to want and waits. The helper then moves itself back to the cgroups it came from and
+says so; only then is the spare ready, so nothing but the first process is ever in the cgroup.
+The next container adopts the spare if its namespaces match and its limits need no other
+hierarchy: the cgroup is renamed to the container's id and given its limits, the first process
+receives the container's stdio over the control socket, then its config, and goes on as usual.
+That takes the attach, a fork and the namespace creation off the cell's path. cgroup v2 would
+use ``CLONE_INTO_CGROUP`` instead; there the normal path is kept.
 
 A spare's cgroup is named ``spare-PID-N`` (PID: the supervisor) until it is adopted. It holds a
-live helper, so ``gc`` leaves it alone; when the supervisor dies (even by SIGKILL) the helper
-sees its control socket close, moves itself out and removes the cgroup.
+live process, so ``gc`` leaves it alone; when the supervisor dies (even by SIGKILL) the waiting
+first process sees its control socket close, moves out, and removes the cgroup (and the shared
+``nbcontainer`` parent if that leaves it empty).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbcontainer import cgroups
 from nbcontainer.cgroups import Cgroup
+from nbcontainer.cgroups.layout import parse_proc_cgroup
 from nbcontainer.errors import ContainerError
 from nbcontainer.spec import Limits
 
@@ -197,7 +201,7 @@ def make_spare(zygote: Zygote, namespaces: frozenset[str]) -> Spare:
         ours.settimeout(SETUP_TIMEOUT)
         ours.send(json.dumps({
             "op": "prefork", "namespaces": sorted(namespaces), "dirs": dirs,
-            "leave": [os.path.join(os.path.dirname(d), "cgroup.procs") for d in dirs],
+            "leave": _origin_procs_files(zygote.pid, cgroup),
         }).encode())
         pid = _expect(ours, "pid")["pid"]
         _expect(ours, "left")
@@ -213,6 +217,24 @@ def make_spare(zygote: Zygote, namespaces: frozenset[str]) -> Spare:
                 cgroup.remove()
         raise
     return Spare(helper, ours, cgroup, int(pid), namespaces)
+
+
+def _origin_procs_files(pid: int, cgroup: Cgroup) -> list[str]:
+    """The ``cgroup.procs`` files of the cgroups ``pid`` (the zygote) is in, one per hierarchy
+    of ``cgroup``: where a spare's helper returns once it has forked the first process.
+
+    Back where it came from, not into the shared ``nbcontainer`` parent: a process there
+    would keep that directory from being removed when the last container leaves.
+    """
+    with open(f"/proc/{pid}/cgroup") as f:
+        own = parse_proc_cgroup(f.read())
+    mounts = cgroups.detect().hierarchies
+    files: dict[str, str] = {}
+    for controller, directory in cgroup.paths.items():
+        if directory not in files:
+            origin = mounts[controller].rstrip("/") + own[controller]
+            files[directory] = os.path.join(origin, "cgroup.procs")
+    return list(files.values())
 
 
 def _expect(sock: socket.socket, op: str) -> dict[str, Any]:

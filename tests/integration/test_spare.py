@@ -86,6 +86,13 @@ def test_adopted_spare_has_the_limits_and_only_the_container(zygote: Zygote) -> 
         while c.cgroup.procs() != [c.pid] and time.monotonic() < deadline:
             time.sleep(0.01)
         assert c.cgroup.procs() == [c.pid]
+        # The helper went back to where it came from (this process's cgroups), not into the
+        # shared parent, which must stay removable.
+        assert c._helper is not None  # noqa: SLF001
+        with open(f"/proc/{c._helper.pid}/cgroup") as f:  # noqa: SLF001
+            helper_cgroups = f.read()
+        with open("/proc/self/cgroup") as f:
+            assert helper_cgroups == f.read()
         with os.fdopen(r) as f:
             assert f.read().strip() == "0", "the payload saw a spare- cgroup name"
         assert c.wait(30).exit_code == 0
@@ -156,7 +163,8 @@ def test_a_killed_supervisor_leaves_no_spare_cgroup() -> None:
     sup = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert sup.stdout is not None
     name, helper, first = sup.stdout.readline().split()
-    assert any(d.endswith("/" + name) for d in _spare_dirs())
+    spare_dirs = [d for d in _spare_dirs() if d.endswith("/" + name)]
+    assert spare_dirs
     os.kill(sup.pid, signal.SIGKILL)
     sup.wait()
     sup.stdout.close()
@@ -166,3 +174,6 @@ def test_a_killed_supervisor_leaves_no_spare_cgroup() -> None:
         time.sleep(0.05)
     assert _spare_dirs() == [], "the spare's first process did not remove its cgroup"
     assert not os.path.exists(f"/proc/{helper}") and not os.path.exists(f"/proc/{first}")
+    for parent in {os.path.dirname(d) for d in spare_dirs}:
+        others = [e for e in os.scandir(parent) if e.is_dir()] if os.path.isdir(parent) else []
+        assert others or not os.path.isdir(parent), f"the empty parent {parent} was left"
