@@ -45,6 +45,7 @@ from nbcontainer import _libc, caps, namespaces, rootfs
 
 TYPE_CHECKING = False  # typing itself is slow to import; the helper must start fast
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -414,29 +415,39 @@ def main(fd: int) -> None:
         _die_with_parent(supervisor)
     _ignore_stop_signals()
     ns = set(cfg["namespaces"])
-    try:
-        if cfg["mode"] == "exec":
-            _join_namespaces(cfg["join_pid"], cfg["join"])
-        else:
-            _libc.unshare(namespaces.helper_flags(ns))
-            # The child unshares the rest itself: the helper then holds no mount namespace
-            # (and so no overlay) alive after the container ends.
-    except OSError as err:
-        chan.send(op="error", message=f"cannot create namespaces: {err.strerror}")
-        os._exit(125)
+    if cfg["mode"] == "exec":
+        _or_report(chan, lambda: _join_namespaces(cfg["join_pid"], cfg["join"]))
     me = os.getpid()
-    child = os.fork()
+    child = _fork_first_process(chan, ns, run=cfg["mode"] == "run")
     if child == 0:
-        try:
-            if cfg["mode"] == "run":
-                _libc.unshare(namespaces.child_flags(ns))
-        except OSError as err:
-            chan.send(op="error", message=f"cannot create namespaces: {err.strerror}")
-            os._exit(125)
         _child_main(cfg, chan, me)
         os._exit(125)  # not reached
     chan.send(op="pid", pid=child)
     _report_when_done(chan, child)
+
+
+def _or_report(chan: Channel, step: Callable[[], None]) -> None:
+    """Run a namespace step; on failure tell the supervisor in a sentence and exit 125."""
+    try:
+        step()
+    except OSError as err:
+        chan.send(op="error", message=f"cannot create namespaces: {err.strerror}")
+        os._exit(125)
+
+
+def _fork_first_process(chan: Channel, ns: set[str], run: bool) -> int:
+    """Fork the container's first process (fork's return value: 0 in the child).
+
+    For a new container the helper first unshares the PID namespace (it applies to children
+    only), and the child unshares the rest itself, so the helper holds no mount namespace (and
+    so no overlay) alive after the container ends.
+    """
+    if run:
+        _or_report(chan, lambda: _libc.unshare(namespaces.helper_flags(ns)))
+    child = os.fork()
+    if child == 0 and run:
+        _or_report(chan, lambda: _libc.unshare(namespaces.child_flags(ns)))
+    return child
 
 
 def _ignore_stop_signals() -> None:
@@ -475,20 +486,9 @@ def _prefork_spare(chan: Channel, spare: dict[str, Any]) -> None:
     """
     _die_with_parent(os.getppid())  # the zygote, which dies with the supervisor
     _ignore_stop_signals()
-    ns = set(spare["namespaces"])
-    try:
-        _libc.unshare(namespaces.helper_flags(ns))
-    except OSError as err:
-        chan.send(op="error", message=f"cannot create namespaces: {err.strerror}")
-        os._exit(125)
     me = os.getpid()
-    child = os.fork()
+    child = _fork_first_process(chan, set(spare["namespaces"]), run=True)
     if child == 0:
-        try:
-            _libc.unshare(namespaces.child_flags(ns))
-        except OSError as err:
-            chan.send(op="error", message=f"cannot create namespaces: {err.strerror}")
-            os._exit(125)
         _await_adoption(chan, [str(d) for d in spare["dirs"]],
                         [str(p) for p in spare["leave"]], me)
         os._exit(125)  # not reached
