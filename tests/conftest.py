@@ -91,18 +91,18 @@ def _nbcontainer_cgroups() -> set[str]:
     if mine is not None:
         ours = set(os.listdir(mine)) if mine.is_dir() else set()
         found = {p for p in found if os.path.basename(p) in ours}
-    return found | _empty_parents()
+    return found | _empty_parents(mine)
 
 
-def _empty_parents() -> set[str]:
-    """Shared ``nbcontainer`` parent directories with no cgroup in them.
+def _empty_parents(mine: Path | None) -> set[str]:
+    """Shared ``nbcontainer`` parent directories with no cgroup in them (``mine``: this
+    session's v1 memory parent).
 
     The last container (or abandoned spare) to leave one removes it; one left empty is a leak.
     """
     empty = set()
     candidates = [str(p) for p in CGROUP_ROOT.glob("*/nbcontainer")] if CGROUP_ROOT.is_dir() \
         else []
-    mine = _own_memory_parent() if CGROUP_VERSION == "v1" else None
     if mine is not None:
         candidates.append(str(mine))
     for path in candidates:

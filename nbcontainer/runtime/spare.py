@@ -60,13 +60,7 @@ class Spare:
 
     def discard(self) -> None:
         """Kill its processes and remove the cgroup (the spare was not, or cannot be, used)."""
-        with contextlib.suppress(OSError):
-            self.sock.close()
-        with contextlib.suppress(ContainerError):
-            self.cgroup.kill_all()
-        self.helper.kill()
-        with contextlib.suppress(ContainerError):
-            self.cgroup.remove()
+        _discard(self.sock, self.helper, self.cgroup)
 
     def adopt(self, name: str, limits: Limits) -> Cgroup:
         """Rename the cgroup to the container's id and apply its limits; return it."""
@@ -203,20 +197,28 @@ def make_spare(zygote: Zygote, namespaces: frozenset[str]) -> Spare:
             "op": "prefork", "namespaces": sorted(namespaces), "dirs": dirs,
             "leave": _origin_procs_files(zygote.pid, cgroup),
         }).encode())
-        pid = _expect(ours, "pid")["pid"]
+        pid = int(_expect(ours, "pid")["pid"])
         _expect(ours, "left")
         ours.settimeout(None)
+        if cgroup.procs() != [pid]:  # the helper could not leave: it would share the limits
+            raise OSError(f"the spare's helper is still in {cgroup.name}")
     except BaseException:
-        ours.close()
-        if cgroup is not None:
-            with contextlib.suppress(ContainerError):
-                cgroup.kill_all()
-        helper.kill()
-        if cgroup is not None:
-            with contextlib.suppress(ContainerError):
-                cgroup.remove()
+        _discard(ours, helper, cgroup)
         raise
-    return Spare(helper, ours, cgroup, int(pid), namespaces)
+    return Spare(helper, ours, cgroup, pid, namespaces)
+
+
+def _discard(sock: socket.socket, helper: ForkedHelper, cgroup: Cgroup | None) -> None:
+    """Close the control socket, kill the spare's processes, remove its cgroup."""
+    with contextlib.suppress(OSError):
+        sock.close()
+    if cgroup is not None:
+        with contextlib.suppress(ContainerError):
+            cgroup.kill_all()
+    helper.kill()
+    if cgroup is not None:
+        with contextlib.suppress(ContainerError):
+            cgroup.remove()
 
 
 def _origin_procs_files(pid: int, cgroup: Cgroup) -> list[str]:
