@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nbcontainer.errors import ContainerError, UsageError
-from nbcontainer.options import add_run_options, spec_from_args
+from nbcontainer.options import CLI, add_run_options, spec_from_args
 from nbcontainer.spec import format_size
 from nbcontainer.store import store_root
 
@@ -315,7 +315,7 @@ def build_parser(extras: bool = True) -> argparse.ArgumentParser:
     sub.required = True
 
     run = sub.add_parser("run", help="run a command in a new container")
-    add_run_options(run)
+    add_run_options(run, CLI)
     run.add_argument("-d", "--detach", action="store_true",
                      help="run in the background and print the container id")
     run.add_argument("--rm", action="store_true",

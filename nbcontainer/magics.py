@@ -33,7 +33,15 @@ from traitlets import Bool, CaselessStrEnum, Float, List, Unicode
 
 from nbcontainer import errors
 from nbcontainer.meter import Meter, Series
-from nbcontainer.options import add_run_options, spec_from_args
+from nbcontainer.options import (
+    MAGIC,
+    add_run_options,
+    given_options,
+    options_for,
+    per_exec_reset,
+    spec_from_args,
+    spec_value,
+)
 from nbcontainer.plot import LivePlot
 from nbcontainer.spec import ContainerSpec, format_size
 from nbcontainer.store import store_root
@@ -48,26 +56,25 @@ from nbcontainer.transfer import (
     unpack_outputs,
 )
 
-#: Traitlet name -> argparse dest of the shared run options (the traitlets are the defaults).
-TRAIT_DESTS = {
-    "memory": "memory", "memory_swap": "memory_swap", "cpus": "cpus",
-    "cpu_shares": "cpu_shares", "cpuset_cpus": "cpuset_cpus", "pids_limit": "pids_limit",
-    "ns": "ns", "net": "net", "hostname": "hostname", "env": "env", "volumes": "volume",
-    "workdir": "workdir", "user": "user", "cap_add": "cap_add", "cap_drop": "cap_drop",
-    "privileged": "privileged", "timeout": "timeout",
-}
-#: Options fixed when a named container is created (dest -> ContainerSpec attribute path);
-#: the others (env, workdir, user, timeout) apply to each cell's exec.
-FIXED_FIELDS = {
-    "memory": "limits.memory", "memory_swap": "limits.memory_swap", "cpus": "limits.cpus",
-    "cpu_shares": "limits.cpu_shares", "cpuset_cpus": "limits.cpuset_cpus",
-    "pids_limit": "limits.pids_limit", "ns": "namespaces", "net": "namespaces",
-    "hostname": "hostname", "volume": "volumes", "cap_add": "cap_add", "cap_drop": "cap_drop",
-    "privileged": "privileged", "image": "image",
-}
 #: Errors that are the user's input, shown as UsageError (no traceback, nothing created).
 USER_ERRORS = (errors.UsageError, errors.ImageNotFoundError, errors.ContainerNotFoundError,
                errors.NotRootError)
+
+
+def run_option_traits() -> dict[str, Any]:
+    """A configurable trait per run option of the magics (the defaults of every cell)."""
+    traits: dict[str, Any] = {}
+    for option in options_for(MAGIC):
+        if not option.trait:
+            continue
+        text = f"default for {option.long_flag}: {option.help}"
+        if option.kind == "list":
+            traits[option.dest] = List(Unicode(), help=text).tag(config=True)
+        elif option.kind == "flag":
+            traits[option.dest] = Bool(False, help=text).tag(config=True)
+        else:
+            traits[option.dest] = Unicode("", help=text).tag(config=True)
+    return traits
 
 
 class ContainerCellError(Exception):
@@ -98,7 +105,7 @@ def build_cell_parser() -> _Parser:
         epilog="A comma list for --memory or --cpus (e.g. --memory 50m,100m,200m) runs the cell "
                "once per value and overlays the memory curves in one plot.",
     )
-    add_run_options(parser, magic=True)
+    add_run_options(parser, MAGIC)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--plot", dest="plot", action="store_const", const="always", default=None,
                        help="always show the live memory plot")
@@ -173,25 +180,8 @@ class ContainerMagics(Magics):
     means "not set" (the runtime's default).
     """
 
-    image = Unicode("host", help="default image (host = the host's / read-only)").tag(
-        config=True)
-    memory = Unicode("", help="default memory limit, e.g. 512m").tag(config=True)
-    memory_swap = Unicode("", help="default memory + swap limit").tag(config=True)
-    cpus = Unicode("", help="default CPU quota, e.g. 0.5").tag(config=True)
-    cpu_shares = Unicode("", help="default relative CPU weight").tag(config=True)
-    cpuset_cpus = Unicode("", help="default CPU list, e.g. 0-1").tag(config=True)
-    pids_limit = Unicode("", help="default maximum number of tasks").tag(config=True)
-    ns = Unicode("", help="default namespaces (comma list, all or none)").tag(config=True)
-    net = Unicode("", help="default network mode: host or none").tag(config=True)
-    hostname = Unicode("", help="default hostname inside").tag(config=True)
-    env = List(Unicode(), help="environment K=V for every cell").tag(config=True)
-    volumes = List(Unicode(), help="bind mounts HOST:CTR[:ro] for every cell").tag(config=True)
-    workdir = Unicode("", help="default working directory inside").tag(config=True)
-    user = Unicode("", help="default UID[:GID] inside").tag(config=True)
-    cap_add = List(Unicode(), help="capabilities added for every cell").tag(config=True)
-    cap_drop = List(Unicode(), help="capabilities dropped for every cell").tag(config=True)
-    privileged = Bool(False, help="run every cell privileged").tag(config=True)
-    timeout = Unicode("", help="default wall-clock limit in seconds").tag(config=True)
+    # One configurable default per run option of the table (``volumes`` for ``-v``).
+    locals().update(run_option_traits())
     plot = CaselessStrEnum(["auto", "always", "never"], "auto",
                            help="live memory plot: auto (cells longer than plot_after), "
                                 "always or never").tag(config=True)
@@ -225,10 +215,10 @@ class ContainerMagics(Magics):
     def defaults(self) -> dict[str, Any]:
         """The traitlet defaults keyed by the parser's dests; unset ones left out."""
         out: dict[str, Any] = {}
-        for trait, dest in TRAIT_DESTS.items():
-            value = getattr(self, trait)
-            if value not in ("", [], False):
-                out[dest] = list(value) if isinstance(value, list) else value
+        for option in options_for(MAGIC):
+            value = getattr(self, option.dest, None) if option.trait else None
+            if value not in (None, "", [], False):
+                out[option.dest] = list(value) if isinstance(value, list) else value
         return out
 
     def store(self) -> str | None:
@@ -250,14 +240,13 @@ class ContainerMagics(Magics):
         """(label, validated spec) for each run the line asks for; nothing is created."""
         python_body = not args.command
         command = python_command(sys.executable) if python_body else list(args.command)
-        image = args.image or self.image or "host"
         dest, values = comparison_values(args)
         runs: list[tuple[str, dict[str, Any]]] = (
             [(f"--{dest} {v}", {dest: v}) for v in values] if dest else [("", {})])
         out = []
         for label, override in runs:
             try:
-                spec = spec_from_args(args, command, image, defaults=self.defaults(),
+                spec = spec_from_args(args, command, None, defaults=self.defaults(),
                                       **override)
             except errors.ContainerError as err:
                 raise UsageError(str(err)) from None
@@ -426,9 +415,8 @@ class ContainerMagics(Magics):
         if name in self.named:
             container, created_with = self.named[name]
             if container.poll() is None:
-                given = {d for d in FIXED_FIELDS if getattr(args, d, None) is not None}
-                differ = sorted(f"--{d.replace('_', '-')}" for d in given
-                                if _field(fixed, d) != _field(created_with, d))
+                differ = sorted({o.long_flag for o in given_options(args) if o.fixed
+                                 and spec_value(fixed, o) != spec_value(created_with, o)})
                 if differ:
                     raise UsageError(
                         f"container {name} already runs with other {', '.join(differ)}; its "
@@ -595,17 +583,9 @@ class ContainerMagics(Magics):
                                      "reason is printed above")
 
 
-def _field(spec: ContainerSpec, dest: str) -> Any:
-    """The spec value an option sets (``limits.memory`` for ``memory``)."""
-    value: Any = spec
-    for part in FIXED_FIELDS[dest].split("."):
-        value = getattr(value, part)
-    return value
-
-
 def _fixed(spec: ContainerSpec) -> ContainerSpec:
     """A named container's own spec: an idle init; per-cell settings go to each exec."""
-    return spec.with_(command=(), init=True, timeout=None, env=(), workdir=None, user=None)
+    return per_exec_reset(spec).with_(command=(), init=True)
 
 
 def start_exec(target: Any, spec: ContainerSpec | None, root: str | None,

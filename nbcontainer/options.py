@@ -1,86 +1,208 @@
-"""The run options of SPEC section 2, declared once for the CLI, the magics and the kernel.
+"""The run options of SPEC section 2: one table, and everything derived from it.
 
-Both front ends build an :mod:`argparse` parser with :func:`add_run_options` and turn the
-parsed namespace into a :class:`~nbcontainer.spec.ContainerSpec` with :func:`spec_from_args`,
-so names, syntax and error messages cannot drift apart.
+Each :class:`RunOption` says once what an option is: its flags and aliases, its value syntax,
+its help, which front ends take it (the CLI, the magics, ``kernel install`` and the kernel), the
+spec field it sets, whether a named container fixes it when created, and the cgroup
+controller a limit needs. The CLI's, the magics' and the kernel's argparse parsers, the magics'
+traitlet defaults, the kernelspec's ``argv``, a named container's fixed fields and the
+controller check in :mod:`nbcontainer.cgroups` are all derived from :data:`RUN_OPTIONS`, so a
+new option is one row here plus the code that applies it.
+
+Pure: imports only :mod:`nbcontainer.spec` (argparse lazily, for the parsers).
 """
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from nbcontainer.spec import ContainerSpec, make_spec
 
-RUN_OPTION_DESTS = (
-    "memory", "memory_swap", "cpus", "cpu_shares", "cpuset_cpus", "pids_limit", "ns", "net",
-    "hostname", "env", "volume", "workdir", "user", "cap_add", "cap_drop", "privileged",
-    "timeout", "name", "init",
+if TYPE_CHECKING:
+    import argparse
+
+CLI, MAGIC, KERNEL = "cli", "magic", "kernel"
+EVERY_FRONT_END = frozenset({CLI, MAGIC, KERNEL})
+
+
+@dataclass(frozen=True)
+class RunOption:
+    """One run option, declared once.
+
+    Attributes
+    ----------
+    dest
+        The argparse dest, the :func:`~nbcontainer.spec.make_spec` keyword and the traitlet.
+    flags
+        Every spelling, the canonical ``--long`` one first among the long ones (``-m``,
+        ``--memory``, ``--mem``).
+    metavar, help
+        For ``--help`` and ``%%container?``.
+    kind
+        ``value`` (one value), ``list`` (repeatable) or ``flag`` (no value).
+    front_ends
+        Which of ``cli``, ``magic``, ``kernel`` take it.
+    field
+        The :class:`~nbcontainer.spec.ContainerSpec` attribute it sets (dotted), if any.
+    fixed
+        True: a named container takes it when created and later cells may not change it;
+        False: it applies to each cell's exec; None: neither (``--name``, ``--init``).
+    controller
+        The cgroup controller a limit needs (the check refuses it where that is missing).
+    trait
+        False when the magics have no configurable default for it.
+    """
+
+    dest: str
+    flags: tuple[str, ...]
+    metavar: str | None
+    help: str
+    kind: str = "value"
+    front_ends: frozenset[str] = EVERY_FRONT_END
+    field: str | None = None
+    fixed: bool | None = True
+    controller: str | None = None
+    trait: bool = True
+
+    @property
+    def long_flag(self) -> str:
+        """The canonical spelling, e.g. ``--memory``."""
+        return next(f for f in self.flags if f.startswith("--"))
+
+    def argv(self, value: Any) -> list[str]:
+        """``value`` back in command-line form (``--memory=512m``); [] when unset."""
+        if value is None or value is False:
+            return []
+        if self.kind == "flag":
+            return [self.long_flag]
+        if self.kind == "list":
+            return [f"{self.long_flag}={item}" for item in value]
+        return [f"{self.long_flag}={value}"]
+
+
+RUN_OPTIONS: tuple[RunOption, ...] = (
+    RunOption("memory", ("-m", "--memory", "--mem"), "SIZE",
+              "memory limit, e.g. 100m or 1g (binary units)",
+              field="limits.memory", controller="memory"),
+    RunOption("memory_swap", ("--memory-swap",), "SIZE",
+              "memory + swap limit; -1 for unlimited swap",
+              field="limits.memory_swap", controller="memory"),
+    RunOption("cpus", ("--cpus",), "FLOAT", "CPU quota, e.g. 0.5 = half a core",
+              field="limits.cpus", controller="cpu"),
+    RunOption("cpu_shares", ("--cpu-shares",), "N",
+              "relative CPU weight (v1 shares; mapped to v2 weight)",
+              field="limits.cpu_shares", controller="cpu"),
+    RunOption("cpuset_cpus", ("--cpuset-cpus",), "LIST", "CPUs allowed, e.g. 0 or 0-1",
+              field="limits.cpuset_cpus", controller="cpuset"),
+    RunOption("pids_limit", ("--pids-limit",), "N", "maximum number of tasks",
+              field="limits.pids_limit", controller="pids"),
+    RunOption("ns", ("--ns",), "LIST",
+              "namespaces: comma list of uts,ipc,pid,mount,net,user,cgroup, or all, or none "
+              "(default uts,ipc,pid,mount,cgroup)", field="namespaces"),
+    RunOption("net", ("--net",), "MODE",
+              "host (share the host's network) or none (own netns, loopback)",
+              field="namespaces"),
+    RunOption("image", ("--image",), "NAME",
+              "image for the rootfs (default host); none = run on the host's /",
+              front_ends=frozenset({MAGIC, KERNEL}), field="image"),
+    RunOption("hostname", ("--hostname",), "NAME", "hostname inside", field="hostname"),
+    RunOption("env", ("-e", "--env"), "K=V", "environment variable (repeatable)",
+              kind="list", field="env", fixed=False),
+    RunOption("volumes", ("-v", "--volume"), "HOST:CTR[:ro]", "bind mount (repeatable)",
+              kind="list", field="volumes"),
+    RunOption("workdir", ("-w", "--workdir"), "DIR", "working directory inside",
+              field="workdir", fixed=False),
+    RunOption("user", ("-u", "--user"), "UID[:GID]", "user to run as inside",
+              field="user", fixed=False),
+    RunOption("cap_add", ("--cap-add",), "CAP", "add a capability", kind="list",
+              field="cap_add"),
+    RunOption("cap_drop", ("--cap-drop",), "CAP", "drop a capability", kind="list",
+              field="cap_drop"),
+    RunOption("privileged", ("--privileged",), None, "all capabilities, no masked paths",
+              kind="flag", field="privileged"),
+    RunOption("timeout", ("--timeout",), "SECONDS",
+              "wall-clock limit; the whole container is killed on expiry",
+              field="timeout", fixed=False),
+    RunOption("name", ("--name",), "NAME", "a named, persistent container",
+              front_ends=frozenset({CLI, MAGIC}), field="name", fixed=None, trait=False),
+    RunOption("init", ("--init",), None,
+              "run a reaping, signal-forwarding init as PID 1 (like docker --init)",
+              kind="flag", front_ends=frozenset({CLI, MAGIC}), field="init", fixed=None,
+              trait=False),
 )
 
-
-def add_run_options(parser: argparse.ArgumentParser, *, magic: bool = False) -> None:
-    """Add the shared run options; ``magic`` adds ``--mem`` and ``--image`` (the magic's forms)."""
-    memory_flags = ["-m", "--memory"] + (["--mem"] if magic else [])
-    parser.add_argument(*memory_flags, dest="memory", metavar="SIZE",
-                        help="memory limit, e.g. 100m or 1g (binary units)")
-    parser.add_argument("--memory-swap", dest="memory_swap", metavar="SIZE",
-                        help="memory + swap limit; -1 for unlimited swap")
-    parser.add_argument("--cpus", metavar="FLOAT", help="CPU quota, e.g. 0.5 = half a core")
-    parser.add_argument("--cpu-shares", dest="cpu_shares", metavar="N",
-                        help="relative CPU weight (v1 shares; mapped to v2 weight)")
-    parser.add_argument("--cpuset-cpus", dest="cpuset_cpus", metavar="LIST",
-                        help="CPUs allowed, e.g. 0 or 0-1")
-    parser.add_argument("--pids-limit", dest="pids_limit", metavar="N",
-                        help="maximum number of tasks")
-    parser.add_argument("--ns", metavar="LIST",
-                        help="namespaces: comma list of uts,ipc,pid,mount,net,user,cgroup, or "
-                             "all, or none (default uts,ipc,pid,mount,cgroup)")
-    parser.add_argument("--net", metavar="MODE", choices=None,
-                        help="host (share the host's network) or none (own netns, loopback)")
-    parser.add_argument("--hostname", metavar="NAME", help="hostname inside")
-    parser.add_argument("-e", "--env", action="append", metavar="K=V", default=None,
-                        help="environment variable (repeatable)")
-    parser.add_argument("-v", "--volume", action="append", metavar="HOST:CTR[:ro]", default=None,
-                        help="bind mount (repeatable)")
-    parser.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside")
-    parser.add_argument("-u", "--user", metavar="UID[:GID]", help="user to run as inside")
-    parser.add_argument("--cap-add", dest="cap_add", action="append", metavar="CAP", default=None,
-                        help="add a capability")
-    parser.add_argument("--cap-drop", dest="cap_drop", action="append", metavar="CAP",
-                        default=None, help="drop a capability")
-    parser.add_argument("--privileged", action="store_true", default=None,
-                        help="all capabilities, no masked paths")
-    parser.add_argument("--timeout", metavar="SECONDS",
-                        help="wall-clock limit; the whole container is killed on expiry")
-    parser.add_argument("--name", metavar="NAME", help="a named, persistent container")
-    parser.add_argument("--init", action="store_true", default=None,
-                        help="run a reaping, signal-forwarding init as PID 1 (like docker --init)")
-    if magic:
-        parser.add_argument("--image", metavar="NAME",
-                            help="image for the rootfs (default host); none = run on the host's /")
+#: The options by dest.
+BY_DEST = {option.dest: option for option in RUN_OPTIONS}
 
 
-def spec_from_args(args: argparse.Namespace, command: list[str], image: str,
+def options_for(front_end: str) -> tuple[RunOption, ...]:
+    """The options one front end (``cli``, ``magic``, ``kernel``) takes, in table order."""
+    return tuple(o for o in RUN_OPTIONS if front_end in o.front_ends)
+
+
+def limit_controllers() -> dict[str, tuple[str, str]]:
+    """Limit field -> (the controller it needs, the flag a user typed), for the cgroup check."""
+    return {o.field.split(".")[1]: (o.controller, o.long_flag)
+            for o in RUN_OPTIONS if o.controller and o.field}
+
+
+def add_run_options(parser: argparse.ArgumentParser, front_end: str) -> None:
+    """Add the run options of ``front_end`` to an argparse parser, with every alias."""
+    for option in options_for(front_end):
+        kwargs: dict[str, Any] = {"dest": option.dest, "help": option.help}
+        if option.kind == "flag":
+            kwargs.update(action="store_true", default=None)
+        else:
+            kwargs["metavar"] = option.metavar
+            if option.kind == "list":
+                kwargs.update(action="append", default=None)
+        parser.add_argument(*option.flags, **kwargs)
+
+
+def spec_from_args(args: argparse.Namespace, command: list[str], image: str | None,
                    defaults: dict[str, Any] | None = None, **overrides: Any) -> ContainerSpec:
-    """Build a validated spec from parsed options, falling back to ``defaults`` per option."""
+    """Build a validated spec from parsed options, falling back to ``defaults`` per option.
+
+    ``image`` (the CLI's positional one) wins over ``--image``; ``overrides`` win over both.
+    """
     defaults = defaults or {}
-
-    def pick(dest: str) -> Any:
-        value = getattr(args, dest, None)
-        return defaults.get(dest) if value is None else value
-
-    values = dict(
-        memory=pick("memory"), memory_swap=pick("memory_swap"), cpus=pick("cpus"),
-        cpu_shares=pick("cpu_shares"), cpuset_cpus=pick("cpuset_cpus"),
-        pids_limit=pick("pids_limit"), ns=pick("ns"), net=pick("net"),
-        hostname=pick("hostname"), env=pick("env"), volumes=pick("volume"),
-        workdir=pick("workdir"), user=pick("user"), cap_add=pick("cap_add"),
-        cap_drop=pick("cap_drop"), privileged=bool(pick("privileged")),
-        timeout=pick("timeout"), name=pick("name"), init=bool(pick("init")),
-    )
+    values: dict[str, Any] = {}
+    for option in RUN_OPTIONS:
+        value = getattr(args, option.dest, None)
+        values[option.dest] = defaults.get(option.dest) if value is None else value
+    values["privileged"] = bool(values["privileged"])
+    values["init"] = bool(values["init"])
+    values["image"] = image or values["image"] or "host"
     values.update(overrides)
-    return make_spec(command, image=image, **values)
+    return make_spec(command, **values)
+
+
+def given_options(args: argparse.Namespace) -> list[RunOption]:
+    """The options actually given on a command line (not left to defaults)."""
+    return [o for o in RUN_OPTIONS if getattr(args, o.dest, None) is not None]
+
+
+def options_argv(args: argparse.Namespace, front_end: str) -> list[str]:
+    """The options given, back in command-line form, e.g. for ``kernel.json``'s argv."""
+    out: list[str] = []
+    for option in options_for(front_end):
+        out += option.argv(getattr(args, option.dest, None))
+    return out
+
+
+def spec_value(spec: ContainerSpec, option: RunOption) -> Any:
+    """The spec's value of what ``option`` sets (``spec.limits.memory`` for ``--memory``)."""
+    value: Any = spec
+    for part in (option.field or "").split("."):
+        value = getattr(value, part)
+    return value
+
+
+def per_exec_reset(spec: ContainerSpec) -> ContainerSpec:
+    """``spec`` without the settings that apply per exec (env, workdir, user, timeout)."""
+    blank = ContainerSpec()
+    return spec.with_(**{o.field: getattr(blank, o.field) for o in RUN_OPTIONS
+                         if o.fixed is False and o.field})
 
 
 def parse_env_list(items: list[str] | None) -> dict[str, str]:

@@ -8,7 +8,9 @@ here, so the syntax (Docker's) is the same everywhere and every bad value gets t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from nbcontainer.capnames import ALL_CAPS, DEFAULT_CAPS
 from nbcontainer.errors import UsageError
@@ -421,32 +423,39 @@ def make_spec(
     )
 
 
+def _to_json(value: object) -> object:
+    """A spec value in JSON form: records as dicts, sets as sorted lists, tuples as lists."""
+    if isinstance(value, (Limits, Volume)):
+        return {f.name: _to_json(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, (tuple, list)):
+        return [_to_json(v) for v in value]
+    return value
+
+
+#: How a field's JSON form becomes its value again, for the fields that are not plain
+#: JSON scalars; any other ``tuple[...]`` field is a tuple of its items.
+_FROM_JSON: dict[str, Callable[[Any], object]] = {
+    "namespaces": frozenset,
+    "limits": lambda d: Limits(**d),
+    "volumes": lambda items: tuple(Volume(**v) for v in items),
+    "env": lambda items: tuple((k, v) for k, v in items),
+    "user": lambda u: None if u is None else (u[0], u[1]),
+}
+
+
 def spec_to_dict(spec: ContainerSpec) -> dict[str, object]:
-    """A JSON-ready form of a spec (for the detached monitor and kernelspecs)."""
-    return {
-        "command": list(spec.command), "image": spec.image,
-        "namespaces": sorted(spec.namespaces),
-        "limits": {k: getattr(spec.limits, k) for k in Limits.__dataclass_fields__},
-        "hostname": spec.hostname, "env": [list(e) for e in spec.env],
-        "volumes": [[v.host, v.container, v.readonly] for v in spec.volumes],
-        "workdir": spec.workdir, "user": None if spec.user is None else list(spec.user),
-        "cap_add": list(spec.cap_add), "cap_drop": list(spec.cap_drop),
-        "privileged": spec.privileged, "timeout": spec.timeout, "name": spec.name,
-        "init": spec.init, "tty": spec.tty,
-    }
+    """A JSON-ready form of a spec (for the detached monitor and kernelspecs), field by field."""
+    return {f.name: _to_json(getattr(spec, f.name)) for f in fields(ContainerSpec)}
 
 
 def spec_from_dict(data: dict) -> ContainerSpec:
-    """The inverse of :func:`spec_to_dict`."""
-    user = data.get("user")
-    return ContainerSpec(
-        command=tuple(data.get("command", ())), image=data.get("image", "host"),
-        namespaces=frozenset(data.get("namespaces", DEFAULT_NAMESPACES)),
-        limits=Limits(**data.get("limits", {})), hostname=data.get("hostname"),
-        env=tuple((k, v) for k, v in data.get("env", ())),
-        volumes=tuple(Volume(h, c, bool(r)) for h, c, r in data.get("volumes", ())),
-        workdir=data.get("workdir"), user=None if user is None else (user[0], user[1]),
-        cap_add=tuple(data.get("cap_add", ())), cap_drop=tuple(data.get("cap_drop", ())),
-        privileged=bool(data.get("privileged")), timeout=data.get("timeout"),
-        name=data.get("name"), init=bool(data.get("init")), tty=bool(data.get("tty")),
-    )
+    """The inverse of :func:`spec_to_dict`; absent fields take their defaults."""
+    values: dict[str, object] = {}
+    for f in fields(ContainerSpec):
+        if f.name not in data:
+            continue
+        convert = _FROM_JSON.get(f.name) or (tuple if str(f.type).startswith("tuple[") else None)
+        values[f.name] = convert(data[f.name]) if convert else data[f.name]
+    return ContainerSpec(**values)  # type: ignore[arg-type]

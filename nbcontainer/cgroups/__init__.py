@@ -20,11 +20,11 @@ from nbcontainer.cgroups import v1, v2
 from nbcontainer.cgroups.base import Cgroup, CgroupStats, Sampler, check_name, read_optional
 from nbcontainer.cgroups.layout import (
     DEFAULT_ROOT,
-    LIMIT_CONTROLLERS,
     Layout,
     detect,
 )
 from nbcontainer.errors import CgroupError, FeatureMissingError, UsageError
+from nbcontainer.options import limit_controllers
 from nbcontainer.spec import Limits, cpuset_members
 
 __all__ = [
@@ -45,7 +45,7 @@ def _check_controllers(limits: Limits, layout: Layout) -> None:
     """Refuse, before anything is created, a limit whose controller is missing."""
     if layout.version == "none":
         raise FeatureMissingError(layout.problems[0])
-    for field, (controller, option) in LIMIT_CONTROLLERS.items():
+    for field, (controller, option) in limit_controllers().items():
         value = getattr(limits, field)
         if value is None or (field == "memory_swap" and limits.memory is None):
             continue

@@ -33,16 +33,6 @@ V2_CONTROLLERS = ("cpu", "cpuset", "io", "memory", "pids")
 #: v2 controllers whose absence moves the ``nbcontainer`` directory further up the tree.
 V2_CORE = ("cpu", "memory", "pids")
 
-#: What each limit needs, and the option a user would have typed (for error sentences).
-LIMIT_CONTROLLERS = {
-    "memory": ("memory", "--memory"),
-    "memory_swap": ("memory", "--memory-swap"),
-    "cpus": ("cpu", "--cpus"),
-    "cpu_shares": ("cpu", "--cpu-shares"),
-    "cpuset_cpus": ("cpuset", "--cpuset-cpus"),
-    "pids_limit": ("pids", "--pids-limit"),
-}
-
 _WHAT_NEEDS = {
     "memory": "--memory, --memory-swap and memory statistics",
     "cpu": "--cpus and --cpu-shares",
