@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import select
 import shutil
@@ -35,10 +34,26 @@ from nbcontainer.errors import (
 )
 from nbcontainer.images import resolve
 from nbcontainer.runtime import state as state_mod
+from nbcontainer.runtime.protocol import (
+    Attached,
+    Channel,
+    ChannelClosed,
+    Config,
+    Error,
+    Exit,
+    Go,
+    Message,
+    Pid,
+    ProtocolError,
+    Ready,
+    Stdio,
+    Userns,
+    UsernsMapped,
+)
 from nbcontainer.runtime.result import Result
 from nbcontainer.runtime.spare import Spare
 from nbcontainer.runtime.state import ContainerState
-from nbcontainer.runtime.zygote import ForkedHelper, Zygote, send_fds
+from nbcontainer.runtime.zygote import ForkedHelper, Zygote
 from nbcontainer.spec import ContainerSpec
 from nbcontainer.store import ensure_dir, store_root
 
@@ -120,6 +135,14 @@ def _image_lock(root: Path, image: str) -> contextlib.AbstractContextManager[obj
     return ImageStore(root).lock()
 
 
+def _make_config(**values: Any) -> Config:
+    """The helper's config; a value of the wrong type (a damaged record) is a SetupError."""
+    try:
+        return Config(**values)
+    except ProtocolError as err:
+        raise SetupError(f"cannot build the container's configuration: {err}") from None
+
+
 def require_root() -> None:
     """Raise NotRootError unless running as root."""
     if os.geteuid() != 0:
@@ -159,7 +182,7 @@ class ContainerProcess:
         self._helper_pidfd: int | None = None
         self._spare: Spare | None = None
         self._eof = False
-        self._sock: socket.socket | None = None
+        self._chan: Channel | None = None
         self._status: int | None = None
         self._result: Result | None = None
         self._started_at = 0.0
@@ -172,7 +195,7 @@ class ContainerProcess:
 
     # -- the parts subclasses provide -------------------------------------------------------
 
-    def _config(self) -> dict[str, Any]:
+    def _config(self) -> Config:
         raise NotImplementedError
 
     def _on_userns(self, helper_pid: int) -> None:
@@ -205,23 +228,22 @@ class ContainerProcess:
             self._hand_over_stdio(spare)
         else:
             self._start_helper()
-        parent_sock = self._sock
-        assert parent_sock is not None
+        chan = self._chan
+        assert chan is not None
         self._started_at = time.monotonic()
         if self.timeout is not None:
             self._deadline = self._started_at + self.timeout
-        parent_sock.settimeout(SETUP_TIMEOUT)
-        parent_sock.send(json.dumps(self._config()).encode())
+        chan.sock.settimeout(SETUP_TIMEOUT)
+        chan.send(self._config())
         if spare is not None:
             # The spare's first process exists, in its cgroup already: let it go on at once.
             self.pid = spare.pid
             self._on_pid_recorded(self.pid)
-            self._send(op="go")
-            self._send(op="attached")
+            chan.send(Go())
+            chan.send(Attached())
         while True:
             msg = self._recv()
-            op = msg.get("op")
-            if op == "userns":
+            if isinstance(msg, Userns):
                 # The child's pid as the host sees it: its own getpid() says 1 in a new
                 # PID namespace.
                 assert self.pid is not None
@@ -230,39 +252,40 @@ class ContainerProcess:
                 except OSError as err:
                     raise SetupError(f"cannot write the user namespace maps of pid "
                                      f"{self.pid}: {err.strerror}") from err
-                self._send(op="ok")
-            elif op == "pid":
-                self.pid = int(msg["pid"])
-                # The child builds its root while we attach it; it waits for "attached"
+                chan.send(UsernsMapped())
+            elif isinstance(msg, Pid) and self.pid is None:
+                self.pid = msg.pid
+                # The child builds its root while we attach it; it waits for Attached
                 # before anything of the payload runs.
-                self._send(op="go")
+                chan.send(Go())
                 self._on_pid(self.pid)
-                self._send(op="attached")
-            elif op == "ready":
+                chan.send(Attached())
+            elif isinstance(msg, Ready):
                 break
-            elif op == "error":
-                raise SetupError(msg.get("message", "container setup failed"))
-            elif op == "exit":
-                self._status = int(msg["status"])
+            elif isinstance(msg, Error):
+                raise SetupError(msg.message)
+            elif isinstance(msg, Exit):
+                self._status = msg.status
                 raise SetupError("the container's first process exited during setup")
-        parent_sock.settimeout(None)
+            else:
+                raise SetupError(f"the container helper said {msg.op!r} during setup")
+        chan.sock.settimeout(None)
         self._on_ready()
 
     def _hand_over_stdio(self, spare: Spare) -> None:
         """Give an adopted spare's first process this container's stdio and passed fds."""
-        self._sock = spare.sock
+        self._chan = spare.channel
         self._helper = spare.helper
         with _stdio_fds(self._stdio) as fds:
             try:
-                send_fds(spare.sock, {"op": "stdio", "fds": list(self._pass_fds)},
-                         [*fds, *self._pass_fds])
+                spare.channel.send(Stdio(targets=list(self._pass_fds)), [*fds, *self._pass_fds])
             except OSError as err:
                 raise SetupError(f"the spare container helper is gone: {err}") from err
 
     def _start_helper(self) -> None:
         """Fork a helper from the zygote, or start a fresh interpreter as one."""
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._sock = parent_sock
+        self._chan = Channel(parent_sock)
         stdin, stdout, stderr = self._stdio
         zygote = self._zygote()
         try:
@@ -291,38 +314,42 @@ class ContainerProcess:
             return Zygote.get()
         return Zygote.running()
 
-    def _recv(self) -> dict[str, Any]:
-        assert self._sock is not None
+    def _recv(self) -> Message:
+        """The helper's next message during setup; SetupError in words if there is none."""
+        assert self._chan is not None
         try:
-            data = self._sock.recv(1 << 16)
+            return self._chan.recv()
         except TimeoutError:
             raise SetupError(f"container setup did not finish within {SETUP_TIMEOUT:g} s") \
                 from None
-        if not data:
+        except ChannelClosed:
             code = self._helper.wait() if self._helper else None
-            raise SetupError(f"the container helper exited during setup (status {code})")
-        return json.loads(data)
-
-    def _send(self, **message: Any) -> None:
-        assert self._sock is not None
-        self._sock.send(json.dumps(message).encode())
+            raise SetupError(f"the container helper exited during setup (status {code})") \
+                from None
+        except ProtocolError as err:
+            raise SetupError(f"the container helper sent a malformed message: {err}") from None
 
     def _drain_status(self) -> None:
-        """Read what the helper side said since: the first exit report is the payload's."""
-        if self._sock is None or self._eof:
+        """Read what the helper side said since: the first exit report is the payload's.
+
+        The socket is reachable from inside the container (a Python payload reports its own
+        end on it), so anything else on it, malformed or not, is skipped, never trusted.
+        """
+        if self._chan is None or self._eof:
             return
-        self._sock.setblocking(False)
-        try:
-            while True:
-                data = self._sock.recv(1 << 16)
-                if not data:
-                    self._eof = True
-                    break
-                msg = json.loads(data)
-                if msg.get("op") == "exit" and self._status is None:
-                    self._status = int(msg["status"])
-        except (BlockingIOError, OSError):
-            pass
+        self._chan.sock.setblocking(False)
+        while True:
+            try:
+                msg = self._chan.recv()
+            except ChannelClosed:
+                self._eof = True
+                return
+            except ProtocolError:
+                continue
+            except (BlockingIOError, OSError):
+                return
+            if isinstance(msg, Exit) and self._status is None:
+                self._status = msg.status
 
     def wait_fds(self) -> list[int]:
         """File descriptors that become readable when the payload may have ended.
@@ -333,8 +360,8 @@ class ContainerProcess:
         pidfd of the helper.
         """
         fds = []
-        if self._sock is not None and not self._eof:
-            fds.append(self._sock.fileno())
+        if self._chan is not None and not self._eof:
+            fds.append(self._chan.fileno())
         helper = self._helper_fd()
         if helper is not None:
             fds.append(helper)
@@ -492,9 +519,9 @@ class ContainerProcess:
                 with contextlib.suppress(Exception):
                     self._conclude()
         finally:
-            if self._sock is not None:
-                self._sock.close()
-                self._sock = None
+            if self._chan is not None:
+                self._chan.close()
+                self._chan = None
             if self._helper_pidfd is not None:
                 os.close(self._helper_pidfd)
                 self._helper_pidfd = None
@@ -671,24 +698,24 @@ class Container(ContainerProcess):
             "env": env, "workdir": workdir, "user": user, "caps": caps,
             "privileged": spec.privileged, "namespaces": namespaces,
         }
-        self._config_data = {
-            "mode": "run",
-            "namespaces": namespaces,
-            "rootfs": None if image is None else {
+        self._config_data = _make_config(
+            mode="run",
+            namespaces=namespaces,
+            rootfs=None if image is None else {
                 "dir": str(cdir), "layers": list(image.layers), "hide": hide,
             },
-            "volumes": [[v.host, v.container, v.readonly] for v in spec.volumes],
-            "hostname": hostname if "uts" in namespaces else None,
-            "argv": command if command else [],
-            "python": None if self.python is None or command else {"code": self.python},
-            "env": env,
-            "workdir": workdir,
-            "user": user,
-            "caps": caps,
-            "privileged": spec.privileged,
-            "init": spec.init,
-            "detached": self.detached,
-        }
+            volumes=[[v.host, v.container, v.readonly] for v in spec.volumes],
+            hostname=hostname if "uts" in namespaces else None,
+            argv=command if command else [],
+            python=None if self.python is None or command else self.python,
+            env=env,
+            workdir=workdir,
+            user=user,
+            caps=caps,
+            privileged=spec.privileged,
+            init=spec.init,
+            detached=self.detached,
+        )
         st = self.state
         assert self.cgroup is not None
         st.cgroup = self.cgroup.name
@@ -702,7 +729,7 @@ class Container(ContainerProcess):
         st.supervisor_start = state_mod.process_start_time(os.getpid())
         state_mod.save(self.root, st)
 
-    def _config(self) -> dict[str, Any]:
+    def _config(self) -> Config:
         return self._config_data
 
     def _adopt_spare(self) -> Spare | None:
@@ -835,25 +862,23 @@ class Exec(ContainerProcess):
         env = dict(cfg.get("env", {}))
         env.update(self.env)
         user = list(self.user) if self.user else cfg.get("user")
-        self._config_data = {
-            "mode": "exec",
-            "join_pid": tgt.pid,
-            "join": [n for n in tgt.namespaces],
-            "namespaces": tgt.namespaces,
-            "argv": self.command,
-            "python": None,
-            "env": env,
-            "workdir": self.workdir or cfg.get("workdir") or "/",
-            "user": user,
-            "caps": cfg.get("caps", []),
-            "privileged": cfg.get("privileged", False),
-            "init": False,
-            "detached": False,
-        }
+        argv, python = self.command, None
         if self.python is not None:
             argv = _python_argv(self.python, self._zygote() is not None)
-            self._config_data["argv"] = argv
-            self._config_data["python"] = None if argv else {"code": self.python}
+            python = None if argv else self.python
+        self._config_data = _make_config(
+            mode="exec",
+            join_pid=tgt.pid,
+            join=list(tgt.namespaces),
+            namespaces=list(tgt.namespaces),
+            argv=argv,
+            python=python,
+            env=env,
+            workdir=self.workdir or cfg.get("workdir") or "/",
+            user=user,
+            caps=cfg.get("caps", []),
+            privileged=cfg.get("privileged", False),
+        )
         try:
             self._spawn()
         except BaseException:
@@ -861,7 +886,7 @@ class Exec(ContainerProcess):
             raise
         return self
 
-    def _config(self) -> dict[str, Any]:
+    def _config(self) -> Config:
         return self._config_data
 
     def _on_userns(self, pid: int) -> None:  # pragma: no cover - exec joins, never creates

@@ -1,40 +1,39 @@
 """The single-threaded helper that builds a container: ``python -m nbcontainer.runtime.init FD``.
 
 The supervisor (often a multi-threaded Jupyter kernel) never forks itself; it starts this fresh
-interpreter, which talks to it over one SOCK_SEQPACKET socket (fd ``FD``):
+interpreter (or has its zygote fork one), which talks to it over one SOCK_SEQPACKET socket (fd
+``FD``) in the messages of :mod:`nbcontainer.runtime.protocol`:
 
-1. supervisor -> helper: the config (JSON).
+1. supervisor -> helper: :class:`~protocol.Config`.
 2. helper: joins the namespaces of a running container (exec), or unshares the PID one.
 3. helper forks the container's first process (PID 1 in a new PID namespace) and reports its
-   host pid (``{"op": "pid"}``). The supervisor says ``{"op": "go"}``, attaches that pid to
-   the container's cgroup, then says ``{"op": "attached"}``.
-4. child: on "go", the other namespaces, root filesystem, hostname — overlapping the attach,
+   host pid (``Pid``). The supervisor says ``Go``, attaches that pid to the container's
+   cgroup, then says ``Attached``.
+4. child: on ``Go``, the other namespaces, root filesystem, hostname — overlapping the attach,
    whose first cgroup migration after a pause waits for an RCU grace period on cgroup v1;
-   on "attached", the cgroup namespace (rooted at its own cgroup); with a user namespace it
-   enters it last and asks the supervisor to write the uid/gid maps (``{"op": "userns"}`` ->
-   ``{"op": "ok"}``); then user and capabilities, ``{"op": "ready"}``
-   (or ``{"op": "error", "message": ...}``) and execve(2) of the payload, which so always
-   starts inside its cgroup, under its limits.
-5. helper waits for the child and reports ``{"op": "exit", "status": <wait status>}``.
+   on ``Attached``, the cgroup namespace (rooted at its own cgroup); with a user namespace it
+   enters it last and asks the supervisor to write the uid/gid maps (``Userns`` ->
+   ``UsernsMapped``); then user and capabilities, ``Ready`` (or ``Error`` with a sentence)
+   and execve(2) of the payload, which so always starts inside its cgroup, under its limits.
+5. helper waits for the child and reports ``Exit`` with the wait status.
 
 The helper stays outside the container's cgroup, so its own memory is never charged to it.
 Both helper and child set PR_SET_PDEATHSIG, so the container dies with its supervisor.
 
 A *spare* (:mod:`nbcontainer.runtime.spare`) runs steps 2-3 ahead of time: its first message is
-``{"op": "prefork", "namespaces": [...], "dirs": [...], "leave": [...]}``, sent once the
-supervisor has put the helper into a fresh cgroup; the helper unshares, forks the first process
-(born in that cgroup, which unshares its namespaces and waits), reports ``pid``, moves itself
-back to its original cgroups and reports ``left``. When a container adopts the spare, the first
-process receives ``{"op": "stdio"}`` with the container's fds attached (SCM_RIGHTS), then the
-config, "go" and "attached" at once, and goes on from step 4. If the supervisor goes away first, the
-waiting first process leaves (to the helper's origin) and removes the spare's cgroup.
+``Prefork``, sent once the supervisor has put the helper into a fresh cgroup; the helper
+unshares, forks the first process (born in that cgroup, which unshares its namespaces and
+waits), reports ``Pid``, moves itself back to its original cgroups and reports ``Left``. When a
+container adopts the spare, the first process receives ``Stdio`` with the container's fds
+attached (SCM_RIGHTS), then the ``Config``, ``Go`` and ``Attached`` at once, and goes on from
+step 4. If the supervisor goes away first, the waiting first process leaves (to the helper's
+origin) and removes the spare's cgroup.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import signal
 import socket
@@ -42,40 +41,30 @@ import sys
 
 # Everything the child needs is imported now: after pivot_root the package is out of reach.
 from nbcontainer import _libc, caps, namespaces, rootfs
+from nbcontainer.runtime.protocol import (
+    Attached,
+    Channel,
+    ChannelClosed,
+    Config,
+    Error,
+    Exit,
+    Go,
+    Left,
+    Pid,
+    Prefork,
+    ProtocolError,
+    Ready,
+    Stdio,
+    Userns,
+    UsernsMapped,
+)
 
 TYPE_CHECKING = False  # typing itself is slow to import; the helper must start fast
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
-
-
-class Channel:
-    """JSON messages over the SOCK_SEQPACKET control socket (one message per packet)."""
-
-    def __init__(self, fd: int) -> None:
-        self.sock = socket.socket(fileno=fd)
-        self.sock.set_inheritable(False)
-
-    def send(self, **message: Any) -> None:
-        self.sock.send(json.dumps(message).encode())
-
-    def recv(self) -> dict[str, Any]:
-        data = self.sock.recv(1 << 20)
-        if not data:
-            raise EOFError("supervisor closed the control socket")
-        return json.loads(data)
-
-    def recv_with_fds(self) -> tuple[dict[str, Any], list[int]]:
-        """A message and the file descriptors attached to it (SCM_RIGHTS)."""
-        data, fds, _, _ = socket.recv_fds(self.sock, 1 << 20, 64)
-        if not data:
-            for fd in fds:
-                os.close(fd)
-            raise EOFError("supervisor closed the control socket")
-        return json.loads(data), list(fds)
 
 
 def _take_stdio(chan: Channel, targets: list[int], fds: list[int]) -> None:
@@ -190,49 +179,47 @@ def _enter_user_namespace(chan: Channel) -> None:
     them (user_namespaces(7)). Root inside is an unprivileged id range outside.
     """
     _libc.unshare(_libc.CLONE_NEWUSER)
-    chan.send(op="userns", pid=os.getpid())
-    if chan.recv().get("op") != "ok":
-        os._exit(125)
+    chan.send(Userns(pid=os.getpid()))
+    chan.recv(UsernsMapped)
     os.setgid(0)
     os.setuid(0)
 
 
-def _setup_child(cfg: dict[str, Any], chan: Channel) -> None:
+def _setup_child(cfg: Config, chan: Channel) -> None:
     """Everything the container's first process does before exec (runs as that process)."""
-    ns = set(cfg["namespaces"])
-    if cfg["mode"] == "run":
+    ns = set(cfg.namespaces)
+    if cfg.mode == "run":
         if "net" in ns:
             _bring_up_loopback()
-        if "uts" in ns and cfg.get("hostname"):
-            socket.sethostname(cfg["hostname"])
-        layout = cfg.get("rootfs")
+        if "uts" in ns and cfg.hostname:
+            socket.sethostname(cfg.hostname)
+        layout = cfg.rootfs
         if layout:
             rootfs.setup(
-                layout["dir"], layout["layers"], cfg.get("volumes", []), layout.get("hide", []),
-                privileged=cfg["privileged"],
+                layout["dir"], layout["layers"], cfg.volumes, layout.get("hide", []),
+                privileged=cfg.privileged,
             )
         elif "mount" in ns:
             rootfs.make_private()
-            rootfs.bind_volumes("/", cfg.get("volumes", []))
-    if chan.recv().get("op") != "attached":
-        os._exit(125)
-    if cfg["mode"] == "run":
+            rootfs.bind_volumes("/", cfg.volumes)
+    chan.recv(Attached)
+    if cfg.mode == "run":
         if "cgroup" in ns:
             _libc.unshare(_libc.CLONE_NEWCGROUP)
         if "user" in ns:
             _enter_user_namespace(chan)
-    workdir = cfg.get("workdir") or "/"
+    workdir = cfg.workdir or "/"
     try:
         os.chdir(workdir)
     except FileNotFoundError:
-        if cfg["mode"] == "run" and cfg.get("rootfs"):
+        if cfg.mode == "run" and cfg.rootfs:
             os.makedirs(workdir, exist_ok=True)
             os.chdir(workdir)
         else:
             raise
-    user = cfg.get("user")
-    if not cfg["privileged"] or user:
-        caps.apply(cfg["caps"], no_new_privs=not cfg["privileged"])
+    user = cfg.user
+    if not cfg.privileged or user:
+        caps.apply(cfg.caps, no_new_privs=not cfg.privileged)
     if user:
         uid, gid = user
         os.setgroups([])
@@ -253,7 +240,7 @@ def rebind_stdio() -> None:
         setattr(sys, name, stream)
 
 
-def _run_python(cfg: dict[str, Any], chan: Channel) -> None:
+def _run_python(cfg: Config, chan: Channel) -> None:
     """Run a Python payload in this (forked, already initialised) interpreter, then exit.
 
     This is what makes a Python cell as cheap as ``%%script python``: no new interpreter
@@ -263,19 +250,19 @@ def _run_python(cfg: dict[str, Any], chan: Channel) -> None:
     import traceback
     import types
 
-    spec = cfg["python"]
+    assert cfg.python is not None
     os.environ.clear()
-    os.environ.update(cfg["env"])
+    os.environ.update(cfg.env)
     _reset_signals()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as at interpreter start-up
-    sys.argv = [spec.get("filename", "<cell>")]
+    sys.argv = ["<cell>"]
     main = types.ModuleType("__main__")
     main.__dict__["__file__"] = sys.argv[0]
     sys.modules["__main__"] = main
     status = 0
     try:
-        exec(compile(spec["code"], sys.argv[0], "exec"), main.__dict__)  # noqa: S102
+        exec(compile(cfg.python, sys.argv[0], "exec"), main.__dict__)  # noqa: S102
     except SystemExit as stop:
         code = stop.code
         if code is None:
@@ -302,16 +289,16 @@ def _run_python(cfg: dict[str, Any], chan: Channel) -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     with contextlib.suppress(OSError):
-        chan.send(op="exit", status=status << 8)
+        chan.send(Exit(status=status << 8))
     os._exit(status)
 
 
-def _exec_payload(cfg: dict[str, Any], chan: Channel) -> None:
+def _exec_payload(cfg: Config, chan: Channel) -> None:
     """execve(2) the payload, searching PATH like a shell; exit 127/126 with a sentence if not."""
-    if cfg.get("python"):
+    if cfg.python is not None:
         _run_python(cfg, chan)
-    argv = cfg["argv"]
-    env = cfg["env"]
+    argv = cfg.argv
+    env = cfg.env
     _reset_signals()
     try:
         if "/" in argv[0]:
@@ -340,14 +327,14 @@ def _exec_payload(cfg: dict[str, Any], chan: Channel) -> None:
         os._exit(code)
 
 
-def _run_init(cfg: dict[str, Any], chan: Channel) -> None:
+def _run_init(cfg: Config, chan: Channel) -> None:
     """Be a proper PID 1: forward signals to the payload, reap every zombie, exit with it.
 
     Without a payload (``argv`` empty) this is an idle init that keeps a named container's
     namespaces alive until it is told to stop, like Kubernetes' pause container.
     """
     payload = 0
-    if cfg["argv"] or cfg.get("python"):
+    if cfg.argv or cfg.python is not None:
         payload = os.fork()
         if payload == 0:
             _exec_payload(cfg, chan)
@@ -373,56 +360,61 @@ def _run_init(cfg: dict[str, Any], chan: Channel) -> None:
             continue
         if pid == payload:
             with contextlib.suppress(OSError):
-                chan.send(op="exit", status=status)
+                chan.send(Exit(status=status))
             os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
                      else 128 + os.WTERMSIG(status))
 
 
-def _child_main(cfg: dict[str, Any], chan: Channel, helper_pid: int) -> None:
+def _child_main(cfg: Config, chan: Channel, helper_pid: int) -> None:
     """The container's first process: wait for the cgroup attach, set up, report, exec."""
     try:
-        if not cfg.get("detached"):
+        if not cfg.detached:
             _die_with_parent(helper_pid)
-        msg = chan.recv()
-        if msg.get("op") != "go":
-            os._exit(125)
+        chan.recv(Go)
         _setup_child(cfg, chan)
+    except ChannelClosed:
+        os._exit(125)  # the supervisor went away: nobody to tell
     except Exception as err:  # noqa: BLE001 - every setup failure becomes one sentence
-        text = str(err) if isinstance(err, OSError) and err.strerror else repr(err)
+        readable = isinstance(err, ProtocolError) or (isinstance(err, OSError) and err.strerror)
+        text = str(err) if readable else repr(err)
         try:
-            chan.send(op="error", message=f"container setup failed: {text}")
+            chan.send(Error(message=f"container setup failed: {text}"))
         finally:
             os._exit(125)
-    chan.send(op="ready", pid=os.getpid())
-    if cfg["init"]:
+    chan.send(Ready(pid=os.getpid()))
+    if cfg.init:
         _run_init(cfg, chan)
     _exec_payload(cfg, chan)
 
 
 def main(fd: int) -> None:
     """Entry point of the helper process."""
-    chan = Channel(fd)
+    chan = Channel.from_fd(fd)
     try:
-        cfg, fds = chan.recv_with_fds()
-    except EOFError:
+        cfg = chan.recv(Config, Prefork)
+    except ChannelClosed:
         os._exit(0)
-    for received in fds:
-        os.close(received)
-    if cfg.get("op") == "prefork":
+    except ProtocolError as err:
+        with contextlib.suppress(OSError):
+            chan.send(Error(message=f"the helper could not read its config: {err}"))
+        os._exit(125)
+    if isinstance(cfg, Prefork):
         _prefork_spare(chan, cfg)  # never returns
+    assert isinstance(cfg, Config)
     supervisor = os.getppid()
-    if not cfg.get("detached"):
+    if not cfg.detached:
         _die_with_parent(supervisor)
     _ignore_stop_signals()
-    ns = set(cfg["namespaces"])
-    if cfg["mode"] == "exec":
-        _or_report(chan, lambda: _join_namespaces(cfg["join_pid"], cfg["join"]))
+    ns = set(cfg.namespaces)
+    if cfg.mode == "exec":
+        join_pid, join = cfg.join_pid or 0, cfg.join
+        _or_report(chan, lambda: _join_namespaces(join_pid, join))
     me = os.getpid()
-    child = _fork_first_process(chan, ns, run=cfg["mode"] == "run")
+    child = _fork_first_process(chan, ns, run=cfg.mode == "run")
     if child == 0:
         _child_main(cfg, chan, me)
         os._exit(125)  # not reached
-    chan.send(op="pid", pid=child)
+    chan.send(Pid(pid=child))
     _report_when_done(chan, child)
 
 
@@ -431,7 +423,7 @@ def _or_report(chan: Channel, step: Callable[[], None]) -> None:
     try:
         step()
     except OSError as err:
-        chan.send(op="error", message=f"cannot create namespaces: {err.strerror}")
+        chan.send(Error(message=f"cannot create namespaces: {err.strerror}"))
         os._exit(125)
 
 
@@ -472,12 +464,12 @@ def _report_when_done(chan: Channel, child: int) -> None:
         except InterruptedError:
             continue
     with contextlib.suppress(OSError):
-        chan.send(op="exit", status=status)
+        chan.send(Exit(status=status))
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
              else 128 + os.WTERMSIG(status))
 
 
-def _prefork_spare(chan: Channel, spare: dict[str, Any]) -> None:
+def _prefork_spare(chan: Channel, spare: Prefork) -> None:
     """A spare (runtime/spare.py): fork the container's first process now, ahead of its cell.
 
     The supervisor has put this helper into a fresh cgroup, so the first process is born
@@ -487,14 +479,13 @@ def _prefork_spare(chan: Channel, spare: dict[str, Any]) -> None:
     _die_with_parent(os.getppid())  # the zygote, which dies with the supervisor
     _ignore_stop_signals()
     me = os.getpid()
-    child = _fork_first_process(chan, set(spare["namespaces"]), run=True)
+    child = _fork_first_process(chan, set(spare.namespaces), run=True)
     if child == 0:
-        _await_adoption(chan, [str(d) for d in spare["dirs"]],
-                        [str(p) for p in spare["leave"]], me)
+        _await_adoption(chan, spare.dirs, spare.leave, me)
         os._exit(125)  # not reached
-    chan.send(op="pid", pid=child)
-    _leave_cgroup([str(p) for p in spare["leave"]])
-    chan.send(op="left")
+    chan.send(Pid(pid=child))
+    _leave_cgroup(spare.leave)
+    chan.send(Left())
     _report_when_done(chan, child)
 
 
@@ -506,13 +497,16 @@ def _await_adoption(chan: Channel, dirs: list[str], leave: list[str], helper_pid
     """
     try:
         msg, fds = chan.recv_with_fds()
-        if msg.get("op") != "stdio":
+        if not isinstance(msg, Stdio):
             os._exit(125)
-        _take_stdio(chan, [int(t) for t in msg.get("fds", [])], fds)
-        cfg = chan.recv()
-    except EOFError:
+        _take_stdio(chan, msg.targets, fds)
+        cfg = chan.recv(Config)
+    except ChannelClosed:
         _abandon_spare(dirs, leave)
         os._exit(0)
+    except ProtocolError:
+        os._exit(125)
+    assert isinstance(cfg, Config)
     _child_main(cfg, chan, helper_pid)
 
 

@@ -27,17 +27,17 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import socket
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nbcontainer import cgroups
 from nbcontainer.cgroups import Cgroup
 from nbcontainer.cgroups.layout import parse_proc_cgroup
 from nbcontainer.errors import ContainerError
+from nbcontainer.runtime.protocol import Channel, Left, Pid, Prefork, ProtocolError
 from nbcontainer.spec import Limits
 
 if TYPE_CHECKING:
@@ -53,14 +53,14 @@ class Spare:
     """A first process waiting, in new namespaces, inside a cgroup of its own."""
 
     helper: ForkedHelper
-    sock: socket.socket
+    channel: Channel
     cgroup: Cgroup
     pid: int  # the waiting first process
     namespaces: frozenset[str]
 
     def discard(self) -> None:
         """Kill its processes and remove the cgroup (the spare was not, or cannot be, used)."""
-        _discard(self.sock, self.helper, self.cgroup)
+        _discard(self.channel, self.helper, self.cgroup)
 
     def adopt(self, name: str, limits: Limits) -> Cgroup:
         """Rename the cgroup to the container's id and apply its limits; return it."""
@@ -178,6 +178,7 @@ def make_spare(zygote: Zygote, namespaces: frozenset[str]) -> Spare:
     The attach is the slow part (the RCU grace period): that is why this runs ahead of time.
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    channel = Channel(ours)
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
         helper = zygote.spawn(theirs.fileno(), (devnull, devnull, devnull), ())
@@ -193,25 +194,28 @@ def make_spare(zygote: Zygote, namespaces: frozenset[str]) -> Spare:
         cgroup.attach(helper.pid)
         dirs = list(dict.fromkeys(cgroup.paths.values()))
         ours.settimeout(SETUP_TIMEOUT)
-        ours.send(json.dumps({
-            "op": "prefork", "namespaces": sorted(namespaces), "dirs": dirs,
-            "leave": _origin_procs_files(zygote.pid, cgroup),
-        }).encode())
-        pid = int(_expect(ours, "pid")["pid"])
-        _expect(ours, "left")
+        channel.send(Prefork(namespaces=sorted(namespaces), dirs=dirs,
+                             leave=_origin_procs_files(zygote.pid, cgroup)))
+        try:
+            first = channel.recv(Pid)
+            channel.recv(Left)
+        except ProtocolError as err:  # ChannelClosed included
+            raise OSError(f"the spare's helper did not fork its first process: {err}") from None
+        assert isinstance(first, Pid)
+        pid = first.pid
         ours.settimeout(None)
         if cgroup.procs() != [pid]:  # the helper could not leave: it would share the limits
             raise OSError(f"the spare's helper is still in {cgroup.name}")
     except BaseException:
-        _discard(ours, helper, cgroup)
+        _discard(channel, helper, cgroup)
         raise
-    return Spare(helper, ours, cgroup, pid, namespaces)
+    return Spare(helper, channel, cgroup, pid, namespaces)
 
 
-def _discard(sock: socket.socket, helper: ForkedHelper, cgroup: Cgroup | None) -> None:
+def _discard(channel: Channel, helper: ForkedHelper, cgroup: Cgroup | None) -> None:
     """Close the control socket, kill the spare's processes, remove its cgroup."""
     with contextlib.suppress(OSError):
-        sock.close()
+        channel.close()
     if cgroup is not None:
         with contextlib.suppress(ContainerError):
             cgroup.kill_all()
@@ -237,13 +241,3 @@ def _origin_procs_files(pid: int, cgroup: Cgroup) -> list[str]:
             origin = mounts[controller].rstrip("/") + own[controller]
             files[directory] = os.path.join(origin, "cgroup.procs")
     return list(files.values())
-
-
-def _expect(sock: socket.socket, op: str) -> dict[str, Any]:
-    data = sock.recv(1 << 16)
-    if not data:
-        raise OSError("the spare helper exited while being made")
-    message: dict[str, Any] = json.loads(data)
-    if message.get("op") != op:
-        raise OSError(f"the spare helper said {message!r} instead of {op!r}")
-    return message

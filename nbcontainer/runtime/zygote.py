@@ -8,18 +8,16 @@ container. The forked helper runs the same protocol as a freshly started one
 with its site-packages, a Python cell body can run in the forked, already initialised
 interpreter inside the container instead of exec'ing a new one (the ``python`` payload).
 
-Zygote protocol (SOCK_SEQPACKET): supervisor -> zygote: JSON ``{"fds": [targets]}`` with the
-control socket, stdin, stdout, stderr and any passed fds attached (SCM_RIGHTS);
-zygote -> supervisor: ``{"pid": N}`` with a pidfd of the new helper attached, so the supervisor
+Zygote protocol (:mod:`nbcontainer.runtime.protocol`): supervisor -> zygote: ``Spawn`` with
+the control socket, stdin, stdout, stderr and any passed fds attached (SCM_RIGHTS);
+zygote -> supervisor: ``Spawned`` with a pidfd of the new helper attached, so the supervisor
 can wait for and signal a process that is not its child without racing pid reuse.
 The zygote dies with its supervisor (PR_SET_PDEATHSIG) and when its socket closes.
 """
 
 from __future__ import annotations
 
-import array
 import contextlib
-import json
 import os
 import select
 import signal
@@ -27,32 +25,13 @@ import socket
 import sys
 import threading
 
+from nbcontainer.runtime.protocol import Channel, ChannelClosed, ProtocolError, Spawn, Spawned
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
 
     from nbcontainer.runtime.spare import SparePool
-
-_MAX_FDS = 64
-
-
-def send_fds(sock: socket.socket, message: dict[str, object], fds: list[int]) -> None:
-    payload = json.dumps(message).encode()
-    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-    sock.sendmsg([payload], ancillary)
-
-
-def _recv_fds(sock: socket.socket) -> tuple[dict[str, object] | None, list[int]]:
-    fds = array.array("i")
-    data, ancdata, _, _ = sock.recvmsg(1 << 16, socket.CMSG_SPACE(_MAX_FDS * fds.itemsize))
-    for level, kind, blob in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(blob[: len(blob) - (len(blob) % fds.itemsize)])
-    if not data:
-        for fd in fds:
-            os.close(fd)
-        return None, []
-    return json.loads(data), list(fds)
 
 
 # -- the zygote process ------------------------------------------------------------------------
@@ -68,12 +47,12 @@ def _reap() -> None:
             return
 
 
-def _become_helper(zsock: socket.socket, message: dict[str, object], fds: list[int]) -> None:
+def _become_helper(zygote: Channel, message: Spawn, fds: list[int]) -> None:
     """In the forked child: take the passed fds into place and run the helper protocol."""
     from nbcontainer.runtime import init
 
-    zsock.close()
-    targets = [int(t) for t in message.get("fds", [])]  # type: ignore[attr-defined]
+    zygote.close()
+    targets = message.targets
     ctl, stdio, extra = fds[0], fds[1:4], fds[4:]
     # Move every received fd above the targets first, so no dup2 clobbers one still needed.
     high = [os.dup(fd) for fd in (ctl, *stdio, *extra)]
@@ -111,30 +90,33 @@ def serve(fd: int) -> None:
         os._exit(0)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP):
         signal.signal(sig, signal.SIG_IGN)
-    zsock = socket.socket(fileno=fd)
-    zsock.set_inheritable(False)
+    chan = Channel.from_fd(fd)
     while True:
-        ready, _, _ = select.select([zsock], [], [], 1.0)
+        ready, _, _ = select.select([chan], [], [], 1.0)
         _reap()
         if not ready:
             continue
         try:
-            message, fds = _recv_fds(zsock)
-        except OSError:
-            os._exit(0)
-        if message is None:
-            os._exit(0)  # the supervisor closed its end
+            message, fds = chan.recv_with_fds()
+        except (ChannelClosed, OSError):
+            os._exit(0)  # the supervisor closed its end, or is gone
+        except ProtocolError:
+            continue  # not a request of ours: nothing to fork
+        if not isinstance(message, Spawn) or len(fds) != 4 + len(message.targets):
+            for received in fds:
+                os.close(received)
+            continue
         pid = os.fork()
         if pid == 0:
             try:
-                _become_helper(zsock, message, fds)
+                _become_helper(chan, message, fds)
             finally:
                 os._exit(125)
         for received in fds:
             os.close(received)
         pidfd = os.pidfd_open(pid)
         try:
-            send_fds(zsock, {"pid": pid}, [pidfd])
+            chan.send(Spawned(pid=pid), [pidfd])
         finally:
             os.close(pidfd)
 
@@ -209,7 +191,7 @@ class Zygote:
             )
         finally:
             theirs.close()
-        self.sock = ours
+        self.channel = Channel(ours)
         self._request_lock = threading.Lock()
         self._spares: SparePool | None = None
 
@@ -235,17 +217,22 @@ class Zygote:
               pass_fds: tuple[int, ...]) -> ForkedHelper:
         """Fork a helper that talks on ``ctl``, with ``stdio`` as its 0/1/2."""
         with self._request_lock:
-            send_fds(self.sock, {"fds": list(pass_fds)}, [ctl, *stdio, *pass_fds])
-            reply, fds = _recv_fds(self.sock)
-        if reply is None or not fds:
-            raise OSError("the zygote process exited")
-        return ForkedHelper(int(reply["pid"]), fds[0])  # type: ignore[call-overload]
+            self.channel.send(Spawn(targets=list(pass_fds)), [ctl, *stdio, *pass_fds])
+            try:
+                reply, fds = self.channel.recv_with_fds()
+            except ProtocolError as err:  # ChannelClosed included
+                raise OSError(f"the zygote did not fork a helper: {err}") from None
+        if not isinstance(reply, Spawned) or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise OSError(f"the zygote answered {reply!r} instead of a helper's pid")
+        return ForkedHelper(reply.pid, fds[0])
 
     def close(self) -> None:
         """Stop the zygote (closing its socket ends its loop), after discarding any spare."""
         if self._spares is not None:
             self._spares.close()
-        self.sock.close()
+        self.channel.close()
         try:
             self.process.wait(2)
         except Exception:  # noqa: BLE001 - it is our child: end it by pid

@@ -419,3 +419,29 @@ def test_zygote_forks_helpers_and_runs_python_payloads_in_the_forked_interpreter
 
 def _capture_python(code: str) -> tuple[int, str, str]:
     return capture([], container={"python": code, "zygote": True})
+
+
+@pytest.mark.root
+def test_junk_on_the_control_socket_from_a_payload_never_crashes_the_supervisor():
+    """A Python payload forked by the zygote can reach the helper's control socket: what it
+    writes there is parsed as data, and the result is the payload's real exit status."""
+    from nbcontainer.runtime.zygote import Zygote
+
+    junk = ("import os, socket\n"
+            "for fd in map(int, os.listdir('/proc/self/fd')):\n"
+            "    try:\n"
+            "        s = socket.socket(fileno=os.dup(fd))\n"
+            "    except OSError:\n"
+            "        continue\n"
+            "    if s.type == socket.SOCK_SEQPACKET:\n"
+            "        for packet in (b'garbage{', b'[1]', b'{\"op\":\"exit\",\"status\":\"x\"}',\n"
+            "                       b'{\"op\":\"error\",\"message\":5}', b'{\"op\":\"nope\"}'):\n"
+            "            s.send(packet)\n"
+            "        print('sent', flush=True)\n"
+            "    s.detach()\n"
+            "raise SystemExit(3)\n")
+    try:
+        code, out, _ = _capture_python(junk)
+    finally:
+        Zygote.shutdown()
+    assert out.strip() == "sent" and code == 3

@@ -40,10 +40,13 @@ def _ready(z: Zygote, timeout: float = 10.0) -> None:
     assert z.spares._spare is not None, "no spare was made"  # noqa: SLF001
 
 
-def _spare_dirs() -> list[str]:
+def _spare_dirs(supervisor: int | None = None) -> list[str]:
+    """The spare cgroups of this process (or of ``supervisor``): other processes on the
+    machine may keep their own."""
+    mine = f"{SPARE_PREFIX}{supervisor or os.getpid()}-"
     found = []
     for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
-        found += [os.path.join(dirpath, d) for d in dirnames if d.startswith(SPARE_PREFIX)]
+        found += [os.path.join(dirpath, d) for d in dirnames if d.startswith(mine)]
         if dirpath.count("/") > 8:
             dirnames.clear()
     return found
@@ -163,16 +166,16 @@ def test_a_killed_supervisor_leaves_no_spare_cgroup() -> None:
     sup = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert sup.stdout is not None
     name, helper, first = sup.stdout.readline().split()
-    spare_dirs = [d for d in _spare_dirs() if d.endswith("/" + name)]
+    spare_dirs = [d for d in _spare_dirs(sup.pid) if d.endswith("/" + name)]
     assert spare_dirs
     os.kill(sup.pid, signal.SIGKILL)
     sup.wait()
     sup.stdout.close()
     deadline = time.monotonic() + 10
-    while (_spare_dirs() or os.path.exists(f"/proc/{helper}") or os.path.exists(f"/proc/{first}")) \
-            and time.monotonic() < deadline:
+    while (_spare_dirs(sup.pid) or os.path.exists(f"/proc/{helper}")
+           or os.path.exists(f"/proc/{first}")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _spare_dirs() == [], "the spare's first process did not remove its cgroup"
+    assert _spare_dirs(sup.pid) == [], "the spare's first process did not remove its cgroup"
     assert not os.path.exists(f"/proc/{helper}") and not os.path.exists(f"/proc/{first}")
     for parent in {os.path.dirname(d) for d in spare_dirs}:
         others = [e for e in os.scandir(parent) if e.is_dir()] if os.path.isdir(parent) else []
