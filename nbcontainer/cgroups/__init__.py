@@ -17,11 +17,19 @@ import os
 from collections.abc import Callable
 
 from nbcontainer.cgroups import v1, v2
-from nbcontainer.cgroups.base import Cgroup, CgroupStats, Sampler, check_name, read_optional
+from nbcontainer.cgroups.base import (
+    Cgroup,
+    CgroupStats,
+    Sampler,
+    check_name,
+    leave,
+    read_optional,
+)
 from nbcontainer.cgroups.layout import (
     DEFAULT_ROOT,
     Layout,
     detect,
+    parse_proc_cgroup,
 )
 from nbcontainer.errors import CgroupError, FeatureMissingError, UsageError
 from nbcontainer.options import limit_controllers
@@ -35,7 +43,9 @@ __all__ = [
     "cgroup_from_paths",
     "create_cgroup",
     "detect",
+    "leave",
     "list_cgroups",
+    "origin_procs_files",
     "open_cgroup",
     "remove_stale",
 ]
@@ -316,3 +326,21 @@ def remove_stale(alive: Callable[[str], bool], parent: str | None = None,
             cgroup.remove()
             removed.append(name)
     return removed
+
+
+def origin_procs_files(pid: int, cgroup: Cgroup, root: str = DEFAULT_ROOT) -> list[str]:
+    """The ``cgroup.procs`` files of the cgroups ``pid`` is in, one per directory of ``cgroup``.
+
+    Where a spare's helper (forked by ``pid``, the zygote) returns once it has forked the first
+    process: back where it came from, not into the shared ``nbcontainer`` parent, where a
+    process would keep that directory from being removed when the last container leaves.
+    """
+    with open(f"/proc/{pid}/cgroup") as f:
+        own = parse_proc_cgroup(f.read())
+    mounts = detect(root).hierarchies
+    files: dict[str, str] = {}
+    for controller, directory in cgroup.paths.items():
+        if directory not in files:
+            origin = mounts[controller].rstrip("/") + own[controller]
+            files[directory] = os.path.join(origin, "cgroup.procs")
+    return list(files.values())

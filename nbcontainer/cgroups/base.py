@@ -289,6 +289,31 @@ class Cgroup(abc.ABC):
         for path in self.dirs:
             write_file(path + "/cgroup.procs", value)
 
+    def rename(self, name: str) -> Cgroup:
+        """The same cgroup under a new name, renamed in every hierarchy (an adopted spare).
+
+        All or nothing: a rename that fails part-way is undone before the error is raised.
+
+        Raises
+        ------
+        CgroupError
+            With the path and the errno text.
+        """
+        check_name(name)
+        renamed: dict[str, str] = {}
+        try:
+            for directory in self.dirs:
+                target = os.path.join(os.path.dirname(directory), name)
+                os.rename(directory, target)
+                renamed[directory] = target
+        except OSError as err:
+            for old, new in renamed.items():
+                with contextlib.suppress(OSError):
+                    os.rename(new, old)
+            raise CgroupError(f"cannot rename cgroup {self.name} to {name}: "
+                              f"{strerror(err)}") from err
+        return type(self)(name, {c: renamed[p] for c, p in self.paths.items()})
+
     def procs(self) -> list[int]:
         """The pids in this cgroup (its own directory, not descendants), union over hierarchies.
 
@@ -439,6 +464,18 @@ class Cgroup(abc.ABC):
                     if err.errno not in (errno.EBUSY, errno.ENOTEMPTY, errno.ENOENT, errno.ENODEV):
                         raise CgroupError(
                             f"cannot remove cgroup {parent}: {strerror(err)}") from err
+
+
+def leave(procs_files: Iterable[str]) -> None:
+    """Move the calling process into the cgroups whose ``cgroup.procs`` files are given.
+
+    Writing ``0`` to a ``cgroup.procs`` file moves the writer (cgroups(7)); a spare's helper
+    goes back where it came from this way, so it is outside the limits of the container it
+    prepared. A file that cannot be written is skipped: the caller checks the cgroup's procs.
+    """
+    for path in procs_files:
+        with contextlib.suppress(OSError), open(path, "w") as f:
+            f.write("0")
 
 
 def _rmdir_tree(path: str, deadline: float) -> None:

@@ -13,7 +13,6 @@ import atexit
 import contextlib
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +32,7 @@ from nbcontainer.errors import (
     UsageError,
 )
 from nbcontainer.images import resolve
+from nbcontainer.runtime import lifecycle
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.protocol import (
     Attached,
@@ -788,13 +788,11 @@ class Container(ContainerProcess):
                 state_mod.save(self.root, self.state)
 
     def _release(self) -> None:
-        if self.cgroup is not None:
-            self.cgroup.remove()
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-        if self.state is not None and not self.keep:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        lifecycle.teardown(self.cgroup,
+                           None if self.state is None or self.keep else self.dir)
 
     def stats(self) -> cgroups.CgroupStats:
         """Current resource figures of the container's cgroup."""
@@ -805,16 +803,12 @@ class Container(ContainerProcess):
     def pause(self) -> None:
         """Freeze every process of the container (cgroup freezer)."""
         assert self.cgroup is not None and self.state is not None
-        self.cgroup.freeze()
-        self.state.status = "paused"
-        state_mod.save(self.root, self.state)
+        lifecycle.set_paused(self.root, self.state, self.cgroup, True)
 
     def unpause(self) -> None:
         """Thaw a paused container."""
         assert self.cgroup is not None and self.state is not None
-        self.cgroup.thaw()
-        self.state.status = "running"
-        state_mod.save(self.root, self.state)
+        lifecycle.set_paused(self.root, self.state, self.cgroup, False)
 
     def exec(self, command: Sequence[str], **kwargs: Any) -> Exec:
         """Start ``command`` inside this running container; returns the started :class:`Exec`."""

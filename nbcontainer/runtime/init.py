@@ -90,40 +90,17 @@ def _take_stdio(chan: Channel, targets: list[int], fds: list[int]) -> None:
     rebind_stdio()
 
 
-def _abandon_spare(dirs: list[str], leave: list[str]) -> None:
-    """Leave the unused spare's cgroup (for the helper's origin) and remove it.
+def _abandon_spare(spare: Prefork) -> None:
+    """An unused spare's first process: leave its cgroup (for the helper's origin), remove it.
 
-    Then, as ``Cgroup.remove`` does, the shared ``nbcontainer`` parent if that left it empty
-    (any other container's cgroup in it makes the rmdir fail, which is fine).
+    Nothing else would: its supervisor is gone. The cgroup code is imported here, in a process
+    forked from the zygote, which preloads it.
     """
-    import time
+    from nbcontainer import cgroups
 
-    _leave_cgroup(leave)
-    for directory in dirs:
-        for _ in range(50):
-            try:
-                os.rmdir(directory)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.01)
-    for parent in dict.fromkeys(os.path.dirname(d) for d in dirs):
-        if os.path.basename(parent) == "nbcontainer":
-            with contextlib.suppress(OSError):
-                os.rmdir(parent)
-
-
-def _leave_cgroup(procs_files: list[str]) -> None:
-    """Move this process out of a spare cgroup, back to the helper's origin (writing 0 to a
-    ``cgroup.procs`` moves the writer).
-
-    A spare's helper does so once it has forked the first process: it is then outside the
-    limits the container would otherwise share with it (a pids slot, the OOM killer's choice).
-    """
-    for path in procs_files:
-        with contextlib.suppress(OSError), open(path, "w") as f:
-            f.write("0")
+    cgroups.leave(spare.leave)
+    with contextlib.suppress(Exception):
+        cgroups.cgroup_from_paths(spare.cgroup, spare.paths).remove(timeout=1.0)
 
 
 def _die_with_parent(expected_parent: int) -> None:
@@ -476,20 +453,22 @@ def _prefork_spare(chan: Channel, spare: Prefork) -> None:
     there; it unshares the expected namespaces and waits for its stdio and config. The helper
     then moves itself back to its original cgroups, says so, and waits for the first process.
     """
+    from nbcontainer import cgroups
+
     _die_with_parent(os.getppid())  # the zygote, which dies with the supervisor
     _ignore_stop_signals()
     me = os.getpid()
     child = _fork_first_process(chan, set(spare.namespaces), run=True)
     if child == 0:
-        _await_adoption(chan, spare.dirs, spare.leave, me)
+        _await_adoption(chan, spare, me)
         os._exit(125)  # not reached
     chan.send(Pid(pid=child))
-    _leave_cgroup(spare.leave)
+    cgroups.leave(spare.leave)
     chan.send(Left())
     _report_when_done(chan, child)
 
 
-def _await_adoption(chan: Channel, dirs: list[str], leave: list[str], helper_pid: int) -> None:
+def _await_adoption(chan: Channel, spare: Prefork, helper_pid: int) -> None:
     """A spare's first process: wait for a container's stdio and config, then go on as one.
 
     Should the supervisor go away first (its end of the socket closes), remove the spare's
@@ -502,7 +481,7 @@ def _await_adoption(chan: Channel, dirs: list[str], leave: list[str], helper_pid
         _take_stdio(chan, msg.targets, fds)
         cfg = chan.recv(Config)
     except ChannelClosed:
-        _abandon_spare(dirs, leave)
+        _abandon_spare(spare)
         os._exit(0)
     except ProtocolError:
         os._exit(125)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
 
 from nbcontainer import cgroups
 from nbcontainer.errors import CgroupError, ContainerError, ContainerStateError
+from nbcontainer.runtime import lifecycle
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.state import ContainerState
 from nbcontainer.store import containers_dir, store_root
@@ -89,9 +89,8 @@ def _settle(root: Path, st: ContainerState, cg: cgroups.Cgroup | None) -> None:
                 return True
         if _wait_until(recorded, 5.0):
             return
-    if cg is not None:
-        with contextlib.suppress(CgroupError):
-            cg.remove()
+    with contextlib.suppress(CgroupError):
+        lifecycle.teardown(cg)
     _mark_exited(root, state_mod.load(root, st.id), "stopped")
 
 
@@ -107,8 +106,7 @@ def remove(ref: str, force: bool = False, root: Path | None = None) -> Container
             )
         cg = _cgroup(st)
         if cg is not None:
-            cg.thaw()
-            cg.kill_all()
+            cg.kill_all()  # frozen (paused) tasks too
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(st.pid, signal.SIGKILL)  # type: ignore[arg-type]
@@ -118,20 +116,16 @@ def remove(ref: str, force: bool = False, root: Path | None = None) -> Container
 
 
 def _discard(root: Path, st: ContainerState) -> None:
-    cg = _cgroup(st)
-    if cg is not None:
-        with contextlib.suppress(CgroupError):
-            cg.remove()
-    shutil.rmtree(state_mod.container_path(root, st.id), ignore_errors=True)
+    """The container's teardown: processes, cgroup and its directory in the store."""
+    with contextlib.suppress(CgroupError):
+        lifecycle.teardown(_cgroup(st), state_mod.container_path(root, st.id))
 
 
 def pause(ref: str, root: Path | None = None) -> ContainerState:
     """Freeze every process of a running container."""
     root = store_root(root)
     st = state_mod.find(root, ref)
-    open_container_cgroup(st).freeze()
-    st.status = "paused"
-    state_mod.save(root, st)
+    lifecycle.set_paused(root, st, open_container_cgroup(st), True)
     return st
 
 
@@ -141,9 +135,7 @@ def unpause(ref: str, root: Path | None = None) -> ContainerState:
     st = state_mod.find(root, ref)
     if st.status != "paused":
         raise ContainerStateError(f"container {st.short} is not paused ({st.status})")
-    open_container_cgroup(st).thaw()
-    st.status = "running"
-    state_mod.save(root, st)
+    lifecycle.set_paused(root, st, open_container_cgroup(st), False)
     return st
 
 
@@ -166,7 +158,7 @@ def gc(root: Path | None = None) -> list[str]:
             except ContainerError:
                 # A directory without a record: a crash between mkdir and the first save.
                 if time.time() - path.stat().st_mtime > 60:
-                    shutil.rmtree(path, ignore_errors=True)
+                    lifecycle.teardown(None, path)
                     actions.append(f"removed incomplete container directory {entry}")
                 else:
                     live.add(entry)
@@ -175,26 +167,21 @@ def gc(root: Path | None = None) -> list[str]:
                 live.add(st.id)
                 continue
             if st.status in ("created", "running", "paused"):
-                cg = _cgroup(st)
-                if cg is not None:
-                    cg.thaw()
-                    cg.kill_all()
-                    cg.remove()
-                elif st.pid and state_mod.is_alive(st.pid, st.pid_start):
+                if _cgroup(st) is None and st.pid and state_mod.is_alive(st.pid, st.pid_start):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(st.pid, signal.SIGKILL)
                 actions.append(f"stopped {st.short}: its supervisor (pid {st.supervisor_pid}) "
                                "is gone")
-            if st.auto_remove or (st.owner or "").startswith("kernel:"):
-                _discard(root, st)
+            remove = st.auto_remove or (st.owner or "").startswith("kernel:")
+            if not remove and st.status != "exited":
+                _mark_exited(root, st, "its supervisor died", 137)
+            try:
+                lifecycle.teardown(_cgroup(st),
+                                   state_mod.container_path(root, st.id) if remove else None)
+            except CgroupError as err:
+                actions.append(f"could not remove what {st.short} left: {err}")
+            if remove:
                 actions.append(f"removed {st.short}")
-            else:
-                if st.status != "exited":
-                    _mark_exited(root, st, "its supervisor died", 137)
-                cg = _cgroup(st)
-                if cg is not None:
-                    with contextlib.suppress(CgroupError):
-                        cg.remove()
     actions += _remove_orphan_cgroups(live | (set(os.listdir(base)) if base.is_dir() else set()))
     return actions
 
@@ -218,7 +205,7 @@ def _remove_orphan_cgroups(known: set[str], min_age: float = 60.0) -> list[str]:
                     if os.path.isdir(p)]
             if not ages or min(ages) < min_age:
                 continue
-            cg.remove()
+            lifecycle.teardown(cg)
         except (CgroupError, OSError):
             continue
         removed.append(f"removed orphaned cgroup {name}")

@@ -186,7 +186,8 @@ class Prefork(Message):
 
     op = "prefork"
     namespaces: list[str]
-    dirs: list[str]  # the spare's cgroup directories
+    cgroup: str  # the spare's cgroup: its name and its directories (Cgroup.paths)
+    paths: dict[str, str]
     leave: list[str]  # the cgroup.procs files the helper returns to
 
 

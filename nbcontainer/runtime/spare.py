@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING
 
 from nbcontainer import cgroups
 from nbcontainer.cgroups import Cgroup
-from nbcontainer.cgroups.layout import parse_proc_cgroup
 from nbcontainer.errors import ContainerError
+from nbcontainer.runtime import lifecycle
 from nbcontainer.runtime.protocol import Channel, Left, Pid, Prefork, ProtocolError
 from nbcontainer.spec import Limits
 
@@ -63,23 +63,13 @@ class Spare:
         _discard(self.channel, self.helper, self.cgroup)
 
     def adopt(self, name: str, limits: Limits) -> Cgroup:
-        """Rename the cgroup to the container's id and apply its limits; return it."""
-        renamed: dict[str, str] = {}
-        try:
-            for directory in dict.fromkeys(self.cgroup.paths.values()):
-                target = os.path.join(os.path.dirname(directory), name)
-                os.rename(directory, target)
-                renamed[directory] = target
-            paths = {c: renamed[p] for c, p in self.cgroup.paths.items()}
-            adopted = cgroups.cgroup_from_paths(name, paths)
-            cgroups.apply_limits(adopted, limits)
-        except (OSError, ContainerError):
-            for old, new in renamed.items():
-                with contextlib.suppress(OSError):
-                    os.rename(new, old)
-            raise
-        self.cgroup = adopted
-        return adopted
+        """Rename the cgroup to the container's id and apply its limits; return it.
+
+        On failure the caller discards the spare, whatever its cgroup is named by then.
+        """
+        self.cgroup = self.cgroup.rename(name)
+        cgroups.apply_limits(self.cgroup, limits)
+        return self.cgroup
 
 
 class SparePool:
@@ -192,10 +182,10 @@ def make_spare(zygote: Zygote, namespaces: frozenset[str]) -> Spare:
     try:
         cgroup = cgroups.create_cgroup(f"{SPARE_PREFIX}{os.getpid()}-{next(_counter)}", Limits())
         cgroup.attach(helper.pid)
-        dirs = list(dict.fromkeys(cgroup.paths.values()))
         ours.settimeout(SETUP_TIMEOUT)
-        channel.send(Prefork(namespaces=sorted(namespaces), dirs=dirs,
-                             leave=_origin_procs_files(zygote.pid, cgroup)))
+        channel.send(Prefork(namespaces=sorted(namespaces), cgroup=cgroup.name,
+                             paths=dict(cgroup.paths),
+                             leave=cgroups.origin_procs_files(zygote.pid, cgroup)))
         try:
             first = channel.recv(Pid)
             channel.recv(Left)
@@ -213,31 +203,9 @@ def make_spare(zygote: Zygote, namespaces: frozenset[str]) -> Spare:
 
 
 def _discard(channel: Channel, helper: ForkedHelper, cgroup: Cgroup | None) -> None:
-    """Close the control socket, kill the spare's processes, remove its cgroup."""
+    """Close the control socket, kill the helper, then the container's teardown."""
     with contextlib.suppress(OSError):
         channel.close()
-    if cgroup is not None:
-        with contextlib.suppress(ContainerError):
-            cgroup.kill_all()
     helper.kill()
-    if cgroup is not None:
-        with contextlib.suppress(ContainerError):
-            cgroup.remove()
-
-
-def _origin_procs_files(pid: int, cgroup: Cgroup) -> list[str]:
-    """The ``cgroup.procs`` files of the cgroups ``pid`` (the zygote) is in, one per hierarchy
-    of ``cgroup``: where a spare's helper returns once it has forked the first process.
-
-    Back where it came from, not into the shared ``nbcontainer`` parent: a process there
-    would keep that directory from being removed when the last container leaves.
-    """
-    with open(f"/proc/{pid}/cgroup") as f:
-        own = parse_proc_cgroup(f.read())
-    mounts = cgroups.detect().hierarchies
-    files: dict[str, str] = {}
-    for controller, directory in cgroup.paths.items():
-        if directory not in files:
-            origin = mounts[controller].rstrip("/") + own[controller]
-            files[directory] = os.path.join(origin, "cgroup.procs")
-    return list(files.values())
+    with contextlib.suppress(ContainerError):
+        lifecycle.teardown(cgroup)

@@ -80,10 +80,10 @@ def serve(fd: int) -> None:
     import traceback  # noqa: F401
     import types  # noqa: F401
 
-    from nbcontainer import _libc
+    from nbcontainer import _libc, cgroups  # cgroups: for a spare's helper (runtime/spare.py)
     from nbcontainer.runtime import init
 
-    del init
+    del init, cgroups
     parent = os.getppid()
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:

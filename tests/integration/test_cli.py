@@ -141,6 +141,26 @@ def test_rm_f_kills_a_running_detached_container():
     assert "doomed" not in nbc("ps", "-a").stdout
 
 
+def test_rm_f_of_a_paused_container_kills_its_frozen_processes_and_removes_its_cgroup():
+    p = nbc("run", "-d", "--name", "frozen", "busybox", "sh", "-c", "sleep 1000 & sleep 1000")
+    assert p.returncode == 0, p.stderr
+    cid = p.stdout.strip()
+    from nbcontainer.runtime import state as state_mod
+    from nbcontainer.store import store_root
+
+    st = state_mod.find(store_root(), cid)
+    dirs = sorted(set(st.cgroup_paths.values()))
+    try:
+        assert nbc("pause", "frozen").returncode == 0
+        pids = st.open_cgroup().procs()
+        assert len(pids) >= 2  # sh and its two sleeps
+    finally:
+        assert nbc("rm", "-f", "frozen").returncode == 0
+    assert not [d for d in dirs if os.path.isdir(d)]
+    assert not [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+    assert "frozen" not in nbc("ps", "-a").stdout
+
+
 def test_supervisor_sigkill_kills_container_and_gc_cleans(private_store):
     # A supervisor that starts a container without a pid namespace (so only PR_SET_PDEATHSIG
     # and the cgroup can end it), then is SIGKILLed.
