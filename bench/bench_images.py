@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nbcontainer import Container, make_spec
+from nbcontainer.building.commit import commit
 from nbcontainer.images.bench import interleaved
-from nbcontainer.images.commit import commit
 from nbcontainer.images.store import ImageStore
 
 

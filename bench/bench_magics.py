@@ -28,7 +28,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nbcontainer.meter import Meter  # noqa: E402
+from nbcontainer.notebook.meter import Meter  # noqa: E402
 
 
 def start_kernel(tmp: str) -> tuple[KernelManager, Any]:

@@ -2,7 +2,7 @@
 
 Run as root: ``.venv/bin/python bench/bench_overlay.py [--rounds N]``. Each round forks a
 child that enters a new mount namespace, makes every mount private (so nothing reaches the
-host) and times :func:`nbcontainer.rootfs.mount_overlay` over N small layer directories (the
+host) and times :func:`nbcontainer.child.rootfs.mount_overlay` over N small layer directories (the
 same call, short-symlink lowerdir and all, that a container start makes). The layer count is
 what overlayfs allows at most (500); the mount(2) options stay under one page thanks to the
 short links.

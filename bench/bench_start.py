@@ -138,9 +138,10 @@ def main() -> None:
 def attach_paths(start: Callable[[], object], rounds: int) -> dict[str, list[float]]:
     """The v1 cgroup attach waits an RCU grace period after a quiet spell: starts measured
     cold and back-to-back, through the normal path and through spare helpers."""
+    from nbcontainer.runtime.spare import spares as spare_pool
     from nbcontainer.runtime.zygote import Zygote
 
-    spares = Zygote.get().spares
+    spares = spare_pool(Zygote.get())
     out: dict[str, list[float]] = {}
     for spare in (False, True):
         if spare:

@@ -39,13 +39,13 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nbcontainer``: register %%container, %container and %%containerfile."""
-    from nbcontainer.magics import load_ipython_extension as load
+    from nbcontainer.notebook.magics import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext nbcontainer``: remove the containers this session owns."""
-    from nbcontainer.magics import unload_ipython_extension as unload
+    from nbcontainer.notebook.magics import unload_ipython_extension as unload
 
     unload(ipython)

@@ -1,4 +1,4 @@
-"""``nbcontainer``: the command line, with Docker's verbs and exit statuses (SPEC section 3).
+"""``nbcontainer``: the command line, with Docker's verbs and exit statuses (see README.md).
 
 Every expected failure is a :class:`~nbcontainer.errors.ContainerError`, printed as one line
 ``nbcontainer: <what is wrong and what to do>`` with exit status 125; never a traceback.
@@ -18,11 +18,12 @@ from typing import Any
 
 from nbcontainer.errors import ContainerError, UsageError
 from nbcontainer.options import CLI, add_run_options, spec_from_args
+from nbcontainer.paths import store_root
 from nbcontainer.spec import format_size
-from nbcontainer.store import store_root
 
 # Modules that add their own subcommands through ``add_commands(subparsers)``.
-COMMAND_MODULES = ("nbcontainer.images.commands", "nbcontainer.kernel.commands")
+COMMAND_MODULES = ("nbcontainer.images.commands", "nbcontainer.building.commands",
+                   "nbcontainer.kernel.commands")
 
 
 class ArgumentError(UsageError):
@@ -53,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nbcontainer.runtime.container import Container
 
     spec = spec_from_args(args, args.command, args.image, tty=bool(args.tty))
-    root = store_root()
+    root = store_root(args.root)
     if args.detach:
         cid = detach.start_detached(spec, root, auto_remove=args.rm)
         _out(cid)
@@ -94,7 +95,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     from nbcontainer.runtime.container import Exec
     from nbcontainer.spec import parse_user
 
-    st = state_mod.find(store_root(), args.container)
+    st = state_mod.find(store_root(args.root), args.container)
     user = parse_user(args.user) if args.user else None
     proc = Exec(st, args.command, env=parse_env_list(args.env),
                 workdir=args.workdir, user=(user[0], user[1] or 0) if user else None).start()
@@ -133,7 +134,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
     """``ps [-a] [-q]``."""
     from nbcontainer.runtime import state as state_mod
 
-    rows = [st for st in state_mod.all_states() if args.all or st.is_running()]
+    rows = [st for st in state_mod.all_states(store_root(args.root)) if args.all or st.is_running()]
     if args.quiet:
         for st in rows:
             _out(st.id)
@@ -154,8 +155,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     """``logs CONTAINER``: what a detached container wrote to stdout and stderr."""
     from nbcontainer.runtime import state as state_mod
 
-    st = state_mod.find(store_root(), args.container)
-    path = state_mod.container_path(store_root(), st.id) / "log"
+    st = state_mod.find(store_root(args.root), args.container)
+    path = state_mod.container_path(store_root(args.root), st.id) / "log"
     if not path.exists():
         raise UsageError(f"container {st.short} has no log: only detached (-d) containers "
                          "write one")
@@ -173,7 +174,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 break
             sys.stdout.flush()
             time.sleep(0.2)
-            st = state_mod.load(store_root(), st.id)
+            st = state_mod.load(store_root(args.root), st.id)
     sys.stdout.flush()
     return 0
 
@@ -183,7 +184,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     from nbcontainer.runtime import manage
 
     for ref in args.containers:
-        manage.stop(ref, grace=args.time)
+        manage.stop(ref, grace=args.time, root=store_root(args.root))
         _out(ref)
     return 0
 
@@ -195,7 +196,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     status = 0
     for ref in args.containers:
         try:
-            manage.remove(ref, force=args.force)
+            manage.remove(ref, force=args.force, root=store_root(args.root))
             _out(ref)
         except ContainerError as err:
             _err(str(err))
@@ -208,7 +209,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
     from nbcontainer.runtime import manage
 
     for ref in args.containers:
-        manage.pause(ref)
+        manage.pause(ref, root=store_root(args.root))
         _out(ref)
     return 0
 
@@ -218,7 +219,7 @@ def cmd_unpause(args: argparse.Namespace) -> int:
     from nbcontainer.runtime import manage
 
     for ref in args.containers:
-        manage.unpause(ref)
+        manage.unpause(ref, root=store_root(args.root))
         _out(ref)
     return 0
 
@@ -239,7 +240,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from nbcontainer.runtime import manage
     from nbcontainer.runtime import state as state_mod
 
-    st = state_mod.find(store_root(), args.container)
+    st = state_mod.find(store_root(args.root), args.container)
     cg = manage.open_container_cgroup(st)
     _out(f"{'NAME':<20} {'CPU %':>8} {'MEM USAGE':>10} / {'LIMIT':<10} {'MEM %':>8} {'PIDS':>5}")
     prev = cg.stats()
@@ -269,10 +270,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
     """``gc``: remove what crashed runs left behind."""
     from nbcontainer.runtime import manage
 
-    actions = manage.gc()
+    actions = manage.gc(store_root(args.root))
     from nbcontainer.images.store import ImageStore
 
-    removed = ImageStore(store_root()).gc()
+    removed = ImageStore(store_root(args.root)).gc()
     actions += [f"removed unreferenced layer {x}" for x in removed.get("layers", [])]
     actions += [f"removed leftover of a crashed import {x}" for x in removed.get("tmp", [])]
     with contextlib.suppress(ImportError):
@@ -291,7 +292,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from nbcontainer.doctor import report
 
     ok = True
-    for check in report(store_root()):
+    for check in report(store_root(args.root)):
         mark = "ok " if check.ok else "NO "
         ok = ok and (check.ok or not check.required)
         _out(f"[{mark}] {check.name}: {check.detail}")
@@ -387,13 +388,19 @@ def build_parser(extras: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+def main(argv: Sequence[str] | None = None, root: str | os.PathLike[str] | None = None) -> int:
+    """Run the command line; return the exit status.
+
+    ``root`` is the store (default ``$NBCONTAINER_ROOT`` or /var/lib/nbcontainer): a caller in
+    the same process, like ``%container SUBCOMMAND``, passes its own instead of changing the
+    environment.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         # `run` and friends need not import the image codecs or jupyter_client: a container
         # start from the shell should not pay for them.
         args = build_parser(extras=not argv or argv[0] not in CORE_COMMANDS).parse_args(argv)
+        args.root = None if root is None else str(root)
         if args.cmd in ("run", "exec") and args.command[:1] == ["--"]:
             args.command = args.command[1:]
         if args.cmd == "exec" and not args.command:
@@ -402,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from nbcontainer.runtime import manage
 
             with contextlib.suppress(ContainerError, OSError):
-                manage.gc()
+                manage.gc(store_root(args.root))
         return int(args.func(args))
     except ContainerError as err:
         _err(str(err))

@@ -1,4 +1,4 @@
-"""The run options of SPEC section 2: one table, and everything derived from it.
+"""The run options (docs/options.md): one table, and everything derived from it.
 
 Each :class:`RunOption` says once what an option is: its flags and aliases, its value syntax,
 its help, which front ends take it (the CLI, the magics, ``kernel install`` and the kernel), the

@@ -825,7 +825,7 @@ NB04 = [
     1. **In user space**: a union lookup in a few lines of Python, with whiteouts and opaque
        directories — the rules of [03-union-filesystems](03-union-filesystems.ipynb) as code.
     2. **In the kernel**: the same layers mounted with nbcontainer's low-level
-       `nbcontainer.rootfs.mount_overlay`, the function every container's root goes through,
+       `nbcontainer.child.rootfs.mount_overlay`, the function every container's root goes through,
        and a shell started in the result with `chroot`. Our union and the kernel's must agree.
     3. **As an image**: the layers stored in nbcontainer's content-addressed store, and a real
        container run on them.
@@ -945,7 +945,7 @@ NB04 = [
             print(f"/{path:<20} {what}")
     """),
     md("""
-    ## Step 2: the kernel does it — `nbcontainer.rootfs.mount_overlay`
+    ## Step 2: the kernel does it — `nbcontainer.child.rootfs.mount_overlay`
 
     `mount_overlay(container_dir, layers)` is what every nbcontainer container's root goes
     through: it makes short symlinks `l/0..N` to the layers (so even 500 layer paths fit in the
@@ -958,7 +958,7 @@ NB04 = [
     %%container --privileged -v {LAYERS}:/layers:ro -o kernel_view,chroot_output
     import os, subprocess
     from nbcontainer._libc import mount
-    from nbcontainer.rootfs import mount_overlay
+    from nbcontainer.child.rootfs import mount_overlay
 
     os.makedirs("/tmp/c")
     mount("tmpfs", "/tmp/c", "tmpfs", 0, "size=16m")   # upper and work must not be on an overlay
@@ -1267,7 +1267,7 @@ NB05 = [
     CMD cat /greeting
     '''
     if CAN_RUN:
-        from nbcontainer.images.build import build_from_text
+        from nbcontainer.building.build import build_from_text
         build_from_text(EXERCISE, "course-exercise", ".", out=lambda line: None)
         layers = resolve("course-exercise").layers
         print("layers:", len(layers))

@@ -1,4 +1,4 @@
-"""The image subcommands of the CLI: images, history, import, save, rmi, build, commit.
+"""The image subcommands of the CLI: images, history, import, save, rmi.
 
 ``add_commands(subparsers)`` registers them on the lead's argparse tree; each handler takes the
 parsed args and returns an exit status. Failures are nbcontainer errors, which the CLI prints as
@@ -103,26 +103,8 @@ def cmd_rmi(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    """Build an image from a Containerfile, printing each step as it runs."""
-    from nbcontainer.images.build import build
-
-    build(args.context, args.tag, containerfile=args.file, root=getattr(args, "root", None))
-    return 0
-
-
-def cmd_commit(args: argparse.Namespace) -> int:
-    """Store a container's changes as a new image and print its id."""
-    from nbcontainer.images.commit import commit
-
-    record = commit(args.container, args.image, root=getattr(args, "root", None),
-                    message=args.message, pause=not args.no_pause)
-    print(record.id)
-    return 0
-
-
 def add_commands(subparsers: Any) -> None:
-    """Register images, history, import, save, rmi, build and commit on argparse subparsers."""
+    """Register images, history, import, save and rmi on argparse subparsers."""
     p = subparsers.add_parser("images", help="list stored images, with shared vs unique size")
     p.set_defaults(func=cmd_images)
 
@@ -146,20 +128,3 @@ def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("rmi", help="remove images (layers go when nothing uses them)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.set_defaults(func=cmd_rmi)
-
-    p = subparsers.add_parser(
-        "build", help="build an image from a Containerfile (FROM, RUN, COPY, ENV, WORKDIR, CMD, "
-                      "LABEL), with a layer cache")
-    p.add_argument("-t", "--tag", required=True, help="NAME[:TAG] of the image to build")
-    p.add_argument("-f", "--file", help="the Containerfile (default: DIR/Containerfile, "
-                                        "else DIR/Dockerfile)")
-    p.add_argument("context", metavar="DIR", help="build context: COPY sources come from here")
-    p.set_defaults(func=cmd_build)
-
-    p = subparsers.add_parser("commit", help="store a container's changes as a new image")
-    p.add_argument("container", metavar="CONTAINER")
-    p.add_argument("image", metavar="IMAGE", help="NAME[:TAG] of the new image")
-    p.add_argument("-m", "--message", help="comment kept in the image's history")
-    p.add_argument("--no-pause", action="store_true",
-                   help="do not freeze a running container while committing")
-    p.set_defaults(func=cmd_commit)

@@ -1,6 +1,6 @@
 """The content-addressed image store: layers kept once, images as small JSON records.
 
-Layout under the store root (see :mod:`nbcontainer.store`)::
+Layout under the store root (see :mod:`nbcontainer.paths`)::
 
     layers/<hex diff_id>/fs/          the unpacked layer (an overlay lower directory)
     layers/<hex diff_id>/meta.json    {diff_id, size, tar_size, created_by, created}
@@ -39,7 +39,7 @@ from typing import Any
 from urllib.parse import quote
 
 from nbcontainer.errors import ImageError, ImageNotFoundError, UsageError
-from nbcontainer.store import (
+from nbcontainer.paths import (
     containers_dir,
     ensure_dir,
     images_dir,

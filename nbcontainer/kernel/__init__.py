@@ -1,4 +1,4 @@
-"""The dedicated Jupyter kernel: every cell runs inside one container (SPEC section 5).
+"""The dedicated Jupyter kernel: every cell runs inside one container (docs/kernel.md).
 
 Jupyter starts :mod:`nbcontainer.kernel` (``python -m nbcontainer.kernel -f CONN [OPTIONS]``),
 a small process on the host that owns a container running a stock ipykernel and relays the
@@ -10,7 +10,7 @@ the side that is still alive.
 
 Modules: :mod:`~.kernelspec` (install), :mod:`~.commands` (``nbcontainer kernel ...``),
 :mod:`~.wire` (message frames), :mod:`~.inner` (the container and its sockets),
-:mod:`~.liveplot` (the per-cell plot), :mod:`~.proxy` (the relay), :mod:`~.extension`
+:mod:`~.display` (where the per-cell plot goes), :mod:`~.proxy` (the relay), :mod:`~.extension`
 (``%memplot``, loaded inside the container).
 """
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from nbcontainer.errors import ContainerError
-from nbcontainer.kernel.options import add_kernel_options, spec_from_kernel_args
+from nbcontainer.kernel.cmdline import add_kernel_options, spec_from_kernel_args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from nbcontainer.kernel import kernelspec
-from nbcontainer.kernel.options import add_kernel_options, run_options_argv, spec_from_kernel_args
+from nbcontainer.kernel.cmdline import add_kernel_options, run_options_argv, spec_from_kernel_args
 from nbcontainer.spec import format_size
 
 

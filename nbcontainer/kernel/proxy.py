@@ -31,17 +31,20 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 from jupyter_client.session import Session
 
 from nbcontainer.errors import ContainerError
-from nbcontainer.kernel import liveplot
+from nbcontainer.kernel import display
 from nbcontainer.kernel.inner import InnerKernel
 from nbcontainer.kernel.wire import Frames
 from nbcontainer.runtime.result import Result
 from nbcontainer.spec import ContainerSpec
+
+if TYPE_CHECKING:
+    from nbcontainer.notebook.cell import CellPlot
 
 RUNDIR_PREFIX = "nbck-"
 SHUTDOWN_GRACE = 3.0  # seconds the kernel inside gets to answer a shutdown_request and exit
@@ -91,7 +94,7 @@ class Cell:
     """The execute_request running now, and its plot."""
 
     header: dict[str, Any]
-    plot: liveplot.CellPlot | None = None
+    plot: CellPlot | None = None
 
 
 def remove_stale_rundirs() -> None:
@@ -145,7 +148,7 @@ class KernelProxy:
                  plot: str = "auto") -> None:
         self.info = connection
         self.spec = spec
-        self.plot_mode = liveplot.MODES.get(plot, "auto")
+        self.plot_mode = display.MODES.get(plot, "auto")
         self.key = str(connection.get("key", ""))
         self.scheme = str(connection.get("signature_scheme", "hmac-sha256"))
         self.session = Session(key=self.key.encode(), signature_scheme=self.scheme,
@@ -174,9 +177,9 @@ class KernelProxy:
         self.note_for: str | None = None  # the execute_request that will carry that note
         self.shutdown: Shutdown | None = None
         self.done = False
-        self.frames: queue.SimpleQueue[liveplot.Frame] = queue.SimpleQueue()
+        self.frames: queue.SimpleQueue[display.Frame] = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.can_plot = liveplot.available()
+        self.can_plot = display.available()
         # Like ipykernel's ParentPollerUnix: the client that started us may die without a
         # shutdown_request; then exit (and remove the container) rather than linger.
         self.parent_pid = int(os.environ.get("JPY_PARENT_PID", "0") or 0)
@@ -310,17 +313,22 @@ class KernelProxy:
             code = str(msg.content().get("code", "")).encode()
             found = _MEMPLOT_RE.findall(code)
             if found:
-                self.plot_mode = liveplot.MODES[found[-1].decode()]
+                self.plot_mode = display.MODES[found[-1].decode()]
         if self.lost is not None and self.note_for is None:
             self.note_for = header.get("msg_id")
 
-    def _start_plot(self, inner: InnerKernel) -> liveplot.CellPlot | None:
+    def _start_plot(self, inner: InnerKernel) -> CellPlot | None:
         if self.plot_mode == "never" or not self.can_plot or inner.container is None \
                 or inner.container.cgroup is None:
             return None
         try:
-            return liveplot.CellPlot(inner.container.cgroup, self.plot_mode, self.frames,
-                                     self.wake_w).start()
+            from nbcontainer.notebook.cell import CellPlot
+
+            plot = CellPlot(self.plot_mode, display.QueuedDisplay(self.frames, self.wake_w))
+            plot.watch(inner.container.cgroup, new=False)
+            if plot.meter is None:
+                raise OSError("its cgroup cannot be read")
+            return plot.draw_in_background()
         except (ContainerError, OSError) as err:
             self._log(f"no memory plot for this cell: {err}")
             return None

@@ -1,6 +1,6 @@
 """The runtime: containers (:class:`Container`), execs into them (:class:`Exec`), results.
 
-Lazy: the container helper imports :mod:`nbcontainer.runtime.init` through this package, and
+Lazy: the container helper imports :mod:`nbcontainer.child.helper` through this package, and
 must not pay for the supervisor's imports (subprocess, cgroups, images) at every start.
 """
 

@@ -1,7 +1,7 @@
 """The supervisor side of a container: start, poll, wait, send_signal, terminate, kill, cleanup.
 
 The verbs are jupyter_client's provisioner verbs. The caller's process is never forked: a
-fresh single-threaded helper (:mod:`nbcontainer.runtime.init`) does the namespace and mount
+fresh single-threaded helper (:mod:`nbcontainer.child.helper`) does the namespace and mount
 work, and this side answers its few questions (uid maps, cgroup attach) over a socket. Every way
 out — normal exit, setup error, OOM kill, timeout, signal, interrupt — goes through
 :meth:`ContainerProcess.cleanup`, which is idempotent.
@@ -32,9 +32,8 @@ from nbcontainer.errors import (
     UsageError,
 )
 from nbcontainer.images import resolve
-from nbcontainer.runtime import lifecycle
-from nbcontainer.runtime import state as state_mod
-from nbcontainer.runtime.protocol import (
+from nbcontainer.paths import ensure_dir, store_root
+from nbcontainer.protocol import (
     Attached,
     Channel,
     ChannelClosed,
@@ -50,18 +49,19 @@ from nbcontainer.runtime.protocol import (
     Userns,
     UsernsMapped,
 )
+from nbcontainer.runtime import lifecycle
+from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.result import Result
-from nbcontainer.runtime.spare import Spare
+from nbcontainer.runtime.spare import Spare, spares
 from nbcontainer.runtime.state import ContainerState
 from nbcontainer.runtime.zygote import ForkedHelper, Zygote
 from nbcontainer.spec import ContainerSpec
-from nbcontainer.store import ensure_dir, store_root
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 # -I -S: no site, no user paths, no environment: the fastest start for a stdlib-only helper.
 _HELPER_CODE = (
     f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
-    "from nbcontainer.runtime.init import main; main(int(sys.argv[1]))"
+    "from nbcontainer.child.helper import main; main(int(sys.argv[1]))"
 )
 SETUP_TIMEOUT = 30.0
 USERNS_BASE = 100000
@@ -741,7 +741,7 @@ class Container(ContainerProcess):
         zygote = self._zygote()
         if zygote is None or self.detached or self.cgroup_parent is not None:
             return None
-        spare = zygote.spares.take(self.spec.limits, self.spec.effective_namespaces())
+        spare = spares(zygote).take(self.spec.limits, self.spec.effective_namespaces())
         if spare is None:
             return None
         assert self.state is not None

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from nbcontainer import cgroups
 from nbcontainer.errors import CgroupError, ContainerError, ContainerStateError
+from nbcontainer.paths import containers_dir, store_root
 from nbcontainer.runtime import lifecycle
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.state import ContainerState
-from nbcontainer.store import containers_dir, store_root
 
 
 def _cgroup(st: ContainerState) -> cgroups.Cgroup | None:

@@ -20,7 +20,7 @@ def signal_name(signum: int) -> str:
 class Result:
     """The end of a container (or of one exec in it) and what it used.
 
-    ``exit_code`` follows the shell's convention and SPEC section 3: the command's status,
+    ``exit_code`` follows the shell's convention and docker run's: the command's status,
     ``128+N`` when killed by signal N, ``137`` when OOM-killed, ``124`` on ``--timeout``.
     """
 

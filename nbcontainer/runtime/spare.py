@@ -30,14 +30,15 @@ import itertools
 import os
 import socket
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nbcontainer import cgroups
 from nbcontainer.cgroups import Cgroup
 from nbcontainer.errors import ContainerError
+from nbcontainer.protocol import Channel, Left, Pid, Prefork, ProtocolError
 from nbcontainer.runtime import lifecycle
-from nbcontainer.runtime.protocol import Channel, Left, Pid, Prefork, ProtocolError
 from nbcontainer.spec import Limits
 
 if TYPE_CHECKING:
@@ -70,6 +71,20 @@ class Spare:
         self.cgroup = self.cgroup.rename(name)
         cgroups.apply_limits(self.cgroup, limits)
         return self.cgroup
+
+
+_pools: weakref.WeakKeyDictionary[Zygote, SparePool] = weakref.WeakKeyDictionary()
+_pools_lock = threading.Lock()
+
+
+def spares(zygote: Zygote) -> SparePool:
+    """The spare pool of ``zygote`` (made on first use; closed when the zygote closes)."""
+    with _pools_lock:
+        pool = _pools.get(zygote)
+        if pool is None:
+            pool = _pools[zygote] = SparePool(zygote)
+            zygote.on_close.append(pool.close)
+        return pool
 
 
 class SparePool:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nbcontainer.errors import ContainerNotFoundError, UsageError
-from nbcontainer.store import containers_dir, ensure_dir, store_root
+from nbcontainer.paths import containers_dir, ensure_dir, store_root
 
 
 def process_start_time(pid: int) -> int | None:
@@ -174,7 +174,7 @@ def find(root: Path | None, ref: str) -> ContainerState:
 
 
 @contextlib.contextmanager
-def store_lock(root: Path) -> Iterator[None]:
+def records_lock(root: Path) -> Iterator[None]:
     """An exclusive lock over container creation, so two names can never be taken twice."""
     base = ensure_dir(containers_dir(root))
     fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -188,7 +188,7 @@ def store_lock(root: Path) -> Iterator[None]:
 def reserve(root: Path, name: str | None, image: str, command: list[str],
             auto_remove: bool) -> ContainerState:
     """Create the container's directory and record, refusing a name that is taken."""
-    with store_lock(root):
+    with records_lock(root):
         if name is not None:
             for st in all_states(root):
                 if st.name == name:

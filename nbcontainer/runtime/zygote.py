@@ -4,11 +4,11 @@ Starting a fresh interpreter for every container costs tens of milliseconds befo
 namespace exists. A long-lived supervisor (a notebook kernel) instead starts one *zygote* —
 never a fork of itself, which may be multi-threaded — and asks it to fork a helper per
 container. The forked helper runs the same protocol as a freshly started one
-(:mod:`nbcontainer.runtime.init`). Because the zygote runs the supervisor's own interpreter
+(:mod:`nbcontainer.child.helper`). Because the zygote runs the supervisor's own interpreter
 with its site-packages, a Python cell body can run in the forked, already initialised
 interpreter inside the container instead of exec'ing a new one (the ``python`` payload).
 
-Zygote protocol (:mod:`nbcontainer.runtime.protocol`): supervisor -> zygote: ``Spawn`` with
+Zygote protocol (:mod:`nbcontainer.protocol`): supervisor -> zygote: ``Spawn`` with
 the control socket, stdin, stdout, stderr and any passed fds attached (SCM_RIGHTS);
 zygote -> supervisor: ``Spawned`` with a pidfd of the new helper attached, so the supervisor
 can wait for and signal a process that is not its child without racing pid reuse.
@@ -25,13 +25,12 @@ import socket
 import sys
 import threading
 
-from nbcontainer.runtime.protocol import Channel, ChannelClosed, ProtocolError, Spawn, Spawned
+from nbcontainer.protocol import Channel, ChannelClosed, ProtocolError, Spawn, Spawned
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
-
-    from nbcontainer.runtime.spare import SparePool
+    from collections.abc import Callable
 
 
 # -- the zygote process ------------------------------------------------------------------------
@@ -49,7 +48,7 @@ def _reap() -> None:
 
 def _become_helper(zygote: Channel, message: Spawn, fds: list[int]) -> None:
     """In the forked child: take the passed fds into place and run the helper protocol."""
-    from nbcontainer.runtime import init
+    from nbcontainer.child import helper as init
 
     zygote.close()
     targets = message.targets
@@ -81,7 +80,7 @@ def serve(fd: int) -> None:
     import types  # noqa: F401
 
     from nbcontainer import _libc, cgroups  # cgroups: for a spare's helper (runtime/spare.py)
-    from nbcontainer.runtime import init
+    from nbcontainer.child import helper as init
 
     del init, cgroups
     parent = os.getppid()
@@ -193,16 +192,8 @@ class Zygote:
             theirs.close()
         self.channel = Channel(ours)
         self._request_lock = threading.Lock()
-        self._spares: SparePool | None = None
-
-    @property
-    def spares(self) -> SparePool:
-        """Helpers forked and attached to a cgroup ahead of time (see runtime/spare.py)."""
-        if self._spares is None:
-            from nbcontainer.runtime.spare import SparePool
-
-            self._spares = SparePool(self)
-        return self._spares
+        #: Called before the zygote stops (the spare pool discards its spare here).
+        self.on_close: list[Callable[[], None]] = []
 
     @property
     def pid(self) -> int:
@@ -229,9 +220,9 @@ class Zygote:
         return ForkedHelper(reply.pid, fds[0])
 
     def close(self) -> None:
-        """Stop the zygote (closing its socket ends its loop), after discarding any spare."""
-        if self._spares is not None:
-            self._spares.close()
+        """Stop the zygote (closing its socket ends its loop), after its ``on_close`` hooks."""
+        for hook in self.on_close:
+            hook()
         self.channel.close()
         try:
             self.process.wait(2)

@@ -145,8 +145,8 @@ def test_rm_f_of_a_paused_container_kills_its_frozen_processes_and_removes_its_c
     p = nbc("run", "-d", "--name", "frozen", "busybox", "sh", "-c", "sleep 1000 & sleep 1000")
     assert p.returncode == 0, p.stderr
     cid = p.stdout.strip()
+    from nbcontainer.paths import store_root
     from nbcontainer.runtime import state as state_mod
-    from nbcontainer.store import store_root
 
     st = state_mod.find(store_root(), cid)
     dirs = sorted(set(st.cgroup_paths.values()))
@@ -187,7 +187,7 @@ def test_supervisor_sigkill_kills_container_and_gc_cleans(private_store):
     assert not (private_store / "containers" / cid).exists()
     # The backgrounded sleep (not in a pid namespace) was killed through the cgroup.
     assert "sleep 1000" not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
-                                              text=True).stdout
+                                              text=True).stdout.splitlines()
 
 
 def test_info_reports_each_feature():

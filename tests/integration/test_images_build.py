@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from nbcontainer import Container, make_spec
+from nbcontainer.building.build import BuildError, build, build_from_text
 from nbcontainer.errors import ContainerError, UsageError
-from nbcontainer.images.build import BuildError, build, build_from_text
 from nbcontainer.images.builtin import ensure_busybox
 from nbcontainer.images.store import ImageStore
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-import nbcontainer.images.commit as commit_mod
+import nbcontainer.building.commit as commit_mod
 from nbcontainer import Container, make_spec
+from nbcontainer.building.commit import commit
 from nbcontainer.errors import ContainerError, ImageError
 from nbcontainer.images.builtin import ensure_busybox
-from nbcontainer.images.commit import commit
 from nbcontainer.images.store import ImageStore
 from nbcontainer.runtime import manage
 from nbcontainer.runtime import state as state_mod
@@ -215,7 +215,7 @@ def test_host_and_none_containers_are_refused(store):
 
 
 def test_changed_base_image_is_refused(store, tmp_path):
-    from nbcontainer.images.build import build_from_text
+    from nbcontainer.building.build import build_from_text
 
     build_from_text("FROM busybox\nRUN echo 1 > /v\n", "base", tmp_path, root=store.root,
                     out=lambda s: None)

@@ -220,7 +220,7 @@ def test_volumes_env_workdir_user(tmp_path):
 def test_capabilities_default_set_and_drop():
     code, out, _ = sh("grep CapEff /proc/self/status")
     eff = int(out.split()[1], 16)
-    from nbcontainer.caps import mask_of
+    from nbcontainer.child.caps import mask_of
     from nbcontainer.spec import DEFAULT_CAPS
 
     assert code == 0 and eff == mask_of(DEFAULT_CAPS)

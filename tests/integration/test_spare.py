@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from nbcontainer import Container, make_spec
-from nbcontainer.runtime.spare import SPARE_PREFIX
+from nbcontainer.runtime.spare import SPARE_PREFIX, spares
 from nbcontainer.runtime.zygote import Zygote
 
 pytestmark = [pytest.mark.root, pytest.mark.cgroup_v1]
@@ -27,17 +27,17 @@ pytestmark = [pytest.mark.root, pytest.mark.cgroup_v1]
 @pytest.fixture
 def zygote() -> Iterator[Zygote]:
     z = Zygote.get()
-    z.spares.enable()
+    spares(z).enable()
     yield z
-    z.spares.close()
+    spares(z).close()
     Zygote.shutdown()
 
 
 def _ready(z: Zygote, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while z.spares._spare is None and time.monotonic() < deadline:  # noqa: SLF001
+    while spares(z)._spare is None and time.monotonic() < deadline:  # noqa: SLF001
         time.sleep(0.01)
-    assert z.spares._spare is not None, "no spare was made"  # noqa: SLF001
+    assert spares(z)._spare is not None, "no spare was made"  # noqa: SLF001
 
 
 def _spare_dirs(supervisor: int | None = None) -> list[str]:
@@ -129,7 +129,7 @@ def test_other_namespaces_take_the_normal_path_and_the_next_spare_follows(
         c.cleanup()
     assert "net" not in wanted
     _ready(zygote)
-    assert zygote.spares._spare.namespaces == wanted  # noqa: SLF001
+    assert spares(zygote)._spare.namespaces == wanted  # noqa: SLF001
     c, out = _run({"ns": "uts,pid"}, code)
     try:
         assert c._spare is not None and out.strip() == "1"  # noqa: SLF001
@@ -145,22 +145,23 @@ def test_limits_needing_another_hierarchy_take_the_normal_path(zygote: Zygote) -
         assert out.strip() == "ok"
     finally:
         c.cleanup()
-    assert zygote.spares._spare is not None  # noqa: SLF001 - the spare is still there
+    assert spares(zygote)._spare is not None  # noqa: SLF001 - the spare is still there
 
 
 def test_close_removes_the_spare(zygote: Zygote) -> None:
     _ready(zygote)
     assert _spare_dirs()
-    zygote.spares.close()
+    spares(zygote).close()
     assert _spare_dirs() == []
 
 
 def test_a_killed_supervisor_leaves_no_spare_cgroup() -> None:
     code = ("import sys, time\n"
+            "from nbcontainer.runtime.spare import spares\n"
             "from nbcontainer.runtime.zygote import Zygote\n"
-            "z = Zygote.get(); z.spares.enable()\n"
-            "while z.spares._spare is None: time.sleep(0.01)\n"
-            "s = z.spares._spare\n"
+            "z = Zygote.get(); spares(z).enable()\n"
+            "while spares(z)._spare is None: time.sleep(0.01)\n"
+            "s = spares(z)._spare\n"
             "print(s.cgroup.name, s.helper.pid, s.pid, flush=True)\n"
             "time.sleep(100)\n")
     sup = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nbcontainer.images.containerfile import (
+from nbcontainer.building.containerfile import (
     ContainerfileError,
     Instruction,
     command_argv,

@@ -14,7 +14,7 @@ from nbcontainer import cli
 from nbcontainer.errors import UsageError
 from nbcontainer.kernel import kernelspec
 from nbcontainer.kernel.__main__ import main as kernel_main
-from nbcontainer.kernel.options import add_kernel_options, run_options_argv, spec_from_kernel_args
+from nbcontainer.kernel.cmdline import add_kernel_options, run_options_argv, spec_from_kernel_args
 from nbcontainer.kernel.proxy import _MEMPLOT_RE, death_message
 from nbcontainer.kernel.wire import DELIM, Frames
 from nbcontainer.runtime.result import Result

@@ -15,8 +15,8 @@ pytest.importorskip("IPython")
 from IPython.core.error import UsageError  # noqa: E402
 from IPython.testing.globalipapp import start_ipython  # noqa: E402
 
-from nbcontainer import magics as magics_mod  # noqa: E402
-from nbcontainer.transfer import BOOTSTRAP  # noqa: E402
+from nbcontainer.notebook import magics as magics_mod  # noqa: E402
+from nbcontainer.notebook.transfer import BOOTSTRAP  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ import time
 import pytest
 
 from nbcontainer.cgroups import CgroupStats
-from nbcontainer.meter import MIB, Meter, Series
-from nbcontainer.streams import Interrupted, Pipes, Pump
-from nbcontainer.transfer import (
+from nbcontainer.notebook.meter import MIB, Meter, Series
+from nbcontainer.notebook.streams import Interrupted, Pipes, Pump
+from nbcontainer.notebook.transfer import (
     Program,
     TransferError,
     pack_inputs,
@@ -285,7 +285,7 @@ def series(label: str, n: int, kills: tuple[float, ...] = ()) -> Series:
 
 def test_frame_is_a_small_png():
     pytest.importorskip("matplotlib")
-    from nbcontainer.plot import MemoryFigure, bundle
+    from nbcontainer.notebook.plot import MemoryFigure, bundle
 
     png = MemoryFigure().render([series("", 500, (5.0,))])
     assert png.startswith(b"\x89PNG") and 5_000 < len(png) < 100_000
@@ -297,7 +297,7 @@ def test_frame_is_a_small_png():
 
 def test_live_plot_waits_then_limits_the_frame_rate():
     pytest.importorskip("matplotlib")
-    from nbcontainer.plot import LivePlot
+    from nbcontainer.notebook.plot import LivePlot
 
     class Recorder:
         handle = None

@@ -7,8 +7,8 @@ import argparse
 import pytest
 
 from nbcontainer import cli
-from nbcontainer.kernel.options import add_kernel_options, run_options_argv, spec_from_kernel_args
-from nbcontainer.magics import ContainerMagics, build_cell_parser
+from nbcontainer.kernel.cmdline import add_kernel_options, run_options_argv, spec_from_kernel_args
+from nbcontainer.notebook.magics import ContainerMagics, build_cell_parser
 from nbcontainer.options import (
     CLI,
     KERNEL,

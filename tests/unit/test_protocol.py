@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from nbcontainer.runtime.protocol import (
+from nbcontainer.protocol import (
     Channel,
     ChannelClosed,
     Config,
@@ -74,7 +74,7 @@ def test_a_channel_passes_fds_and_closes_unexpected_ones() -> None:
         assert len(os.listdir("/proc/self/fd")) == before
         a.send(Pid(pid=1))
         with pytest.raises(ProtocolError, match="got 'pid' where go or attached was expected"):
-            from nbcontainer.runtime.protocol import Attached
+            from nbcontainer.protocol import Attached
 
             b.recv(Go, Attached)
         right.send(b"garbage{")

@@ -1,4 +1,4 @@
-"""The kernel's options: the run options the kernel takes (SPEC section 2), plus ``--plot``.
+"""The kernel's options: the run options the kernel takes (docs/options.md), plus ``--plot``.
 
 ``kernel install`` parses them and stores them in ``kernel.json``'s ``argv``; the kernel
 process parses the same list again when Jupyter starts it. One parser for both, so what

@@ -32,7 +32,23 @@ from IPython.core.magic_arguments import MagicArgumentParser
 from traitlets import Bool, CaselessStrEnum, Float, List, Unicode
 
 from nbcontainer import errors
-from nbcontainer.meter import Meter, Series
+from nbcontainer.notebook.cell import (
+    CellPlot,
+    default_streams,
+    failure,
+    record_line,
+    stream_to_end,
+)
+from nbcontainer.notebook.streams import Pipes
+from nbcontainer.notebook.transfer import (
+    BOOTSTRAP,
+    Program,
+    TransferError,
+    pack_inputs,
+    parse_names,
+    python_command,
+    unpack_outputs,
+)
 from nbcontainer.options import (
     MAGIC,
     add_run_options,
@@ -42,19 +58,8 @@ from nbcontainer.options import (
     spec_from_args,
     spec_value,
 )
-from nbcontainer.plot import LivePlot
+from nbcontainer.paths import store_root
 from nbcontainer.spec import ContainerSpec, format_size
-from nbcontainer.store import store_root
-from nbcontainer.streams import Interrupted, Pipes, Pump
-from nbcontainer.transfer import (
-    BOOTSTRAP,
-    Program,
-    TransferError,
-    pack_inputs,
-    parse_names,
-    python_command,
-    unpack_outputs,
-)
 
 #: Errors that are the user's input, shown as UsageError (no traceback, nothing created).
 USER_ERRORS = (errors.UsageError, errors.ImageNotFoundError, errors.ContainerNotFoundError,
@@ -167,7 +172,6 @@ class CellRun:
     spec: ContainerSpec
     label: str
     result: Any = None
-    series: Series | None = None
     output: bytes = b""
     interrupted: bool = False
 
@@ -272,7 +276,8 @@ class ContainerMagics(Magics):
             raise UsageError(str(err)) from None
         mode = args.plot or self.plot
         title = "container memory" + (f" ({args.name})" if args.name else "")
-        plot = LivePlot(mode, self.plot_after, self.frame_rate, title)
+        plot = CellPlot(mode, after=self.plot_after, fps=self.frame_rate,
+                        rate=self.sample_rate, title=title)
         done: list[CellRun] = []
         try:
             for label, spec in runs:
@@ -282,8 +287,6 @@ class ContainerMagics(Magics):
                 if target is not None:  # the image the cell really runs in, for the hints
                     run.spec = spec.with_(image=getattr(target, "spec", target).image)
                 self.run_one(run, cell, python_body, packed, outputs, plot, target)
-                if run.series is not None:
-                    plot.finished.append(run.series)
                 if run.interrupted:
                     break
         finally:
@@ -293,10 +296,10 @@ class ContainerMagics(Magics):
 
     def record_lines(self) -> list[str]:
         """The resource records of the last cell, one line per run."""
-        return [(f"{label}: " if label else "") + result.summary() for label, result in self.last]
+        return [record_line(label, result) for label, result in self.last]
 
     def conclude(self, done: list[CellRun], outputs: tuple[str, ...], python_body: bool,
-                 plot: LivePlot) -> None:
+                 plot: CellPlot) -> None:
         """Interrupt, error or outputs, after everything is cleaned up and drawn."""
         if any(r.interrupted for r in done):
             sys.stderr.write("".join(f"{line}\n" for line in self.record_lines()))
@@ -312,11 +315,11 @@ class ContainerMagics(Magics):
                 run = failed[0]
                 what = f"the cell in container {run.spec.name}" if run.spec.name else \
                     "the container"
-                message = f"{what} {run.result.describe()}{self.hint(run, python_body)}\n" \
+                message = f"{failure(what, run.result)}{self.hint(run, python_body)}\n" \
                           f"{run.result.summary()}"
             else:
                 message = f"{len(failed)} of {len(done)} runs failed:\n" + "\n".join(
-                    f"{r.label}: the container {r.result.describe()}" for r in failed)
+                    f"{r.label}: {failure('the container', r.result)}" for r in failed)
             raise ContainerCellError(message)
         if outputs:
             try:
@@ -338,13 +341,11 @@ class ContainerMagics(Magics):
         return ""
 
     def run_one(self, run: CellRun, cell: str, python_body: bool, packed: dict[str, bytes],
-                outputs: tuple[str, ...], plot: LivePlot, target: Any = None) -> None:
+                outputs: tuple[str, ...], plot: CellPlot, target: Any = None) -> None:
         """Run one container (or exec into ``target``) to its end; fill ``run``."""
         from nbcontainer.runtime.container import Container
 
         pipes = Pipes(with_output_fd=python_body and bool(outputs))
-        proc: Any = None
-        meter: Meter | None = None
         try:
             if python_body:
                 data = Program(cell, packed, outputs, pipes.out_w).encode()
@@ -357,8 +358,8 @@ class ContainerMagics(Magics):
             try:
                 if target is None:
                     spec = run.spec.with_(command=()) if fast else run.spec
-                    proc = Container(spec, root=self.store(), owner=self.owner,
-                                     **pipes.child_kwargs(), **extra)
+                    proc: Any = Container(spec, root=self.store(), owner=self.owner,
+                                          **pipes.child_kwargs(), **extra)
                     proc.start()
                 else:
                     proc = start_exec(target, run.spec, self.store(),
@@ -368,39 +369,12 @@ class ContainerMagics(Magics):
                 raise UsageError(str(err)) from None
             except errors.ContainerError as err:
                 raise ContainerCellError(f"the container could not start: {err}") from None
-            pipes.close_child_ends()
-            meter = self.start_meter(proc, run.label, new=target is None)
-
-            def tick(_elapsed: float) -> None:
-                plot.tick(time.monotonic(), meter.snapshot() if meter else None)
-
-            pump = Pump(pipes, data, sys.stdout, sys.stderr, tick=tick, tick_interval=0.1)
-            try:
-                run.result = pump.run(proc, grace=self.interrupt_grace)
-            except Interrupted as intr:
-                run.result = intr.result
-                run.interrupted = True
+            plot.watch(proc.cgroup, run.label, new=target is None)
+            run.result, run.interrupted = stream_to_end(
+                proc, pipes, data, default_streams(self.interrupt_grace), plot)
             run.output = bytes(pipes.output)
         finally:
-            if meter is not None:
-                run.series = meter.stop()
-            if proc is not None:
-                # With a result in hand, the teardown (namespaces, cgroup, upper directory)
-                # need not delay the cell: it finishes in the background.
-                proc.cleanup(background=run.result is not None)
-                if run.result is None:
-                    run.result = proc.poll()
             pipes.close()
-
-    def start_meter(self, proc: Any, label: str, new: bool) -> Meter | None:
-        """A meter on the process's cgroup, or None when the cgroup cannot be read."""
-        if proc.cgroup is None:
-            return None
-        try:
-            return Meter(proc.cgroup, self.sample_rate, label,
-                         base_oom_kills=0 if new else None).start()
-        except (errors.ContainerError, OSError):
-            return None
 
     # -- named containers ----------------------------------------------------------------------
 
@@ -453,11 +427,12 @@ class ContainerMagics(Magics):
                 container.kill()
             with contextlib.suppress(Exception):
                 container.cleanup()
+        from nbcontainer.runtime.spare import spares
         from nbcontainer.runtime.zygote import Zygote
 
         zygote = Zygote.running()
         if zygote is not None:
-            zygote.spares.close()
+            spares(zygote).close()
 
     # -- %container ----------------------------------------------------------------------------
 
@@ -490,8 +465,7 @@ class ContainerMagics(Magics):
                              "[COMMAND]` with the body in the cell")
         from nbcontainer import cli
 
-        with _environ("NBCONTAINER_ROOT", self.store()):
-            cli.main(argv)
+        cli.main(argv, root=self.store())
         sys.stdout.flush()
 
     def exec_line(self, argv: list[str]) -> None:
@@ -508,24 +482,19 @@ class ContainerMagics(Magics):
         except USER_ERRORS as err:
             raise UsageError(str(err)) from None
         pipes = Pipes()
-        proc: Any = None
         try:
             try:
                 proc = start_exec(target, None, self.store(), pipes.child_kwargs(), command)
             except USER_ERRORS + (errors.ContainerStateError,) as err:
                 raise UsageError(str(err)) from None
-            pipes.close_child_ends()
-            try:
-                result = Pump(pipes, b"", sys.stdout, sys.stderr).run(proc, self.interrupt_grace)
-            except Interrupted:
-                raise KeyboardInterrupt from None
+            result, interrupted = stream_to_end(proc, pipes, b"",
+                                                default_streams(self.interrupt_grace))
         finally:
-            if proc is not None:
-                proc.cleanup()
             pipes.close()
+        if interrupted:
+            raise KeyboardInterrupt
         if not result.ok:
-            raise ContainerCellError(f"{' '.join(command)} in container {name} "
-                                     f"{result.describe()}")
+            raise ContainerCellError(failure(f"{' '.join(command)} in container {name}", result))
 
     def stats(self, args: argparse.Namespace) -> None:
         """Live plot of a running container until ``--duration``, its end, or an interrupt."""
@@ -537,18 +506,21 @@ class ContainerMagics(Magics):
             cgroup = manage.open_container_cgroup(st)
         except errors.ContainerError as err:
             raise UsageError(str(err)) from None
-        meter = Meter(cgroup, self.sample_rate, st.short, base_oom_kills=None).start()
-        plot = LivePlot("always", 0.0, self.frame_rate, f"{st.short}: memory")
+        plot = CellPlot("always", after=0.0, fps=self.frame_rate, rate=self.sample_rate,
+                        title=f"{st.short}: memory").watch(cgroup, st.short, new=False)
+        if plot.meter is None:
+            raise UsageError(f"%container stats: the cgroup of container {st.short} cannot be "
+                             "read; is it still running? (`%container ps`)")
         end = None if args.duration is None else time.monotonic() + args.duration
         try:
             while (end is None or time.monotonic() < end) and st.is_running():
-                plot.tick(time.monotonic(), meter.snapshot())
+                plot.tick()
                 time.sleep(0.1)
         except KeyboardInterrupt:
             pass
         finally:
-            series = meter.stop()
-        plot.finished.append(series)
+            series = plot.end_run()
+        assert series is not None
         now = f"{series.memory[-1]:.1f} MiB" if series.memory else "n/a"
         text = (f"{st.short}: memory {now}, peak {format_size(series.peak)} / limit "
                 f"{format_size(series.limit)}, OOM kills {series.oom_kills} during "
@@ -575,8 +547,8 @@ class ContainerMagics(Magics):
             path = os.path.join(tmp, "Containerfile")
             with open(path, "w") as f:
                 f.write(cell)
-            with _environ("NBCONTAINER_ROOT", self.store()):
-                status = cli.main(["build", "-t", argv[0], "-f", path, *argv[1:], os.getcwd()])
+            status = cli.main(["build", "-t", argv[0], "-f", path, *argv[1:], os.getcwd()],
+                              root=self.store())
         sys.stdout.flush()
         if status != 0:
             raise ContainerCellError(f"building image {argv[0]} failed (status {status}); the "
@@ -602,23 +574,6 @@ def start_exec(target: Any, spec: ContainerSpec | None, root: str | None,
     if isinstance(target, Container):
         return target.exec(argv, **kwargs)
     return Exec(target, argv, root=root, **kwargs).start()
-
-
-@contextlib.contextmanager
-def _environ(key: str, value: str | None) -> Any:
-    """Set an environment variable for the duration (the CLI reads the store root from it)."""
-    if value is None:
-        yield
-        return
-    old = os.environ.get(key)
-    os.environ[key] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
 
 
 def can_build() -> bool:
@@ -660,9 +615,10 @@ def load_ipython_extension(ipython: Any) -> None:
     if magics.fast_start and os.geteuid() == 0:
         # Start the zygote now, while the user reads: the first cell should not wait for it,
         # and keep a helper attached to a cgroup ahead of each cell (runtime/spare.py).
+        from nbcontainer.runtime.spare import spares
         from nbcontainer.runtime.zygote import Zygote
 
-        Zygote.get().spares.enable()
+        spares(Zygote.get()).enable()
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -32,7 +32,7 @@ from nbcontainer.images.store import (
     now_iso,
     parse_reference,
 )
-from nbcontainer.store import store_root
+from nbcontainer.paths import store_root
 
 if TYPE_CHECKING:
     from nbcontainer.runtime.state import ContainerState

@@ -35,9 +35,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from nbcontainer.errors import ContainerError, ImageError, ImageNotFoundError, UsageError
-from nbcontainer.images.builtin import base_record
-from nbcontainer.images.containerfile import (
+from nbcontainer.building.containerfile import (
     ContainerfileError,
     Instruction,
     command_argv,
@@ -47,6 +45,8 @@ from nbcontainer.images.containerfile import (
     key_values,
     parse,
 )
+from nbcontainer.errors import ContainerError, ImageError, ImageNotFoundError, UsageError
+from nbcontainer.images.builtin import base_record
 from nbcontainer.images.extract import inherit_implied_dirs
 from nbcontainer.images.snapshot import image_id, layer_dirs, publish_tree
 from nbcontainer.images.store import (

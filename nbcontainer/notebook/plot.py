@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from nbcontainer.meter import MIB, Series
+from nbcontainer.notebook.meter import MIB, Series
 
 #: A colour-blind-safe cycle (Okabe-Ito) for comparison runs.
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
@@ -47,7 +47,7 @@ def thin(times: Any, values: Any, limit: int = MAX_POINTS) -> tuple[Any, Any]:
 
 
 class MemoryFigure:
-    """Draws one or more :class:`~nbcontainer.meter.Series`: memory (MiB) over time (s).
+    """Draws one or more :class:`~nbcontainer.notebook.meter.Series`: memory (MiB) over time (s).
 
     The limit is a dashed line in the series' colour, each OOM kill a red dotted vertical line,
     and, for a single series, CPU use (%) on a twin axis in grey. The axes and lines are made
@@ -229,12 +229,12 @@ class LivePlot:
     """
 
     def __init__(self, mode: str = "auto", after: float = 0.5, fps: float = 1.0,
-                 title: str = "container memory") -> None:
+                 title: str = "container memory", display: Any = None) -> None:
         self.mode = mode
         self.after = after
         self.interval = 1.0 / max(0.1, fps)
         self.figure: MemoryFigure | None = None
-        self.display = LiveDisplay()
+        self.display = display if display is not None else LiveDisplay()
         self.title = title
         self.finished: list[Series] = []
         self._last = -1e9

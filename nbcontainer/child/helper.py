@@ -1,8 +1,8 @@
-"""The single-threaded helper that builds a container: ``python -m nbcontainer.runtime.init FD``.
+"""The single-threaded helper that builds a container: ``python -m nbcontainer.child.helper FD``.
 
 The supervisor (often a multi-threaded Jupyter kernel) never forks itself; it starts this fresh
 interpreter (or has its zygote fork one), which talks to it over one SOCK_SEQPACKET socket (fd
-``FD``) in the messages of :mod:`nbcontainer.runtime.protocol`:
+``FD``) in the messages of :mod:`nbcontainer.protocol`:
 
 1. supervisor -> helper: :class:`~protocol.Config`.
 2. helper: joins the namespaces of a running container (exec), or unshares the PID one.
@@ -40,8 +40,9 @@ import socket
 import sys
 
 # Everything the child needs is imported now: after pivot_root the package is out of reach.
-from nbcontainer import _libc, caps, namespaces, rootfs
-from nbcontainer.runtime.protocol import (
+from nbcontainer import _libc
+from nbcontainer.child import caps, namespaces, reaper, rootfs
+from nbcontainer.protocol import (
     Attached,
     Channel,
     ChannelClosed,
@@ -62,9 +63,6 @@ from nbcontainer.runtime.protocol import (
 TYPE_CHECKING = False  # typing itself is slow to import; the helper must start fast
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                     signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
 
 
 def _take_stdio(chan: Channel, targets: list[int], fds: list[int]) -> None:
@@ -305,41 +303,14 @@ def _exec_payload(cfg: Config, chan: Channel) -> None:
 
 
 def _run_init(cfg: Config, chan: Channel) -> None:
-    """Be a proper PID 1: forward signals to the payload, reap every zombie, exit with it.
+    """PID 1 with a payload (or idle): see :mod:`nbcontainer.child.reaper`."""
 
-    Without a payload (``argv`` empty) this is an idle init that keeps a named container's
-    namespaces alive until it is told to stop, like Kubernetes' pause container.
-    """
-    payload = 0
-    if cfg.argv or cfg.python is not None:
-        payload = os.fork()
-        if payload == 0:
-            _exec_payload(cfg, chan)
+    def report(status: int) -> None:
+        with contextlib.suppress(OSError):
+            chan.send(Exit(status=status))
 
-    def forward(signum: int, _frame: object) -> None:
-        if payload:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(payload, signum)
-        elif signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            os._exit(0)
-
-    for sig in FORWARDED_SIGNALS:
-        signal.signal(sig, forward)
-    while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            if not payload:
-                signal.pause()
-                continue
-            os._exit(0)
-        except InterruptedError:
-            continue
-        if pid == payload:
-            with contextlib.suppress(OSError):
-                chan.send(Exit(status=status))
-            os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
-                     else 128 + os.WTERMSIG(status))
+    has_payload = bool(cfg.argv) or cfg.python is not None
+    reaper.run((lambda: _exec_payload(cfg, chan)) if has_payload else None, report)
 
 
 def _child_main(cfg: Config, chan: Channel, helper_pid: int) -> None:
