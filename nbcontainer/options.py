@@ -205,6 +205,20 @@ def per_exec_reset(spec: ContainerSpec) -> ContainerSpec:
                          if o.fixed is False and o.field})
 
 
+def reference_table() -> str:
+    """The options as a Markdown table (docs/options.md is this, checked by a test)."""
+    names = {CLI: "CLI", MAGIC: "%%container", KERNEL: "kernel"}
+    rows = ["| option | value | meaning | front ends | named container |",
+            "| --- | --- | --- | --- | --- |"]
+    for o in RUN_OPTIONS:
+        flags = ", ".join(f"`{f}`" for f in o.flags)
+        fronts = ", ".join(names[f] for f in (CLI, MAGIC, KERNEL) if f in o.front_ends)
+        scope = {True: "fixed when created", False: "per cell", None: "-"}[o.fixed]
+        kind = " (repeatable)" if o.kind == "list" else ""
+        rows.append(f"| {flags} | {o.metavar or '-'}{kind} | {o.help} | {fronts} | {scope} |")
+    return "\n".join(rows) + "\n"
+
+
 def parse_env_list(items: list[str] | None) -> dict[str, str]:
     """``-e K=V`` items as a dict, each validated."""
     from nbcontainer.spec import parse_env

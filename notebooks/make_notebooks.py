@@ -68,7 +68,7 @@ NB01 = [
     | cgroup | the view of `/proc/self/cgroup` ({man('cgroup_namespaces')}) | `CLONE_NEWCGROUP` |
 
     A process enters new namespaces with {man('unshare', 2)} or {man('clone', 2)}.
-    nbcontainer does exactly that (see `nbcontainer/namespaces.py`). In this notebook every
+    nbcontainer does exactly that (see `nbcontainer/child/namespaces.py`). In this notebook every
     namespace is shown **from both sides**: from inside the container and from the host.
 
     `%%container [options] [COMMAND]` runs the cell in a new container: a Python body by
@@ -176,7 +176,7 @@ NB01 = [
     md("""
     The fix is a mount namespace and a fresh `proc` mounted inside it, which is what a container
     with a root filesystem does (`mount("proc", "/proc", "proc", ...)` in
-    `nbcontainer/rootfs.py`). Now `ps` tells the truth:
+    `nbcontainer/child/rootfs.py`). Now `ps` tells the truth:
     """),
     code("""
     %%container --image busybox sh
@@ -227,7 +227,7 @@ NB01 = [
     peer of the host's, and a mount made in it would appear on the host. That is why every
     container runtime first makes all mounts recursively private
     (`mount(NULL, "/", NULL, MS_REC|MS_PRIVATE, NULL)`, `make_private()` in
-    `nbcontainer/rootfs.py`; runc does the same).
+    `nbcontainer/child/rootfs.py`; runc does the same).
 
     Here is the danger reproduced safely, *inside* a privileged container (so nothing can reach
     the real host): we make a shared mount, then create a nested mount namespace twice, once
@@ -1103,7 +1103,7 @@ NB04 = [
     md(f"""
     ## Further reading
 
-    [overlayfs]({OVERLAY_DOC}); `nbcontainer/rootfs.py` (the whole recipe: private
+    [overlayfs]({OVERLAY_DOC}); `nbcontainer/child/rootfs.py` (the whole recipe: private
     propagation, overlay, volumes, `/proc`, `/sys`, `/dev`, `pivot_root`, masked paths);
     {man('pivot_root', 2)} and why runtimes prefer it to {man('chroot', 2)}; the
     [OCI image layer spec](https://github.com/opencontainers/image-spec/blob/main/layer.md).

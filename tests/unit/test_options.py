@@ -97,3 +97,14 @@ def test_every_spec_field_survives_the_dict_form() -> None:
         ["sh", "-c", "x"], "busybox", tty=True)
     assert spec_from_dict(spec_to_dict(spec)) == spec
     assert spec_from_dict({}) == ContainerSpec()
+
+
+def test_docs_options_md_is_the_table() -> None:
+    from pathlib import Path
+
+    from nbcontainer.options import reference_table
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "options.md").read_text()
+    start = doc.index("-->\n", doc.index("<!-- options:start")) + len("-->\n")
+    assert doc[start:doc.index("<!-- options:end -->")] == reference_table(), \
+        "docs/options.md is stale: regenerate its table (see the end of that file)"
