@@ -42,6 +42,7 @@ from nbcontainer.notebook.cell import (
 from nbcontainer.notebook.streams import Pipes
 from nbcontainer.notebook.transfer import (
     BOOTSTRAP,
+    Encoded,
     Program,
     TransferError,
     pack_inputs,
@@ -340,7 +341,7 @@ class ContainerMagics(Magics):
                     f"`%%container --image {run.spec.image} sh`)")
         return ""
 
-    def run_one(self, run: CellRun, cell: str, python_body: bool, packed: dict[str, bytes],
+    def run_one(self, run: CellRun, cell: str, python_body: bool, packed: dict[str, Encoded],
                 outputs: tuple[str, ...], plot: CellPlot, target: Any = None) -> None:
         """Run one container (or exec into ``target``) to its end; fill ``run``."""
         from nbcontainer.runtime.container import Container

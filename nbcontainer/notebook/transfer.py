@@ -3,40 +3,61 @@
 The cell travels on the container's stdin, not through a file: that works the same for a new
 container, an exec into a named one and ``--image none``, and needs no bind mount (a mount
 point would have to be created somewhere, and with ``--image none`` that would be the host's
-own filesystem). The payload is the kernel's interpreter running :data:`BOOTSTRAP`, which reads
-one pickled :class:`Program` from stdin, loads the inputs, runs the body as ``__main__`` and
-writes the requested outputs, pickled, to an extra pipe whose number it is told. Only plain
-types cross the boundary in the envelope itself; each variable is pickled separately so an
-error names the variable at fault (rpy2's ``%%R -i/-o`` convention).
+own filesystem). The payload is a Python interpreter running :data:`BOOTSTRAP`, which reads one
+:class:`Program` from stdin, loads the inputs, runs the body as ``__main__`` and writes the
+requested outputs to an extra pipe whose number it is told.
+
+Both directions use :mod:`nbcontainer.notebook.dataformat`, a data-only format: what a container
+writes is decoded into plain values, numpy arrays and pandas objects, and never into code (a
+pickle from the container could run anything on the host, as root). The bootstrap carries the
+format's source, so it works in whatever Python the container has (3.8 or later). Each variable
+is encoded separately so an error names the variable at fault (rpy2's ``%%R -i/-o``
+convention).
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from nbcontainer.notebook import dataformat
+from nbcontainer.notebook.dataformat import Encoded, TransferError, encode, loads, refusal
+
+__all__ = ["BOOTSTRAP", "Encoded", "INPUT_ERROR_STATUS", "Program", "TransferError", "pack_inputs",
+           "parse_names", "python_command", "unpack_outputs"]
 
 #: Exit status of the bootstrap when an input variable cannot be loaded inside the container.
 INPUT_ERROR_STATUS = 3
 
-#: The program the kernel's interpreter runs inside the container (``python -u -c``).
-#: Kept small and stdlib-only; it must not import nbcontainer (``--image`` may not have it).
-BOOTSTRAP = r"""
-import sys, os, pickle, linecache, traceback
+#: The longest refusal text from a container shown in the notebook.
+MAX_REASON = 2000
+
+# The bootstrap: Python 3.8 syntax, stdlib only, nothing of nbcontainer installed (the image
+# may not have it). Its only top-level name, _nbc_main, is removed before the cell runs.
+_BOOTSTRAP = r"""
 def _nbc_main():
-    env = pickle.loads(sys.stdin.buffer.read())
+    import sys, os, types, linecache, traceback
+    fmt = types.ModuleType("_nbc_dataformat")
+    exec(compile(@SOURCE@, "<nbcontainer dataformat>", "exec"), fmt.__dict__)
+    ns = sys.modules["__main__"].__dict__
+    ns.pop("_nbc_main", None)
+    try:
+        env = fmt.loads(sys.stdin.buffer.read(), views=True)
+        source, inputs, outputs = env["source"], env["inputs"], env["outputs"]
+        out_fd = env["out_fd"]
+    except (fmt.TransferError, KeyError, TypeError) as err:
+        sys.stderr.write(f"nbcontainer: the cell cannot be read inside the container: {err}\n")
+        return 3
     sys.stdin = open(os.devnull)
-    import __main__
-    ns = __main__.__dict__
-    for name, blob in env["inputs"].items():
+    for name, blob in inputs.items():
         try:
-            ns[name] = pickle.loads(blob)
-        except Exception as err:
+            ns[name] = fmt.loads(blob)
+        except fmt.TransferError as err:
             sys.stderr.write(f"nbcontainer: -i {name}: cannot be loaded inside the container: "
-                             f"{type(err).__name__}: {err}\n")
+                             f"{err}\n")
             return 3
-    source = env["source"]
     linecache.cache["<cell>"] = (len(source), None, source.splitlines(True), "<cell>")
     status = 0
     try:
@@ -49,28 +70,36 @@ def _nbc_main():
     except BaseException as err:
         traceback.print_exception(type(err), err, err.__traceback__.tb_next)
         status = 130 if isinstance(err, KeyboardInterrupt) else 1
-    if status == 0 and env["outputs"]:
+    if status == 0 and outputs:
         out = {}
-        for name in env["outputs"]:
+        for name in outputs:
             if name not in ns:
-                out[name] = ("missing", None)
+                out[name] = ("missing",)
                 continue
             try:
-                out[name] = ("ok", pickle.dumps(ns[name], protocol=pickle.HIGHEST_PROTOCOL))
-            except Exception as err:
-                out[name] = ("error", f"{type(err).__name__}: {err}")
-        data = pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
-        with os.fdopen(env["out_fd"], "wb") as f:
-            f.write(data)
+                out[name] = ("ok", fmt.encode(ns[name]))
+            except fmt.TransferError as err:
+                out[name] = ("refused", fmt.refusal(err, "-o", name))
+            except Exception as err:  # a library's own value that fails while it is read
+                out[name] = ("refused", f"cannot bring back a value of type "
+                             f"{fmt.type_name(type(ns[name]))} ({type(err).__name__}: {err})")
+        with os.fdopen(out_fd, "wb") as f:
+            fmt.encode(out).write(f)
     sys.stdout.flush()
     sys.stderr.flush()
     return status
-sys.exit(_nbc_main())
+raise SystemExit(_nbc_main())
 """
 
 
-class TransferError(Exception):
-    """A variable could not be moved in or out; the message names it and says why."""
+def _bootstrap() -> str:
+    source = Path(dataformat.__file__).read_text(encoding="utf-8")
+    return _BOOTSTRAP.replace("@SOURCE@", repr(source))
+
+
+#: The program the interpreter runs inside the container (``python -u -c``, or in the
+#: zygote's forked interpreter). Stdlib-only, Python 3.8+; it must not import nbcontainer.
+BOOTSTRAP = _bootstrap()
 
 
 @dataclass(frozen=True)
@@ -78,15 +107,14 @@ class Program:
     """What a Python cell sends into the container: the body, the inputs, the output names."""
 
     source: str
-    inputs: Mapping[str, bytes]
+    inputs: Mapping[str, Encoded]
     outputs: tuple[str, ...]
     out_fd: int | None
 
     def encode(self) -> bytes:
-        """The stdin of the bootstrap: one pickle of plain types."""
-        return pickle.dumps({"source": self.source, "inputs": dict(self.inputs),
-                             "outputs": list(self.outputs), "out_fd": self.out_fd},
-                            protocol=pickle.HIGHEST_PROTOCOL)
+        """The stdin of the bootstrap, in the data format."""
+        return bytes(encode({"source": self.source, "inputs": dict(self.inputs),
+                             "outputs": list(self.outputs), "out_fd": self.out_fd}))
 
 
 def python_command(executable: str) -> list[str]:
@@ -106,45 +134,57 @@ def parse_names(text: str | None, option: str) -> tuple[str, ...]:
     return names
 
 
-def pack_inputs(names: tuple[str, ...], namespace: Mapping[str, Any]) -> dict[str, bytes]:
-    """Pickle each named variable of the notebook, naming the one that cannot be sent."""
-    packed: dict[str, bytes] = {}
+def pack_inputs(names: tuple[str, ...], namespace: Mapping[str, Any]) -> dict[str, Encoded]:
+    """Encode each named variable of the notebook, naming the one that cannot be sent."""
+    packed: dict[str, Encoded] = {}
     for name in names:
         if name not in namespace:
             raise TransferError(f"-i {name}: no variable {name!r} in the notebook; define it "
                                 "first or remove it from -i")
         try:
-            packed[name] = pickle.dumps(namespace[name], protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as err:  # noqa: BLE001 - pickling raises many types
-            kind = type(namespace[name]).__name__
-            raise TransferError(
-                f"-i {name}: a value of type {kind} cannot be pickled ({type(err).__name__}: "
-                f"{err}); send something picklable, e.g. plain data, instead"
-            ) from err
+            packed[name] = encode(namespace[name])
+        except TransferError as err:
+            raise TransferError(f"-i {name}: {refusal(err, '-i', name)}") from None
     return packed
 
 
 def unpack_outputs(names: tuple[str, ...], data: bytes) -> dict[str, Any]:
-    """Load the variables the container sent back, or say which one is missing and why."""
+    """Decode the variables the container sent back, or say which one is missing and why.
+
+    ``data`` is what the container wrote: it may be anything, so every part is checked and
+    nothing in it is run.
+    """
     if not names:
         return {}
     if not data:
         raise TransferError(f"-o {','.join(names)}: the cell sent nothing back")
-    received: dict[str, tuple[str, Any]] = pickle.loads(data)
+    try:
+        received = loads(data, views=True)
+    except TransferError as err:
+        raise TransferError(f"-o {','.join(names)}: what the container sent back cannot be "
+                            f"read: {err}") from None
+    if type(received) is not dict:
+        raise TransferError(f"-o {','.join(names)}: the container sent back a "
+                            f"{type(received).__name__}, not the variables")
     values: dict[str, Any] = {}
     problems = []
     for name in names:
-        kind, payload = received.get(name, ("missing", None))
-        if kind == "missing":
+        entry: Any = received.get(name)
+        status = entry[0] if type(entry) is tuple and entry else None
+        if type(status) is not str:
+            problems.append(f"-o {name}: the container sent nothing for {name!r}")
+        elif status == "missing" and len(entry) == 1:
             problems.append(f"-o {name}: the cell did not define {name!r}")
-        elif kind == "error":
-            problems.append(f"-o {name}: its value cannot be pickled ({payload})")
-        else:
+        elif status == "refused" and len(entry) == 2 and type(entry[1]) is str:
+            reason = entry[1] if len(entry[1]) <= MAX_REASON else entry[1][:MAX_REASON] + "..."
+            problems.append(f"-o {name}: {reason}")
+        elif status == "ok" and len(entry) == 2 and type(entry[1]) is memoryview:
             try:
-                values[name] = pickle.loads(payload)
-            except Exception as err:  # noqa: BLE001
-                problems.append(f"-o {name}: cannot be loaded in the notebook "
-                                f"({type(err).__name__}: {err})")
+                values[name] = loads(entry[1])
+            except TransferError as err:
+                problems.append(f"-o {name}: what the container sent cannot be read: {err}")
+        else:
+            problems.append(f"-o {name}: the container sent a malformed entry for {name!r}")
     if problems:
         raise TransferError("; ".join(problems))
     return values

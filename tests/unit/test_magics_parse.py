@@ -109,10 +109,10 @@ def test_bad_lines_raise_usage_error_and_create_nothing(ip, line, message):
     assert store_containers() == []
 
 
-def test_unpicklable_input_names_the_variable(ip):
+def test_input_that_is_not_data_names_the_variable(ip):
     ip.user_ns["handle"] = lambda: None
-    with pytest.raises(UsageError, match=r"-i handle: a value of type function cannot be "
-                                         r"pickled"):
+    with pytest.raises(UsageError, match=r"-i handle: cannot send a value of type function; "
+                                         r"-i moves data only"):
         ip.run_cell_magic("container", "-i handle", "pass")
     with pytest.raises(UsageError, match="no variable 'absent'"):
         ip.run_cell_magic("container", "-i absent", "pass")

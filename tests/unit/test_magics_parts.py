@@ -8,7 +8,6 @@ the OOM and peak logic can be checked exactly.
 from __future__ import annotations
 
 import io
-import pickle
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 from nbcontainer.cgroups import CgroupStats
 from nbcontainer.notebook.meter import MIB, Meter, Series
 from nbcontainer.notebook.streams import Interrupted, Pipes, Pump
+from nbcontainer.notebook.dataformat import Encoded, loads
 from nbcontainer.notebook.transfer import (
     Program,
     TransferError,
@@ -31,7 +31,7 @@ from nbcontainer.notebook.transfer import (
 
 
 class Local:
-    """A value whose class lives in this test module: not importable inside the child."""
+    """A value of a class of this test module: not data, so it does not travel."""
 
     def __init__(self, v: int) -> None:
         self.v = v
@@ -54,8 +54,10 @@ def run_child(argv: list[str], data: bytes, with_out: bool = False,
     return code, out.getvalue(), err.getvalue(), bytes(pipes.output)
 
 
-def run_program(source: str, inputs: dict | None = None, outputs: tuple[str, ...] = ()):
-    packed = pack_inputs(tuple(inputs or {}), inputs or {})
+def run_program(source: str, inputs: dict | None = None, outputs: tuple[str, ...] = (),
+                packed: dict | None = None):
+    if packed is None:
+        packed = pack_inputs(tuple(inputs or {}), inputs or {})
     # The out fd number is only known once the pipes exist: build the program after them.
     pipes = Pipes(with_output_fd=bool(outputs))
     data = Program(source, packed, outputs, pipes.out_w).encode()
@@ -96,29 +98,34 @@ def test_bootstrap_sys_exit_code():
     assert run_program("raise SystemExit")[0] == 0
 
 
-def test_missing_and_unpicklable_outputs_are_named():
+def test_missing_and_refused_outputs_are_named():
     code, _, _, data = run_program("import threading\nlock = threading.Lock()", {},
                                    ("lock", "ghost"))
     assert code == 0
     with pytest.raises(TransferError) as info:
         unpack_outputs(("lock", "ghost"), data)
     text = str(info.value)
-    assert "-o lock: its value cannot be pickled" in text
+    assert ("-o lock: cannot bring back a value of type _thread.lock; -o moves data only"
+            in text)
     assert "-o ghost: the cell did not define 'ghost'" in text
 
 
 def test_input_that_cannot_be_loaded_inside_is_named():
-    code, _, err, _ = run_program("pass", {"obj": Local(1)})
+    code, _, err, _ = run_program("pass", packed={"obj": Encoded([b"NBCD\x01Z"], 6)})
     assert code == 3
-    assert "-i obj: cannot be loaded inside the container" in err
+    assert "-i obj: cannot be loaded inside the container: unknown tag b'Z'" in err
 
 
 def test_pack_inputs_errors():
-    with pytest.raises(TransferError, match="-i f: a value of type function cannot be pickled"):
+    with pytest.raises(TransferError, match="-i f: cannot send a value of type function; -i "
+                                            "moves data only"):
         pack_inputs(("f",), {"f": lambda: 1})
+    with pytest.raises(TransferError, match=r"-i obj: cannot send a value of type "
+                                            r"test_magics_parts.Local \(at obj\[1\]\)"):
+        pack_inputs(("obj",), {"obj": [1, Local(1)]})
     with pytest.raises(TransferError, match="no variable 'nope'"):
         pack_inputs(("nope",), {})
-    assert pickle.loads(pack_inputs(("a",), {"a": [1]})["a"]) == [1]
+    assert loads(bytes(pack_inputs(("a",), {"a": [1]})["a"])) == [1]
 
 
 def test_parse_names():
