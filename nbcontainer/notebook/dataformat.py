@@ -92,6 +92,9 @@ class Refused(TransferError):
         self.data_only = data_only
         self.path = ""
 
+    def __str__(self) -> str:
+        return self.what
+
 
 def refusal(err: TransferError, option: str, name: str) -> str:
     """The sentence (after ``-o name:``) for a value that cannot be encoded."""

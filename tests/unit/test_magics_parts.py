@@ -17,9 +17,9 @@ import time
 import pytest
 
 from nbcontainer.cgroups import CgroupStats
+from nbcontainer.notebook.dataformat import Encoded, loads
 from nbcontainer.notebook.meter import MIB, Meter, Series
 from nbcontainer.notebook.streams import Interrupted, Pipes, Pump
-from nbcontainer.notebook.dataformat import Encoded, loads
 from nbcontainer.notebook.transfer import (
     Program,
     TransferError,
