@@ -208,6 +208,43 @@ def test_inputs_and_outputs_round_trip(kernel: Kernel) -> None:
     assert "-i lock: cannot send a value of type _thread.lock" in bad.stream("stderr")
 
 
+def test_output_with_a_reduce_payload_runs_nothing_on_the_host(kernel: Kernel) -> None:
+    # issue 11: -o used to unpickle what the container wrote, on the host, as root.
+    marker = Path(f"/tmp/nbcontainer-escape-{os.getpid()}-{time.monotonic_ns()}")
+    assert not marker.exists()
+    cell = kernel.run("%%container --no-plot -o x\nimport os\n"
+                      "class Evil:\n"
+                      "    def __reduce__(self):\n"
+                      f"        return (os.system, ('touch {marker}',))\n"
+                      "x = Evil()\n")
+    try:
+        assert cell.error is not None, cell.stream("stderr")
+        assert ("-o x: cannot bring back a value of type __main__.Evil; -o moves data only"
+                in cell.error["evalue"])
+        assert not marker.exists()
+        assert kernel.run("print('x' in globals())").stream().strip() == "False"
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def test_numpy_and_pandas_round_trip(kernel: Kernel) -> None:
+    pytest.importorskip("pandas")
+    kernel.run("import numpy as np, pandas as pd\n"
+               "data = {'a': np.arange(6.0).reshape(2, 3)[:, ::2],\n"
+               "        'df': pd.DataFrame({'x': [1, 2], 's': ['u', None]},\n"
+               "                           index=pd.Index([5, 6], name='k'))}")
+    cell = kernel.run("%%container --no-plot -i data -o back\n"
+                      "back = {'a': data['a'] * 2, 'df': data['df'].assign(y=data['df'].x + 1),\n"
+                      "        'kinds': sorted(type(v).__name__ for v in data.values())}")
+    assert cell.reply["status"] == "ok", cell.stream("stderr")
+    check = kernel.run("np.testing.assert_array_equal(back['a'], data['a'] * 2)\n"
+                       "pd.testing.assert_frame_equal(back['df'],"
+                       " data['df'].assign(y=data['df'].x + 1))\n"
+                       "print(back['kinds'], back['a'].flags.writeable)")
+    assert check.reply["status"] == "ok", check.error
+    assert check.stream().strip() == "['DataFrame', 'ndarray'] True"
+
+
 def test_busybox_shell_body(kernel: Kernel) -> None:
     cell = kernel.run("%%container --image busybox sh\necho pid=$$\nls /bin/busybox\n"
                       "echo oops >&2\n")
