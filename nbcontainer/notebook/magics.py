@@ -119,9 +119,10 @@ def build_cell_parser() -> _Parser:
                        help="never show it (default: shown when the cell runs longer than "
                             "about half a second)")
     parser.add_argument("-i", "--input", dest="inputs", action="append", metavar="VAR[,VAR]",
-                        help="notebook variables to pickle into the container (Python bodies)")
+                        help="notebook variables to copy into the container, as data "
+                             "(Python bodies)")
     parser.add_argument("-o", "--output", dest="outputs", action="append", metavar="VAR[,VAR]",
-                        help="variables to bring back into the notebook afterwards "
+                        help="variables to bring back into the notebook afterwards, as data "
                              "(Python bodies)")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG ...]",
                         help="the program that reads the body on stdin (default: Python)")
