@@ -61,9 +61,9 @@ class Selection:
 
 
 def _fail(source: str, where: str, what: str) -> UsageError:
-    place = f" at {where}" if where else ""
-    return UsageError(f"--security-opt seccomp={source}: {what}{place}; the file must be a "
-                      "seccomp profile in Docker's JSON format (see docs/security.md)")
+    place = f"{where}: " if where else ""
+    return UsageError(f"--security-opt seccomp={source}: {place}{what} (the file must be a "
+                      "seccomp profile in Docker's JSON format, see docs/security.md)")
 
 
 def _uint(value: object, source: str, where: str, bits: int = 64) -> int:
@@ -117,7 +117,7 @@ def parse_profile(text: str, source: str) -> dict[str, Any]:
         data = json.loads(text)
     except ValueError as err:
         raise _fail(source, "", f"not valid JSON ({err})") from None
-    profile = _object(data, source, "the top level")
+    profile = _object(data, source, "")
     _action(profile.get("defaultAction"), source, "defaultAction")
     if profile.get("defaultErrnoRet") is not None:
         _uint(profile["defaultErrnoRet"], source, "defaultErrnoRet", 16)

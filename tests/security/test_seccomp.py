@@ -219,3 +219,14 @@ def test_no_new_privileges_false_still_filters_and_privileged_is_unconfined():
     code, out, _ = capture(["grep", "Seccomp:", "/proc/self/status"], image="busybox",
                            privileged=True)
     assert out.split() == ["Seccomp:", "0"]
+
+
+def test_a_bad_profile_fails_in_words_before_anything_exists(tmp_path: Path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["getcwd"], '
+                   '"action": "SCMP_ACT_DENY"}]}')
+    for opt, words in ((f"seccomp={bad}", "syscalls[0].action: unknown action 'SCMP_ACT_DENY'"),
+                       (f"seccomp={tmp_path}/missing.json", "No such file or directory")):
+        p = subprocess.run([sys.executable, "-m", "nbcontainer", "run", "--security-opt", opt,
+                            "busybox", "true"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 125 and words in p.stderr and "Traceback" not in p.stderr
