@@ -43,9 +43,13 @@ MS_PRIVATE = 1 << 18
 MS_STRICTATIME = 1 << 24
 MNT_DETACH = 2
 
+# <linux/seccomp.h>
+SECCOMP_MODE_FILTER = 2
+
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
+PR_SET_SECCOMP = 22
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -141,3 +145,150 @@ def capget() -> tuple[int, int, int]:
     perm = data[0].permitted | (data[1].permitted << 32)
     inh = data[0].inheritable | (data[1].inheritable << 32)
     return eff, perm, inh
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_filter(program: bytes) -> None:
+    """prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog): install a classic-BPF filter.
+
+    ``program`` is an array of ``struct sock_filter`` (8 bytes each), as libseccomp exports it.
+    Needs no_new_privs or CAP_SYS_ADMIN (seccomp(2)); it stays for this process and every
+    child, across execve(2).
+    """
+    if not program or len(program) % 8:
+        raise OSError(22, f"seccomp filter of {len(program)} bytes is not a sock_filter array")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
+
+
+# -- libseccomp (seccomp.h), for the supervisor: it turns a profile into a BPF program once ---
+# Loaded only when a filter is compiled, never in the container's processes.
+
+# Actions (the kernel's SECCOMP_RET_* values, as libseccomp spells them).
+SCMP_ACT_KILL_PROCESS = 0x80000000
+SCMP_ACT_KILL_THREAD = 0x00000000
+SCMP_ACT_TRAP = 0x00030000
+SCMP_ACT_LOG = 0x7FFC0000
+SCMP_ACT_ALLOW = 0x7FFF0000
+
+
+def SCMP_ACT_ERRNO(errno: int) -> int:  # noqa: N802 - libseccomp's name
+    return 0x00050000 | (errno & 0xFFFF)
+
+
+def SCMP_ACT_TRACE(msg: int) -> int:  # noqa: N802 - libseccomp's name
+    return 0x7FF00000 | (msg & 0xFFFF)
+
+
+# enum scmp_compare
+SCMP_CMP = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
+            "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+# enum scmp_filter_attr
+SCMP_FLTATR_CTL_OPTIMIZE = 8
+
+
+class _ScmpArgCmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
+                ("datum_b", ctypes.c_uint64)]
+
+
+_seccomp_lib: ctypes.CDLL | None = None
+
+
+def _libseccomp() -> ctypes.CDLL:
+    """The system's libseccomp.so.2 (OSError saying so when it is missing)."""
+    global _seccomp_lib
+    if _seccomp_lib is None:
+        try:
+            lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+        except OSError as err:
+            raise OSError(2, f"libseccomp.so.2 not found ({err}); install libseccomp2") \
+                from None
+        lib.seccomp_init.restype = ctypes.c_void_p
+        lib.seccomp_init.argtypes = [ctypes.c_uint32]
+        lib.seccomp_release.argtypes = [ctypes.c_void_p]
+        lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        lib.seccomp_arch_native.restype = ctypes.c_uint32
+        lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
+        lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
+        lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+        lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                                               ctypes.c_uint, ctypes.POINTER(_ScmpArgCmp)]
+        lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+        _seccomp_lib = lib
+    return _seccomp_lib
+
+
+def _scmp_check(result: int, what: str) -> int:
+    # libseccomp returns -errno itself (errno is not set).
+    if result < 0:
+        raise OSError(-result, f"{what}: {os.strerror(-result)}")
+    return result
+
+
+class SeccompFilter:
+    """A libseccomp filter context: seccomp_init(3) ... seccomp_export_bpf(3), released on exit.
+
+    A thin wrapper: which rules to add is the caller's business.
+    """
+
+    def __init__(self, default_action: int) -> None:
+        self._lib = _libseccomp()
+        self._ctx = self._lib.seccomp_init(default_action)
+        if not self._ctx:
+            raise OSError(22, f"seccomp_init({default_action:#x}) failed")
+
+    def __enter__(self) -> SeccompFilter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._ctx:
+            self._lib.seccomp_release(self._ctx)
+            self._ctx = None
+
+    def native_arch(self) -> int:
+        """seccomp_arch_native(3): this machine's AUDIT_ARCH_* token."""
+        return int(self._lib.seccomp_arch_native())
+
+    def arch_token(self, name: str) -> int:
+        """seccomp_arch_resolve_name(3) of ``x86_64``, ``x86``, ``aarch64``...; 0 if unknown."""
+        return int(self._lib.seccomp_arch_resolve_name(name.encode()))
+
+    def add_arch(self, token: int) -> None:
+        """seccomp_arch_add(3); adding one already there is not an error."""
+        result = self._lib.seccomp_arch_add(self._ctx, token)
+        if result != -17:  # EEXIST
+            _scmp_check(result, f"seccomp_arch_add({token:#x})")
+
+    def syscall_number(self, name: str) -> int | None:
+        """seccomp_syscall_resolve_name(3); None for a name libseccomp does not know."""
+        number = int(self._lib.seccomp_syscall_resolve_name(name.encode()))
+        return None if number == -1 else number  # __NR_SCMP_ERROR
+
+    def set_optimize(self, level: int) -> None:
+        """SCMP_FLTATR_CTL_OPTIMIZE (libseccomp >= 2.5): 2 sorts the syscalls into a tree."""
+        _scmp_check(self._lib.seccomp_attr_set(self._ctx, SCMP_FLTATR_CTL_OPTIMIZE, level),
+                    "seccomp_attr_set(SCMP_FLTATR_CTL_OPTIMIZE)")
+
+    def add_rule(self, action: int, syscall: int,
+                 args: list[tuple[int, int, int, int]] | tuple[()] = ()) -> None:
+        """seccomp_rule_add_array(3); ``args``: (index, op, datum_a, datum_b), all ANDed."""
+        array = (_ScmpArgCmp * max(len(args), 1))(*(_ScmpArgCmp(*a) for a in args))
+        _scmp_check(self._lib.seccomp_rule_add_array(self._ctx, action, syscall, len(args),
+                                                     array),
+                    f"seccomp_rule_add(syscall {syscall}, action {action:#x}, args {args})")
+
+    def export_bpf(self) -> bytes:
+        """seccomp_export_bpf(3): the program as an array of struct sock_filter."""
+        fd = os.memfd_create("seccomp-bpf", os.MFD_CLOEXEC)
+        try:
+            _scmp_check(self._lib.seccomp_export_bpf(self._ctx, fd), "seccomp_export_bpf")
+            size = os.lseek(fd, 0, os.SEEK_END)
+            return os.pread(fd, size, 0)
+        finally:
+            os.close(fd)

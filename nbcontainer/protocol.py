@@ -171,6 +171,8 @@ class Config(Message):
     user: list[int] | None = None
     caps: list[str]
     privileged: bool = False
+    no_new_privs: bool = True
+    seccomp: str | None = None  # base64 of the BPF program (struct sock_filter[]), or None
     init: bool = False
     detached: bool = False
     python: str | None = None  # Python source to run in the forked interpreter

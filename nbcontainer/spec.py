@@ -1,6 +1,7 @@
 """What a container should be, as plain data, and the parsers for the option syntax.
 
-Pure code: no I/O, nothing imported from the rest of the package but errors. The CLI, the
+Pure code: no I/O (but reading a seccomp profile the user names), nothing imported from the rest
+of the package but errors, capability names and the profile checker. The CLI, the
 magics and the kernel all turn their options into a :class:`ContainerSpec` through the parsers
 here, so the syntax (Docker's) is the same everywhere and every bad value gets the same message.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 from nbcontainer.capnames import ALL_CAPS, DEFAULT_CAPS
 from nbcontainer.errors import UsageError
+from nbcontainer.seccomp_profile import load_profile_file
 
 NAMESPACES = ("uts", "ipc", "pid", "mount", "net", "user", "cgroup")
 DEFAULT_NAMESPACES = frozenset({"uts", "ipc", "pid", "mount", "cgroup"})
@@ -242,6 +244,41 @@ def parse_timeout(text: str | float) -> float:
     return value
 
 
+@dataclass(frozen=True)
+class Security:
+    """``--security-opt``: the seccomp profile and no_new_privs."""
+
+    #: ``default`` (Docker's default profile), ``unconfined``, or a profile's JSON text (read
+    #: and checked when the spec is made: the container keeps the profile it was created with).
+    seccomp: str = "default"
+    #: None: on, unless ``--privileged``; True/False: as given.
+    no_new_privileges: bool | None = None
+
+
+_SECURITY_OPT_HELP = ("use seccomp=unconfined, seccomp=PROFILE.json, no-new-privileges or "
+                      "no-new-privileges=true|false")
+
+
+def parse_security_opts(items: list[str] | tuple[str, ...] | None) -> Security:
+    """Parse ``--security-opt`` items (Docker's syntax; a later item wins over an earlier)."""
+    seccomp, nnp = "default", None
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        if not sep and ":" in key:  # Docker's old spelling, seccomp:unconfined
+            key, sep, value = key.partition(":")
+        if key == "seccomp" and value:
+            seccomp = "unconfined" if value == "unconfined" else load_profile_file(value)
+        elif key == "no-new-privileges":
+            if value.lower() not in ("", "true", "false"):
+                raise UsageError(f"--security-opt: invalid {item!r}: no-new-privileges takes "
+                                 "true or false")
+            nnp = value.lower() != "false"
+        else:
+            raise UsageError(f"--security-opt: unsupported option {item!r}; "
+                             f"{_SECURITY_OPT_HELP}")
+    return Security(seccomp=seccomp, no_new_privileges=nnp)
+
+
 def format_size(n: int | float | None) -> str:
     """Format bytes the way a person reads them: ``100 MiB``, ``1.5 GiB``."""
     if n is None:
@@ -288,6 +325,7 @@ class ContainerSpec:
     name: str | None = None
     init: bool = False
     tty: bool = False
+    security: Security = field(default_factory=Security)
 
     @property
     def net(self) -> str:
@@ -321,6 +359,17 @@ class ContainerSpec:
             caps.update(self.cap_add)
         return frozenset(caps)
 
+    def seccomp_profile(self) -> str | None:
+        """``default``, a profile's JSON text, or None (unconfined; also with --privileged)."""
+        if self.privileged or self.security.seccomp == "unconfined":
+            return None
+        return self.security.seccomp
+
+    def no_new_privs(self) -> bool:
+        """Whether the payload runs with no_new_privs (default: unless --privileged)."""
+        nnp = self.security.no_new_privileges
+        return not self.privileged if nnp is None else nnp
+
     def with_(self, **changes: object) -> ContainerSpec:
         """A copy with some fields changed."""
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -350,6 +399,7 @@ def make_spec(
     name: str | None = None,
     init: bool = False,
     tty: bool = False,
+    security_opt: list[str] | None = None,
 ) -> ContainerSpec:
     """Validate options given in the user's syntax and build a :class:`ContainerSpec`.
 
@@ -420,12 +470,13 @@ def make_spec(
         name=None if name is None else parse_name(name),
         init=init,
         tty=tty,
+        security=parse_security_opts(security_opt),
     )
 
 
 def _to_json(value: object) -> object:
     """A spec value in JSON form: records as dicts, sets as sorted lists, tuples as lists."""
-    if isinstance(value, (Limits, Volume)):
+    if isinstance(value, (Limits, Volume, Security)):
         return {f.name: _to_json(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, (set, frozenset)):
         return sorted(value)
@@ -439,6 +490,7 @@ def _to_json(value: object) -> object:
 _FROM_JSON: dict[str, Callable[[Any], object]] = {
     "namespaces": frozenset,
     "limits": lambda d: Limits(**d),
+    "security": lambda d: Security(**d),
     "volumes": lambda items: tuple(Volume(**v) for v in items),
     "env": lambda items: tuple((k, v) for k, v in items),
     "user": lambda u: None if u is None else (u[0], u[1]),

@@ -41,7 +41,7 @@ import sys
 
 # Everything the child needs is imported now: after pivot_root the package is out of reach.
 from nbcontainer import _libc
-from nbcontainer.child import caps, namespaces, reaper, rootfs
+from nbcontainer.child import caps, namespaces, reaper, rootfs, seccomp
 from nbcontainer.protocol import (
     Attached,
     Channel,
@@ -193,8 +193,12 @@ def _setup_child(cfg: Config, chan: Channel) -> None:
         else:
             raise
     user = cfg.user
+    if not cfg.no_new_privs:
+        seccomp.install(cfg.seccomp)  # without no_new_privs it needs CAP_SYS_ADMIN: now (runc)
     if not cfg.privileged or user:
-        caps.apply(cfg.caps, no_new_privs=not cfg.privileged)
+        caps.apply(cfg.caps, no_new_privs=cfg.no_new_privs)
+    elif cfg.no_new_privs:
+        _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
     if user:
         uid, gid = user
         os.setgroups([])
@@ -320,6 +324,7 @@ def _child_main(cfg: Config, chan: Channel, helper_pid: int) -> None:
             _die_with_parent(helper_pid)
         chan.recv(Go)
         _setup_child(cfg, chan)
+        seccomp.install(cfg.seccomp)  # last: the setup above is not filtered, the payload is
     except ChannelClosed:
         os._exit(125)  # the supervisor went away: nobody to tell
     except Exception as err:  # noqa: BLE001 - every setup failure becomes one sentence

@@ -49,7 +49,7 @@ from nbcontainer.protocol import (
     Userns,
     UsernsMapped,
 )
-from nbcontainer.runtime import lifecycle
+from nbcontainer.runtime import lifecycle, seccomp
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.result import Result
 from nbcontainer.runtime.spare import Spare, spares
@@ -590,6 +590,7 @@ class Container(ContainerProcess):
         self.state: ContainerState | None = None
         self._image_layers: tuple[str, ...] = ()
         self._exec_config: dict[str, Any] = {}
+        self._seccomp: str | None = None
         self._log_file: IO[bytes] | None = None
 
     @property
@@ -622,6 +623,7 @@ class Container(ContainerProcess):
         """
         require_root()
         spec = self.spec
+        self._seccomp = seccomp.filter_for(spec)  # compiled once per profile and caps (cached)
         for vol in spec.volumes:
             if not os.path.exists(vol.host):
                 raise UsageError(
@@ -697,6 +699,7 @@ class Container(ContainerProcess):
         self._exec_config = {
             "env": env, "workdir": workdir, "user": user, "caps": caps,
             "privileged": spec.privileged, "namespaces": namespaces,
+            "no_new_privs": spec.no_new_privs(), "seccomp": self._seccomp,
         }
         self._config_data = _make_config(
             mode="run",
@@ -713,6 +716,8 @@ class Container(ContainerProcess):
             user=user,
             caps=caps,
             privileged=spec.privileged,
+            no_new_privs=spec.no_new_privs(),
+            seccomp=self._seccomp,
             init=spec.init,
             detached=self.detached,
         )
@@ -872,6 +877,9 @@ class Exec(ContainerProcess):
             user=user,
             caps=cfg.get("caps", []),
             privileged=cfg.get("privileged", False),
+            # the container's own filter, as compiled when it was created
+            no_new_privs=cfg.get("no_new_privs", not cfg.get("privileged", False)),
+            seccomp=cfg.get("seccomp"),
         )
         try:
             self._spawn()
