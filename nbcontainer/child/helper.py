@@ -65,12 +65,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-def _take_stdio(chan: Channel, targets: list[int], fds: list[int]) -> None:
+def _take_stdio(chan: Channel, targets: list[int], fds: list[int], status_fd: int) -> int:
     """A spare's first process gets its container's stdio (and passed fds) when adopted.
 
     ``fds`` are stdin, stdout, stderr, then one fd per entry of ``targets`` (the numbers the
     supervisor passed them as). Everything is first moved above the targets, the control
-    socket included, so no dup2 clobbers an fd still needed.
+    socket and the status pipe included, so no dup2 clobbers an fd still needed. Returns the
+    status pipe's fd.
     """
     import fcntl
 
@@ -82,10 +83,15 @@ def _take_stdio(chan: Channel, targets: list[int], fds: list[int]) -> None:
         moved = fcntl.fcntl(chan.sock.fileno(), fcntl.F_DUPFD_CLOEXEC, floor)
         chan.sock.close()
         chan.sock = socket.socket(fileno=moved)
+    if status_fd < floor:
+        moved = fcntl.fcntl(status_fd, fcntl.F_DUPFD_CLOEXEC, floor)
+        os.close(status_fd)
+        status_fd = moved
     for target, fd in zip((0, 1, 2, *targets), high, strict=True):
         os.dup2(fd, target)
         os.close(fd)
     rebind_stdio()
+    return status_fd
 
 
 def _abandon_spare(spare: Prefork) -> None:
@@ -215,7 +221,13 @@ def rebind_stdio() -> None:
         setattr(sys, name, stream)
 
 
-def _run_python(cfg: Config, chan: Channel) -> None:
+def _report_status(status_fd: int, status: int) -> None:
+    """Tell the helper, through the status pipe, how the payload ended (a wait status)."""
+    with contextlib.suppress(OSError):
+        os.write(status_fd, status.to_bytes(4, "little"))
+
+
+def _run_python(cfg: Config, status_fd: int) -> None:
     """Run a Python payload in this (forked, already initialised) interpreter, then exit.
 
     This is what makes a Python cell as cheap as ``%%script python``: no new interpreter
@@ -263,15 +275,17 @@ def _run_python(cfg: Config, chan: Channel) -> None:
     for fd in (0, 1, 2):
         with contextlib.suppress(OSError):
             os.close(fd)
-    with contextlib.suppress(OSError):
-        chan.send(Exit(status=status << 8))
+    _report_status(status_fd, status << 8)
     os._exit(status)
 
 
-def _exec_payload(cfg: Config, chan: Channel) -> None:
-    """execve(2) the payload, searching PATH like a shell; exit 127/126 with a sentence if not."""
+def _exec_payload(cfg: Config, status_fd: int) -> None:
+    """execve(2) the payload, searching PATH like a shell; exit 127/126 with a sentence if not.
+
+    The status pipe is close-on-exec: an exec'd payload holds no descriptor of nbcontainer's.
+    """
     if cfg.python is not None:
-        _run_python(cfg, chan)
+        _run_python(cfg, status_fd)
     argv = cfg.argv
     env = cfg.env
     _reset_signals()
@@ -302,18 +316,14 @@ def _exec_payload(cfg: Config, chan: Channel) -> None:
         os._exit(code)
 
 
-def _run_init(cfg: Config, chan: Channel) -> None:
+def _run_init(cfg: Config, status_fd: int) -> None:
     """PID 1 with a payload (or idle): see :mod:`nbcontainer.child.reaper`."""
-
-    def report(status: int) -> None:
-        with contextlib.suppress(OSError):
-            chan.send(Exit(status=status))
-
     has_payload = bool(cfg.argv) or cfg.python is not None
-    reaper.run((lambda: _exec_payload(cfg, chan)) if has_payload else None, report)
+    reaper.run((lambda: _exec_payload(cfg, status_fd)) if has_payload else None,
+               lambda status: _report_status(status_fd, status))
 
 
-def _child_main(cfg: Config, chan: Channel, helper_pid: int) -> None:
+def _child_main(cfg: Config, chan: Channel, helper_pid: int, status_fd: int) -> None:
     """The container's first process: wait for the cgroup attach, set up, report, exec."""
     try:
         if not cfg.detached:
@@ -330,9 +340,12 @@ def _child_main(cfg: Config, chan: Channel, helper_pid: int) -> None:
         finally:
             os._exit(125)
     chan.send(Ready(pid=os.getpid()))
+    # Nothing inside the container keeps nbcontainer's control channel: from here on, the end
+    # is reported through the status pipe, which the helper (outside) reads once.
+    chan.close()
     if cfg.init:
-        _run_init(cfg, chan)
-    _exec_payload(cfg, chan)
+        _run_init(cfg, status_fd)
+    _exec_payload(cfg, status_fd)
 
 
 def main(fd: int) -> None:
@@ -358,12 +371,12 @@ def main(fd: int) -> None:
         join_pid, join = cfg.join_pid or 0, cfg.join
         _or_report(chan, lambda: _join_namespaces(join_pid, join))
     me = os.getpid()
-    child = _fork_first_process(chan, ns, run=cfg.mode == "run")
+    child, status_fd = _fork_first_process(chan, ns, run=cfg.mode == "run")
     if child == 0:
-        _child_main(cfg, chan, me)
+        _child_main(cfg, chan, me, status_fd)
         os._exit(125)  # not reached
     chan.send(Pid(pid=child))
-    _report_when_done(chan, child)
+    _report_when_done(chan, child, status_fd)
 
 
 def _or_report(chan: Channel, step: Callable[[], None]) -> None:
@@ -375,8 +388,9 @@ def _or_report(chan: Channel, step: Callable[[], None]) -> None:
         os._exit(125)
 
 
-def _fork_first_process(chan: Channel, ns: set[str], run: bool) -> int:
-    """Fork the container's first process (fork's return value: 0 in the child).
+def _fork_first_process(chan: Channel, ns: set[str], run: bool) -> tuple[int, int]:
+    """Fork the container's first process; return (fork's value: 0 in the child, the fd of
+    the child's end of the status pipe in the child, of the helper's end in the helper).
 
     For a new container the helper first unshares the PID namespace (it applies to children
     only), and the child unshares the rest itself, so the helper holds no mount namespace (and
@@ -384,10 +398,15 @@ def _fork_first_process(chan: Channel, ns: set[str], run: bool) -> int:
     """
     if run:
         _or_report(chan, lambda: _libc.unshare(namespaces.helper_flags(ns)))
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
-    if child == 0 and run:
-        _or_report(chan, lambda: _libc.unshare(namespaces.child_flags(ns)))
-    return child
+    if child == 0:
+        os.close(status_r)
+        if run:
+            _or_report(chan, lambda: _libc.unshare(namespaces.child_flags(ns)))
+        return 0, status_w
+    os.close(status_w)
+    return child, status_r
 
 
 def _ignore_stop_signals() -> None:
@@ -397,22 +416,50 @@ def _ignore_stop_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def _report_when_done(chan: Channel, child: int) -> None:
-    """The helper's last job: wait for the container's first process and report its end."""
+def _report_when_done(chan: Channel, child: int, status_fd: int) -> None:
+    """The helper's last job: report the payload's end as soon as it is known.
+
+    A Python payload (or an init) writes its wait status into the status pipe before its
+    namespaces are torn down, so the supervisor hears of the end without waiting for that;
+    the helper reads those four bytes once (whatever they are: a payload can only misreport
+    its own end) and forwards them. Otherwise the end is the first process's exit.
+    """
+    import select
+
     # The helper needs no stdio: let go of the container's, so its reader sees EOF as soon as
     # the payload's processes close them, not only when this helper exits.
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
+    reported = False
+    pidfd = os.pidfd_open(child)
+    watch = [pidfd, status_fd]
+    while True:
+        try:
+            ready = select.select(watch, [], [])[0]
+        except InterruptedError:
+            continue
+        if status_fd in ready:
+            data = os.read(status_fd, 4)
+            watch.remove(status_fd)  # read once: a payload cannot keep the helper busy
+            os.close(status_fd)
+            status = int.from_bytes(data, "little") if len(data) == 4 else -1
+            if 0 <= status <= 0xFFFF:
+                with contextlib.suppress(OSError):
+                    chan.send(Exit(status=status))
+                reported = True
+        if pidfd in ready:
+            break
     while True:
         try:
             _, status = os.waitpid(child, 0)
             break
         except InterruptedError:
             continue
-    with contextlib.suppress(OSError):
-        chan.send(Exit(status=status))
+    if not reported:
+        with contextlib.suppress(OSError):
+            chan.send(Exit(status=status))
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
              else 128 + os.WTERMSIG(status))
 
@@ -429,17 +476,17 @@ def _prefork_spare(chan: Channel, spare: Prefork) -> None:
     _die_with_parent(os.getppid())  # the zygote, which dies with the supervisor
     _ignore_stop_signals()
     me = os.getpid()
-    child = _fork_first_process(chan, set(spare.namespaces), run=True)
+    child, status_fd = _fork_first_process(chan, set(spare.namespaces), run=True)
     if child == 0:
-        _await_adoption(chan, spare, me)
+        _await_adoption(chan, spare, me, status_fd)
         os._exit(125)  # not reached
     chan.send(Pid(pid=child))
     cgroups.leave(spare.leave)
     chan.send(Left())
-    _report_when_done(chan, child)
+    _report_when_done(chan, child, status_fd)
 
 
-def _await_adoption(chan: Channel, spare: Prefork, helper_pid: int) -> None:
+def _await_adoption(chan: Channel, spare: Prefork, helper_pid: int, status_fd: int) -> None:
     """A spare's first process: wait for a container's stdio and config, then go on as one.
 
     Should the supervisor go away first (its end of the socket closes), remove the spare's
@@ -449,7 +496,7 @@ def _await_adoption(chan: Channel, spare: Prefork, helper_pid: int) -> None:
         msg, fds = chan.recv_with_fds()
         if not isinstance(msg, Stdio):
             os._exit(125)
-        _take_stdio(chan, msg.targets, fds)
+        status_fd = _take_stdio(chan, msg.targets, fds, status_fd)
         cfg = chan.recv(Config)
     except ChannelClosed:
         _abandon_spare(spare)
@@ -457,7 +504,7 @@ def _await_adoption(chan: Channel, spare: Prefork, helper_pid: int) -> None:
     except ProtocolError:
         os._exit(125)
     assert isinstance(cfg, Config)
-    _child_main(cfg, chan, helper_pid)
+    _child_main(cfg, chan, helper_pid, status_fd)
 
 
 if __name__ == "__main__":
