@@ -52,6 +52,7 @@ from nbcontainer.protocol import (
 from nbcontainer.runtime import lifecycle
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.result import Result
+from nbcontainer.runtime.sealed import sealed_interpreter
 from nbcontainer.runtime.spare import Spare, spares
 from nbcontainer.runtime.state import ContainerState
 from nbcontainer.runtime.zygote import ForkedHelper, Zygote
@@ -296,8 +297,12 @@ class ContainerProcess:
                     except OSError as err:
                         raise SetupError(f"the zygote could not fork a helper: {err}") from err
             else:
+                # A first process that stays Python (an init, a Python body) runs a sealed
+                # copy of the interpreter: see runtime/sealed.py.
+                stays_python = self._config().init or self._config().python is not None
                 self._helper = subprocess.Popen(
                     [sys.executable, "-I", "-S", "-c", _HELPER_CODE, str(child_sock.fileno())],
+                    executable=sealed_interpreter() if stays_python else None,
                     stdin=stdin, stdout=stdout, stderr=stderr,
                     pass_fds=(child_sock.fileno(), *self._pass_fds),
                     close_fds=True, start_new_session=True, env={},
