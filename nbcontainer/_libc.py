@@ -51,6 +51,17 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _SYS_PIVOT_ROOT = 155  # x86_64
+_SYS_KEYCTL = 250
+_SYS_MOUNT_SETATTR = 442
+_KEYCTL_JOIN_SESSION_KEYRING = 1
+
+# <linux/mount.h>, <fcntl.h>: mount_setattr(2)
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
 _SYS_CAPSET = 126
 _SYS_CAPGET = 125
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -104,6 +115,30 @@ def pivot_root(new_root: str, put_old: str) -> None:
     """pivot_root(2): make ``new_root`` the root of this mount namespace."""
     _check(_libc.syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old)),
            f"pivot_root({new_root}, {put_old})")
+
+
+def join_session_keyring(name: str | None = None) -> int:
+    """keyctl(KEYCTL_JOIN_SESSION_KEYRING): a new session keyring for this process (keyrings(7)).
+
+    Without it a container shares the session keyring it was started from (root's, on a
+    host), and ``keyctl`` inside reaches root's keys.
+    """
+    return _check(_libc.syscall(_SYS_KEYCTL, _KEYCTL_JOIN_SESSION_KEYRING, _b(name)),
+                  "keyctl(JOIN_SESSION_KEYRING)")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(path: str, attr_set: int, recursive: bool = True) -> None:
+    """mount_setattr(2) (Linux 5.12): set mount attributes, on every submount with
+    ``recursive`` (``AT_RECURSIVE``), which a remount cannot do."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    flags = AT_RECURSIVE if recursive else 0
+    _check(_libc.syscall(_SYS_MOUNT_SETATTR, AT_FDCWD, _b(path), flags, ctypes.byref(attr),
+                         ctypes.sizeof(attr)), f"mount_setattr({path})")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

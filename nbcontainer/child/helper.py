@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource  # imported now: after pivot_root the host's lib-dynload is out of reach
 import signal
 import socket
 import sys
@@ -166,6 +167,34 @@ def _enter_user_namespace(chan: Channel) -> None:
     os.setuid(0)
 
 
+#: Docker's default open-files limit (containerd's): soft 1024, hard 524288.
+NOFILE_LIMIT = (1024, 524288)
+#: The OOM killer's preference: a container's processes before the notebook kernel that runs
+#: them (oom_score_adj ranges from -1000 to 1000; every process of the container inherits it).
+OOM_SCORE_ADJ = 500
+
+
+def _isolate_process() -> None:
+    """What Docker gives every container's process besides namespaces: its own session
+    keyring (keyrings(7): otherwise ``keyctl`` reaches the keys of the session it was started
+    from), its open-files limit, umask 0022, and an OOM score that prefers it."""
+    try:
+        _libc.join_session_keyring(None)
+    except OSError as err:
+        if err.errno != errno.ENOSYS:  # a kernel without keys has nothing to share
+            raise
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, NOFILE_LIMIT)
+    except (ValueError, OSError):
+        # Raising the hard limit needs CAP_SYS_RESOURCE, which a sandboxed supervisor may
+        # lack: keep its hard limit, with Docker's soft limit under it.
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(NOFILE_LIMIT[0], hard), hard))
+    os.umask(0o022)
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write(str(OOM_SCORE_ADJ))
+
+
 def _setup_child(cfg: Config, chan: Channel) -> None:
     """Everything the container's first process does before exec (runs as that process)."""
     ns = set(cfg.namespaces)
@@ -184,6 +213,7 @@ def _setup_child(cfg: Config, chan: Channel) -> None:
             rootfs.make_private()
             rootfs.bind_volumes("/", cfg.volumes)
     chan.recv(Attached)
+    _isolate_process()
     if cfg.mode == "run":
         if "cgroup" in ns:
             _libc.unshare(_libc.CLONE_NEWCGROUP)

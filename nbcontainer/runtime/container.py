@@ -49,7 +49,7 @@ from nbcontainer.protocol import (
     Userns,
     UsernsMapped,
 )
-from nbcontainer.runtime import lifecycle
+from nbcontainer.runtime import hidden, lifecycle
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.result import Result
 from nbcontainer.runtime.sealed import sealed_interpreter
@@ -698,7 +698,8 @@ class Container(ContainerProcess):
         user = None if spec.user is None else [spec.user[0], spec.user[1] or 0]
         caps = sorted(spec.capabilities())
         namespaces = sorted(spec.effective_namespaces())
-        hide = [str(self.root)] if image is not None and image.layers == ("/",) else []
+        hide = (hidden.exposed(hidden.host_secrets(self.root), (v.container for v in spec.volumes))
+                if image is not None and image.layers == ("/",) else [])
         self._exec_config = {
             "env": env, "workdir": workdir, "user": user, "caps": caps,
             "privileged": spec.privileged, "namespaces": namespaces,
