@@ -183,19 +183,20 @@ def parse_env(text: str) -> tuple[str, str]:
     return key, value
 
 
-def parse_user(text: str) -> tuple[int, int | None]:
-    """Parse ``-u UID[:GID]``: numeric ids (names would need the image's passwd)."""
-    uid_text, _, gid_text = str(text).partition(":")
-    try:
-        uid = int(uid_text)
-        gid = int(gid_text) if gid_text else None
-    except ValueError:
-        raise UsageError(
-            f"-u: invalid user {text!r}; use a numeric UID or UID:GID, e.g. 1000:1000"
-        ) from None
-    if uid < 0 or uid > 2**32 - 2 or (gid is not None and (gid < 0 or gid > 2**32 - 2)):
-        raise UsageError(f"-u: user {text!r} is out of range; use ids from 0 to 4294967294")
-    return uid, gid
+_ACCOUNT_RE = re.compile(r"^([a-zA-Z_][a-zA-Z0-9_.-]{0,31}\$?|\d+)$")
+
+
+def parse_user(text: str) -> str:
+    """Validate ``-u NAME|UID[:GROUP|GID]`` (Docker's syntax); names are resolved in the image
+    when the container starts (:mod:`nbcontainer.runtime.users`)."""
+    user, sep, group = str(text).partition(":")
+    if not _ACCOUNT_RE.match(user) or (sep and not _ACCOUNT_RE.match(group)):
+        raise UsageError(f"-u: invalid user {text!r}; use NAME, UID, NAME:GROUP or UID:GID, "
+                         "e.g. 1000:1000 or nobody")
+    for part in (user, group):
+        if part.isdigit() and int(part) > 2**32 - 2:
+            raise UsageError(f"-u: user {text!r} is out of range; use ids from 0 to 4294967294")
+    return str(text)
 
 
 def parse_cap(text: str, option: str) -> str:
@@ -280,7 +281,7 @@ class ContainerSpec:
     env: tuple[tuple[str, str], ...] = ()
     volumes: tuple[Volume, ...] = ()
     workdir: str | None = None
-    user: tuple[int, int | None] | None = None
+    user: str | None = None  # -u NAME|UID[:GROUP|GID], resolved in the image at start
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()
     privileged: bool = False
@@ -441,7 +442,6 @@ _FROM_JSON: dict[str, Callable[[Any], object]] = {
     "limits": lambda d: Limits(**d),
     "volumes": lambda items: tuple(Volume(**v) for v in items),
     "env": lambda items: tuple((k, v) for k, v in items),
-    "user": lambda u: None if u is None else (u[0], u[1]),
 }
 
 

@@ -164,6 +164,7 @@ def _enter_user_namespace(chan: Channel) -> None:
     chan.send(Userns(pid=os.getpid()))
     chan.recv(UsernsMapped)
     os.setgid(0)
+    os.setgroups([])  # the host's supplementary groups would show as nogroup inside
     os.setuid(0)
 
 
@@ -228,14 +229,8 @@ def _setup_child(cfg: Config, chan: Channel) -> None:
             os.chdir(workdir)
         else:
             raise
-    user = cfg.user
-    if not cfg.privileged or user:
-        caps.apply(cfg.caps, no_new_privs=not cfg.privileged)
-    if user:
-        uid, gid = user
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
+    if not cfg.privileged or cfg.user:
+        caps.apply(cfg.caps, no_new_privs=not cfg.privileged, user=cfg.user)
 
 
 def rebind_stdio() -> None:

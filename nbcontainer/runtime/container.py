@@ -49,7 +49,7 @@ from nbcontainer.protocol import (
     Userns,
     UsernsMapped,
 )
-from nbcontainer.runtime import hidden, lifecycle
+from nbcontainer.runtime import hidden, lifecycle, users
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.result import Result
 from nbcontainer.runtime.sealed import sealed_interpreter
@@ -595,6 +595,7 @@ class Container(ContainerProcess):
         self.state: ContainerState | None = None
         self._image_layers: tuple[str, ...] = ()
         self._exec_config: dict[str, Any] = {}
+        self._account: users.User | None = None
         self._log_file: IO[bytes] | None = None
 
     @property
@@ -644,6 +645,10 @@ class Container(ContainerProcess):
         # image store's shared lock from resolving the name to saving the record.
         with _image_lock(self.root, spec.image):
             image = resolve(spec.image, self.root) if spec.has_rootfs else None
+            user_text = spec.user or (image.config.user if image is not None else "")
+            # Resolved in the image's own passwd and group files (the host's for --image none).
+            self._account = users.resolve(user_text, image.layers if image else ("/",),
+                                          spec.image) if user_text else None
             command = list(spec.command) or (list(image.config.entrypoint + image.config.cmd)
                                              if image and not self.idle else [])
             if self.python is not None:
@@ -690,12 +695,12 @@ class Container(ContainerProcess):
         else:
             env["PATH"] = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
         env.setdefault("HOSTNAME", hostname)
-        env.setdefault("HOME", "/root" if not spec.user or spec.user[0] == 0 else "/")
+        env.setdefault("HOME", self._account.home if self._account else "/root")
         env.update(dict(spec.env))
         if spec.tty and "TERM" not in env:
             env["TERM"] = "xterm"
         workdir = spec.workdir or (image.config.workdir if image is not None else os.getcwd())
-        user = None if spec.user is None else [spec.user[0], spec.user[1] or 0]
+        user = None if self._account is None else [self._account.uid, self._account.gid]
         caps = sorted(spec.capabilities())
         namespaces = sorted(spec.effective_namespaces())
         hide = (hidden.exposed(hidden.host_secrets(self.root), (v.container for v in spec.volumes))
@@ -829,7 +834,7 @@ class Exec(ContainerProcess):
                  root: str | os.PathLike[str] | None = None, stdin: StdStream = None,
                  stdout: StdStream = None, stderr: StdStream = None,
                  pass_fds: Sequence[int] = (), env: dict[str, str] | None = None,
-                 workdir: str | None = None, user: tuple[int, int] | None = None,
+                 workdir: str | None = None, user: str | None = None,
                  timeout: float | None = None, python: str | None = None,
                  zygote: bool | None = None) -> None:
         super().__init__(stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds,
@@ -860,8 +865,12 @@ class Exec(ContainerProcess):
         self.cgroup = tgt.open_cgroup()
         cfg = tgt.exec_config
         env = dict(cfg.get("env", {}))
+        user = cfg.get("user")
+        if self.user:
+            account = users.resolve(self.user, tgt.layers or ("/",), tgt.image)
+            user = [account.uid, account.gid]
+            env["HOME"] = account.home
         env.update(self.env)
-        user = list(self.user) if self.user else cfg.get("user")
         argv, python = self.command, None
         if self.python is not None:
             argv = _python_argv(self.python, self._zygote() is not None)

@@ -352,7 +352,7 @@ def test_init_reaps_zombies_and_forwards_signals():
     ({"cpus": "-1"}, "--cpus"),
     ({"ns": "pid,bogus"}, "unknown namespace"),
     ({"volumes": ["relative:/x"]}, "absolute"),
-    ({"user": "bob"}, "numeric"),
+    ({"user": "bob smith"}, "invalid user"),
     ({"cap_add": ["FLY"]}, "unknown capability"),
     ({"image": "Bad Name"}, "invalid image name"),
 ])
