@@ -97,16 +97,18 @@ def parse_stats(raw: dict[str, str | None]) -> CgroupStats:
     limit = parse_int(raw.get("memory_limit"))
     if limit is not None and limit >= UNLIMITED_THRESHOLD:
         limit = None
+    oom_control = parse_keyed(raw.get("oom_control"))
     return CgroupStats(
         memory_current=parse_int(raw.get("memory_current")),
         memory_peak=parse_int(raw.get("memory_peak")),
         memory_limit=limit,
         # "oom_kill N" is in memory.oom_control since Linux 4.13.
-        oom_kills=parse_keyed(raw.get("oom_control")).get("oom_kill", 0),
+        oom_kills=oom_control.get("oom_kill", 0),
         cpu_usage_ns=parse_int(raw.get("cpu_usage")),
         pids_current=parse_int(raw.get("pids_current")),
         pids_peak=None,
         pids_limit=parse_int(raw.get("pids_limit")),
+        oom_counted="oom_kill" in oom_control or raw.get("oom_control") is None,
     )
 
 

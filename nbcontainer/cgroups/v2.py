@@ -105,15 +105,17 @@ def parse_stats(raw: dict[str, str | None]) -> CgroupStats:
     CgroupStats
     """
     cpu = parse_keyed(raw.get("cpu_stat")).get("usage_usec")
+    events = parse_keyed(raw.get("memory_events"))
     return CgroupStats(
         memory_current=parse_int(raw.get("memory_current")),
         memory_peak=parse_int(raw.get("memory_peak")),
         memory_limit=parse_int(raw.get("memory_limit")),
-        oom_kills=parse_keyed(raw.get("memory_events")).get("oom_kill", 0),
+        oom_kills=events.get("oom_kill", 0),
         cpu_usage_ns=None if cpu is None else cpu * 1000,
         pids_current=parse_int(raw.get("pids_current")),
         pids_peak=parse_int(raw.get("pids_peak")),
         pids_limit=parse_int(raw.get("pids_limit")),
+        limit_hits=events.get("oom"),
     )
 
 

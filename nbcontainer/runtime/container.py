@@ -136,6 +136,39 @@ def _image_lock(root: Path, image: str) -> contextlib.AbstractContextManager[obj
     return ImageStore(root).lock()
 
 
+#: v1 has no count of hits of a cgroup's own limit: its peak usage within this much of the
+#: limit says the limit was reached.
+LIMIT_SLACK = 256 << 10
+
+
+def oom_kills_since(base: cgroups.CgroupStats | None, now: cgroups.CgroupStats | None,
+                    signum: int | None) -> tuple[int, str | None]:
+    """OOM kills in the cgroup since ``base`` (None: since it was made), and their cause:
+    ``limit`` (its own memory limit was reached) or ``outside`` (a parent cgroup's or the
+    machine's OOM killer).
+
+    v2 counts hits of the cgroup's own limit (``memory.events``: ``oom``), since ``base``.
+    v1 does not: there the peak usage reaching the limit is the evidence (a peak from an
+    earlier exec in the same container can make a later outside kill read as the limit's).
+    On v1 before Linux 4.13, which counts no kills, a SIGKILL at the limit is taken for one.
+    """
+    if now is None:
+        return 0, None
+    if now.limit_hits is not None:
+        own = now.memory_limit is not None and now.limit_hits > (
+            (base.limit_hits or 0) if base is not None else 0)
+    else:
+        own = (now.memory_limit is not None and now.memory_peak is not None
+               and now.memory_peak >= now.memory_limit - LIMIT_SLACK)
+    if now.oom_counted:
+        kills = max(0, now.oom_kills - (base.oom_kills if base is not None else 0))
+    else:
+        kills = 1 if signum == signal.SIGKILL and own else 0
+    if not kills:
+        return 0, None
+    return kills, "limit" if own else "outside"
+
+
 def _make_config(**values: Any) -> Config:
     """The helper's config; a value of the wrong type (a damaged record) is a SetupError."""
     try:
@@ -192,6 +225,8 @@ class ContainerProcess:
         self._cleaned = False
         self.pid: int | None = None
         self.cgroup: cgroups.Cgroup | None = None
+        #: The cgroup's counters when this run or exec began (None: a new cgroup, all zero).
+        self._base: cgroups.CgroupStats | None = None
         self.timeout: float | None = None  # --timeout; subclasses set it
 
     # -- the parts subclasses provide -------------------------------------------------------
@@ -430,7 +465,7 @@ class ContainerProcess:
             status = (-code) if code < 0 else (code << 8)
         stats = self._final_stats()
         signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        oom = bool(stats and stats.oom_kills)
+        kills, cause = oom_kills_since(self._base, stats, signum)
         if self._timed_out:
             exit_code = 124
         elif signum is not None:
@@ -440,14 +475,15 @@ class ContainerProcess:
         self._result = Result(
             exit_code=exit_code,
             signal=signum,
-            oom_killed=oom and not self._timed_out,
+            oom_killed=bool(kills) and not self._timed_out,
+            oom_cause=None if self._timed_out else cause,
             timed_out=self._timed_out,
             wall_time=wall,
             cpu_time=None if not stats or stats.cpu_usage_ns is None
             else stats.cpu_usage_ns / 1e9,
             memory_peak=stats.memory_peak if stats else None,
             memory_limit=stats.memory_limit if stats else None,
-            oom_kills=stats.oom_kills if stats else 0,
+            oom_kills=kills,
             pids_peak=stats.pids_peak if stats else None,
             timeout=self.timeout,
         )
@@ -863,6 +899,9 @@ class Exec(ContainerProcess):
             raise ContainerStateError(f"container {tgt.short} is paused; unpause it first")
         assert tgt.cgroup is not None
         self.cgroup = tgt.open_cgroup()
+        # OOM kills are this exec's when they happen after it starts: an earlier kill in the
+        # same container must not make this exec's failure read as one.
+        self._base = self._final_stats()
         cfg = tgt.exec_config
         env = dict(cfg.get("env", {}))
         user = cfg.get("user")
