@@ -149,6 +149,40 @@ class Volume:
     readonly: bool = False
 
 
+@dataclass(frozen=True)
+class Device:
+    """A host device node made available inside (``--device``)."""
+
+    host: str
+    container: str
+    permissions: str = "rwm"
+
+
+def parse_device(text: str) -> Device:
+    """Parse ``--device HOST[:CTR][:PERMS]`` (Docker's syntax; PERMS from ``rwm``)."""
+    parts = str(text).split(":")
+    if len(parts) > 3 or not parts[0]:
+        raise UsageError(f"--device: invalid device {text!r}; use HOST[:CONTAINER][:PERMS], "
+                         "e.g. /dev/fuse or /dev/sdb:/dev/xvdc:r")
+    host = parts[0]
+    container, perms = host, "rwm"
+    if len(parts) == 2:
+        if set(parts[1]) <= set("rwm") and parts[1] and not parts[1].startswith("/"):
+            perms = parts[1]
+        else:
+            container = parts[1]
+    elif len(parts) == 3:
+        container, perms = parts[1], parts[2]
+    if not host.startswith("/") or not container.startswith("/"):
+        raise UsageError(f"--device: paths must be absolute in {text!r}, e.g. /dev/fuse")
+    if not perms or not set(perms) <= set("rwm") or len(set(perms)) != len(perms):
+        raise UsageError(f"--device: invalid permissions {perms!r} in {text!r}; use a "
+                         "combination of r (read), w (write) and m (mknod), e.g. rw")
+    if any(p == ".." for p in container.split("/")):
+        raise UsageError(f"--device: container path {container!r} must not contain '..'")
+    return Device(host, container, perms)
+
+
 def parse_volume(text: str) -> Volume:
     """Parse ``-v HOST:CTR[:ro|rw]``; both paths must be absolute."""
     parts = str(text).split(":")
@@ -280,6 +314,7 @@ class ContainerSpec:
     hostname: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     volumes: tuple[Volume, ...] = ()
+    devices: tuple[Device, ...] = ()
     workdir: str | None = None
     user: str | None = None  # -u NAME|UID[:GROUP|GID], resolved in the image at start
     cap_add: tuple[str, ...] = ()
@@ -342,6 +377,7 @@ def make_spec(
     hostname: str | None = None,
     env: list[str] | dict[str, str] | None = None,
     volumes: list[str] | None = None,
+    devices: list[str] | None = None,
     workdir: str | None = None,
     user: str | None = None,
     cap_add: list[str] | None = None,
@@ -412,6 +448,7 @@ def make_spec(
         hostname=None if hostname is None else parse_hostname(hostname),
         env=env_items,
         volumes=vols,
+        devices=tuple(parse_device(d) for d in (devices or ())),
         workdir=workdir,
         user=None if user in (None, "") else parse_user(user),
         cap_add=tuple(parse_cap(c, "--cap-add") for c in (cap_add or ())),
@@ -426,7 +463,7 @@ def make_spec(
 
 def _to_json(value: object) -> object:
     """A spec value in JSON form: records as dicts, sets as sorted lists, tuples as lists."""
-    if isinstance(value, (Limits, Volume)):
+    if isinstance(value, (Limits, Volume, Device)):
         return {f.name: _to_json(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, (set, frozenset)):
         return sorted(value)
@@ -441,6 +478,7 @@ _FROM_JSON: dict[str, Callable[[Any], object]] = {
     "namespaces": frozenset,
     "limits": lambda d: Limits(**d),
     "volumes": lambda items: tuple(Volume(**v) for v in items),
+    "devices": lambda items: tuple(Device(**d) for d in items),
     "env": lambda items: tuple((k, v) for k, v in items),
 }
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 
 from nbcontainer.cgroups.base import (
     DEFAULT_TIMEOUT,
@@ -31,6 +32,7 @@ from nbcontainer.cgroups.base import (
     read_optional,
     write_file,
 )
+from nbcontainer.cgroups.devices import DEFAULT_RULES, DeviceRule
 from nbcontainer.errors import CgroupError
 from nbcontainer.spec import Limits
 
@@ -206,8 +208,15 @@ def _init_cpuset_parent(parent: str) -> None:
     _copy_cpuset(os.path.dirname(parent), parent)
 
 
+def write_devices(directory: str, rules: Sequence[DeviceRule]) -> None:
+    """The devices controller's allowlist: deny everything, then allow each rule."""
+    write_file(f"{directory}/devices.deny", "a")
+    for rule in rules:
+        write_file(f"{directory}/devices.allow", rule.v1_line())
+
+
 def create(name: str, limits: Limits, parents: dict[str, str],
-           swap_accounting: bool) -> V1Cgroup:
+           swap_accounting: bool, devices: Sequence[DeviceRule] = DEFAULT_RULES) -> V1Cgroup:
     """Create the container's directory in every hierarchy and apply the limits.
 
     Parameters
@@ -247,6 +256,8 @@ def create(name: str, limits: Limits, parents: dict[str, str],
             if controller == "cpuset" and filename == "cpuset.cpus":
                 continue  # written by _copy_cpuset, before mems, as the kernel wants
             write_file(f"{paths[controller]}/{filename}", value)
+        if "devices" in paths:
+            write_devices(paths["devices"], devices)
     except BaseException:
         V1Cgroup(name, {str(i): p for i, p in enumerate(created)}).remove(timeout=1.0)
         raise

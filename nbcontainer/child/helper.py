@@ -208,7 +208,7 @@ def _setup_child(cfg: Config, chan: Channel) -> None:
         if layout:
             rootfs.setup(
                 layout["dir"], layout["layers"], cfg.volumes, layout.get("hide", []),
-                privileged=cfg.privileged,
+                privileged=cfg.privileged, devices=cfg.devices,
             )
         elif "mount" in ns:
             rootfs.make_private()

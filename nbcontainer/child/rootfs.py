@@ -189,6 +189,14 @@ def mount_dev(root: str) -> None:
         os.symlink(target, os.path.join(dev, link))
 
 
+def bind_devices(root: str, devices: Sequence[Sequence[str]]) -> None:
+    """Each ``--device`` node at its path inside (a bind of the host's node, so it also works
+    in a user namespace); the device cgroup is what lets it be opened."""
+    for host, ctr in devices:
+        target = _ensure_mountpoint(root, str(ctr), False)
+        mount(str(host), target, None, MS_BIND)
+
+
 def hide_path(root: str, path: str) -> None:
     """Cover ``path`` under ``root``: a directory with an empty read-only tmpfs, a file with
     ``/dev/null`` (read-only), if it exists and is not a symlink (the supervisor resolved
@@ -236,6 +244,7 @@ def setup(
     volumes: Sequence[Sequence[object]],
     hide: Sequence[str],
     privileged: bool,
+    devices: Sequence[Sequence[str]] = (),
 ) -> None:
     """The whole recipe: private propagation, overlay, volumes, /proc /sys /dev, pivot, masks."""
     make_private()
@@ -245,6 +254,7 @@ def setup(
     bind_volumes(root, volumes)
     mount_proc_sys(root)
     mount_dev(root)
+    bind_devices(root, devices)
     pivot(root)
     if not privileged:
         mask_paths()

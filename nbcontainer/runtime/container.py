@@ -632,6 +632,7 @@ class Container(ContainerProcess):
         self._image_layers: tuple[str, ...] = ()
         self._exec_config: dict[str, Any] = {}
         self._account: users.User | None = None
+        self._device_rules: tuple[cgroups.DeviceRule, ...] = cgroups.DEFAULT_RULES
         self._log_file: IO[bytes] | None = None
 
     @property
@@ -681,6 +682,10 @@ class Container(ContainerProcess):
         # image store's shared lock from resolving the name to saving the record.
         with _image_lock(self.root, spec.image):
             image = resolve(spec.image, self.root) if spec.has_rootfs else None
+            # runc's device allowlist plus each --device (all devices when privileged).
+            self._device_rules = cgroups.ALLOW_ALL if spec.privileged else (
+                cgroups.DEFAULT_RULES + tuple(cgroups.rule_for(d.host, d.permissions)
+                                              for d in spec.devices))
             user_text = spec.user or (image.config.user if image is not None else "")
             # Resolved in the image's own passwd and group files (the host's for --image none).
             self._account = users.resolve(user_text, image.layers if image else ("/",),
@@ -723,6 +728,7 @@ class Container(ContainerProcess):
         self._spare = self._adopt_spare()
         if self._spare is None:
             self.cgroup = cgroups.create_cgroup(self.state.id, spec.limits,
+                                                devices=self._device_rules,
                                                 parent=self.cgroup_parent)
         hostname = spec.hostname or spec.name or self.state.id
         env: dict[str, str] = {}
@@ -752,6 +758,7 @@ class Container(ContainerProcess):
                 "dir": str(cdir), "layers": list(image.layers), "hide": hide,
             },
             volumes=[[v.host, v.container, v.readonly] for v in spec.volumes],
+            devices=[[d.host, d.container] for d in spec.devices],
             hostname=hostname if "uts" in namespaces else None,
             argv=command if command else [],
             python=None if self.python is None or command else self.python,
@@ -793,7 +800,7 @@ class Container(ContainerProcess):
             return None
         assert self.state is not None
         try:
-            self.cgroup = spare.adopt(self.state.id, self.spec.limits)
+            self.cgroup = spare.adopt(self.state.id, self.spec.limits, self._device_rules)
         except (OSError, ContainerError):
             spare.discard()  # e.g. a limit this host cannot apply: the normal path says why
             return None
