@@ -55,6 +55,18 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _SYS_PIVOT_ROOT = 155  # x86_64
+_SYS_KEYCTL = 250
+_SYS_MOUNT_SETATTR = 442
+_SYS_BPF = 321
+_KEYCTL_JOIN_SESSION_KEYRING = 1
+
+# <linux/mount.h>, <fcntl.h>: mount_setattr(2)
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
 _SYS_CAPSET = 126
 _SYS_CAPGET = 125
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -108,6 +120,76 @@ def pivot_root(new_root: str, put_old: str) -> None:
     """pivot_root(2): make ``new_root`` the root of this mount namespace."""
     _check(_libc.syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old)),
            f"pivot_root({new_root}, {put_old})")
+
+
+def join_session_keyring(name: str | None = None) -> int:
+    """keyctl(KEYCTL_JOIN_SESSION_KEYRING): a new session keyring for this process (keyrings(7)).
+
+    Without it a container shares the session keyring it was started from (root's, on a
+    host), and ``keyctl`` inside reaches root's keys.
+    """
+    return _check(_libc.syscall(_SYS_KEYCTL, _KEYCTL_JOIN_SESSION_KEYRING, _b(name)),
+                  "keyctl(JOIN_SESSION_KEYRING)")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(path: str, attr_set: int, recursive: bool = True) -> None:
+    """mount_setattr(2) (Linux 5.12): set mount attributes, on every submount with
+    ``recursive`` (``AT_RECURSIVE``), which a remount cannot do."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    flags = AT_RECURSIVE if recursive else 0
+    _check(_libc.syscall(_SYS_MOUNT_SETATTR, AT_FDCWD, _b(path), flags, ctypes.byref(attr),
+                         ctypes.sizeof(attr)), f"mount_setattr({path})")
+
+
+# <linux/bpf.h>
+_BPF_PROG_LOAD = 5
+_BPF_PROG_ATTACH = 8
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6
+BPF_F_ALLOW_MULTI = 2
+
+
+def bpf_prog_load(prog_type: int, insns: bytes, license: str = "Dual MIT/GPL") -> int:
+    """bpf(BPF_PROG_LOAD): load a program (raw ``struct bpf_insn`` bytes); its fd (CLOEXEC).
+
+    The verifier's log is asked for only when loading failed, to say why.
+    """
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+
+    def load(log: ctypes.Array[ctypes.c_char] | None) -> int:
+        attr = ctypes.create_string_buffer(128)  # union bpf_attr, zeroed
+        fields = (prog_type.to_bytes(4, "little") + (len(insns) // 8).to_bytes(4, "little")
+                  + ctypes.addressof(code).to_bytes(8, "little")
+                  + ctypes.addressof(lic).to_bytes(8, "little"))
+        if log is not None:
+            fields += ((1).to_bytes(4, "little") + len(log).to_bytes(4, "little")
+                       + ctypes.addressof(log).to_bytes(8, "little"))
+        ctypes.memmove(attr, fields, len(fields))
+        return int(_libc.syscall(_SYS_BPF, _BPF_PROG_LOAD, attr, 128))
+
+    fd = load(None)
+    if fd < 0:
+        err = ctypes.get_errno()
+        log = ctypes.create_string_buffer(1 << 16)
+        load(log)
+        lines = log.value.decode(errors="replace").strip().splitlines()
+        raise OSError(err, f"bpf(PROG_LOAD): {os.strerror(err)}"
+                      + (f" ({lines[-1]})" if lines else ""))
+    return fd
+
+
+def bpf_prog_attach(prog_fd: int, target_fd: int, attach_type: int, flags: int = 0) -> None:
+    """bpf(BPF_PROG_ATTACH): attach a loaded program to a cgroup directory's fd."""
+    attr = ctypes.create_string_buffer(
+        target_fd.to_bytes(4, "little") + prog_fd.to_bytes(4, "little")
+        + attach_type.to_bytes(4, "little") + flags.to_bytes(4, "little"), 128)
+    _check(_libc.syscall(_SYS_BPF, _BPF_PROG_ATTACH, attr, 128), "bpf(PROG_ATTACH)")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

@@ -96,9 +96,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
     from nbcontainer.spec import parse_user
 
     st = state_mod.find(store_root(args.root), args.container)
-    user = parse_user(args.user) if args.user else None
-    proc = Exec(st, args.command, env=parse_env_list(args.env),
-                workdir=args.workdir, user=(user[0], user[1] or 0) if user else None).start()
+    proc = Exec(st, args.command, env=parse_env_list(args.env), workdir=args.workdir,
+                user=parse_user(args.user) if args.user else None).start()
     previous = signal.signal(signal.SIGINT, lambda s, f: proc.send_signal(s))
     try:
         result = proc.wait()

@@ -110,6 +110,9 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               kind="list", field="env", fixed=False),
     RunOption("volumes", ("-v", "--volume"), "HOST:CTR[:ro]", "bind mount (repeatable)",
               kind="list", field="volumes"),
+    RunOption("devices", ("--device",), "HOST[:CTR][:PERMS]",
+              "allow a host device inside, e.g. /dev/fuse (default: only runc's standard "
+              "devices)", kind="list", field="devices"),
     RunOption("workdir", ("-w", "--workdir"), "DIR", "working directory inside",
               field="workdir", fixed=False),
     RunOption("user", ("-u", "--user"), "UID[:GID]", "user to run as inside",

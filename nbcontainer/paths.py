@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 
 DEFAULT_ROOT = "/var/lib/nbcontainer"
+#: Run directories of container kernels (the relay's connection files): <tmp>/nbck-<pid>-*.
+KERNEL_RUNDIR_PREFIX = "nbck-"
 
 
 def store_root(root: str | os.PathLike[str] | None = None) -> Path:

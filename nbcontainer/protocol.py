@@ -178,6 +178,7 @@ class Config(Message):
     python: str | None = None  # Python source to run in the forked interpreter
     rootfs: dict | None = None  # {"dir", "layers", "hide"}
     volumes: list[list[Any]] = []
+    devices: list[list[str]] = []  # --device: [host node, path inside]
     hostname: str | None = None
     join_pid: int | None = None  # exec: the running container's first process
     join: list[str] = []  # exec: the namespaces to join

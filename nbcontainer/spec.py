@@ -151,6 +151,40 @@ class Volume:
     readonly: bool = False
 
 
+@dataclass(frozen=True)
+class Device:
+    """A host device node made available inside (``--device``)."""
+
+    host: str
+    container: str
+    permissions: str = "rwm"
+
+
+def parse_device(text: str) -> Device:
+    """Parse ``--device HOST[:CTR][:PERMS]`` (Docker's syntax; PERMS from ``rwm``)."""
+    parts = str(text).split(":")
+    if len(parts) > 3 or not parts[0]:
+        raise UsageError(f"--device: invalid device {text!r}; use HOST[:CONTAINER][:PERMS], "
+                         "e.g. /dev/fuse or /dev/sdb:/dev/xvdc:r")
+    host = parts[0]
+    container, perms = host, "rwm"
+    if len(parts) == 2:
+        if set(parts[1]) <= set("rwm") and parts[1] and not parts[1].startswith("/"):
+            perms = parts[1]
+        else:
+            container = parts[1]
+    elif len(parts) == 3:
+        container, perms = parts[1], parts[2]
+    if not host.startswith("/") or not container.startswith("/"):
+        raise UsageError(f"--device: paths must be absolute in {text!r}, e.g. /dev/fuse")
+    if not perms or not set(perms) <= set("rwm") or len(set(perms)) != len(perms):
+        raise UsageError(f"--device: invalid permissions {perms!r} in {text!r}; use a "
+                         "combination of r (read), w (write) and m (mknod), e.g. rw")
+    if any(p == ".." for p in container.split("/")):
+        raise UsageError(f"--device: container path {container!r} must not contain '..'")
+    return Device(host, container, perms)
+
+
 def parse_volume(text: str) -> Volume:
     """Parse ``-v HOST:CTR[:ro|rw]``; both paths must be absolute."""
     parts = str(text).split(":")
@@ -185,19 +219,20 @@ def parse_env(text: str) -> tuple[str, str]:
     return key, value
 
 
-def parse_user(text: str) -> tuple[int, int | None]:
-    """Parse ``-u UID[:GID]``: numeric ids (names would need the image's passwd)."""
-    uid_text, _, gid_text = str(text).partition(":")
-    try:
-        uid = int(uid_text)
-        gid = int(gid_text) if gid_text else None
-    except ValueError:
-        raise UsageError(
-            f"-u: invalid user {text!r}; use a numeric UID or UID:GID, e.g. 1000:1000"
-        ) from None
-    if uid < 0 or uid > 2**32 - 2 or (gid is not None and (gid < 0 or gid > 2**32 - 2)):
-        raise UsageError(f"-u: user {text!r} is out of range; use ids from 0 to 4294967294")
-    return uid, gid
+_ACCOUNT_RE = re.compile(r"^([a-zA-Z_][a-zA-Z0-9_.-]{0,31}\$?|\d+)$")
+
+
+def parse_user(text: str) -> str:
+    """Validate ``-u NAME|UID[:GROUP|GID]`` (Docker's syntax); names are resolved in the image
+    when the container starts (:mod:`nbcontainer.runtime.users`)."""
+    user, sep, group = str(text).partition(":")
+    if not _ACCOUNT_RE.match(user) or (sep and not _ACCOUNT_RE.match(group)):
+        raise UsageError(f"-u: invalid user {text!r}; use NAME, UID, NAME:GROUP or UID:GID, "
+                         "e.g. 1000:1000 or nobody")
+    for part in (user, group):
+        if part.isdigit() and int(part) > 2**32 - 2:
+            raise UsageError(f"-u: user {text!r} is out of range; use ids from 0 to 4294967294")
+    return str(text)
 
 
 def parse_cap(text: str, option: str) -> str:
@@ -316,8 +351,9 @@ class ContainerSpec:
     hostname: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     volumes: tuple[Volume, ...] = ()
+    devices: tuple[Device, ...] = ()
     workdir: str | None = None
-    user: tuple[int, int | None] | None = None
+    user: str | None = None  # -u NAME|UID[:GROUP|GID], resolved in the image at start
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()
     privileged: bool = False
@@ -390,6 +426,7 @@ def make_spec(
     hostname: str | None = None,
     env: list[str] | dict[str, str] | None = None,
     volumes: list[str] | None = None,
+    devices: list[str] | None = None,
     workdir: str | None = None,
     user: str | None = None,
     cap_add: list[str] | None = None,
@@ -461,6 +498,7 @@ def make_spec(
         hostname=None if hostname is None else parse_hostname(hostname),
         env=env_items,
         volumes=vols,
+        devices=tuple(parse_device(d) for d in (devices or ())),
         workdir=workdir,
         user=None if user in (None, "") else parse_user(user),
         cap_add=tuple(parse_cap(c, "--cap-add") for c in (cap_add or ())),
@@ -476,7 +514,7 @@ def make_spec(
 
 def _to_json(value: object) -> object:
     """A spec value in JSON form: records as dicts, sets as sorted lists, tuples as lists."""
-    if isinstance(value, (Limits, Volume, Security)):
+    if isinstance(value, (Limits, Volume, Device, Security)):
         return {f.name: _to_json(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, (set, frozenset)):
         return sorted(value)
@@ -492,8 +530,8 @@ _FROM_JSON: dict[str, Callable[[Any], object]] = {
     "limits": lambda d: Limits(**d),
     "security": lambda d: Security(**d),
     "volumes": lambda items: tuple(Volume(**v) for v in items),
+    "devices": lambda items: tuple(Device(**d) for d in items),
     "env": lambda items: tuple((k, v) for k, v in items),
-    "user": lambda u: None if u is None else (u[0], u[1]),
 }
 
 

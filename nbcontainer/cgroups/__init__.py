@@ -14,7 +14,7 @@ Example
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from nbcontainer.cgroups import v1, v2
 from nbcontainer.cgroups.base import (
@@ -25,6 +25,7 @@ from nbcontainer.cgroups.base import (
     leave,
     read_optional,
 )
+from nbcontainer.cgroups.devices import ALLOW_ALL, DEFAULT_RULES, DeviceRule, rule_for
 from nbcontainer.cgroups.layout import (
     DEFAULT_ROOT,
     Layout,
@@ -36,10 +37,14 @@ from nbcontainer.options import limit_controllers
 from nbcontainer.spec import Limits, cpuset_members
 
 __all__ = [
+    "ALLOW_ALL",
+    "DEFAULT_RULES",
     "Cgroup",
     "CgroupStats",
+    "DeviceRule",
     "Layout",
     "Sampler",
+    "apply_devices",
     "cgroup_from_paths",
     "create_cgroup",
     "detect",
@@ -48,6 +53,7 @@ __all__ = [
     "origin_procs_files",
     "open_cgroup",
     "remove_stale",
+    "rule_for",
 ]
 
 
@@ -101,7 +107,8 @@ def _check_cpuset(limits: Limits, parent_dir: str, version: str) -> None:
 
 
 def create_cgroup(name: str, limits: Limits, *, parent: str | None = None,
-                  root: str = DEFAULT_ROOT, layout: Layout | None = None) -> Cgroup:
+                  root: str = DEFAULT_ROOT, layout: Layout | None = None,
+                  devices: Sequence[DeviceRule] = DEFAULT_RULES) -> Cgroup:
     """Create a container's cgroup below the parent and apply its limits.
 
     Parameters
@@ -118,6 +125,8 @@ def create_cgroup(name: str, limits: Limits, *, parent: str | None = None,
         The cgroup filesystem root.
     layout
         A layout to use instead of ``detect(root)``.
+    devices
+        The device allowlist (:mod:`.devices`; runc's default, or ``ALLOW_ALL``).
 
     Returns
     -------
@@ -140,15 +149,16 @@ def create_cgroup(name: str, limits: Limits, *, parent: str | None = None,
     if layout.version == "v2":
         _check_cpuset(limits, parents["unified"], "v2")
         return v2.create(name, limits, parents["unified"], layout.swap_accounting,
-                         None if parent is not None else layout.controllers)
+                         None if parent is not None else layout.controllers, devices)
     if "cpuset" in parents:
         _check_cpuset(limits, parents["cpuset"], "v1")
-    return v1.create(name, limits, _v1_hierarchies(parents, limits), layout.swap_accounting)
+    return v1.create(name, limits, _v1_hierarchies(parents, limits), layout.swap_accounting,
+                     devices)
 
 
 # Every v1 container is metered (memory, cpuacct, pids) and killable (freezer); cpu and cpuset
 # join only when limited. Each hierarchy costs a mkdir, an attach and an rmdir per container.
-_V1_ALWAYS = frozenset({"memory", "cpuacct", "pids", "freezer"})
+_V1_ALWAYS = frozenset({"memory", "cpuacct", "pids", "freezer", "devices"})
 
 
 def _v1_hierarchies(parents: dict[str, str], limits: Limits) -> dict[str, str]:
@@ -189,6 +199,14 @@ def apply_limits(cgroup: Cgroup, limits: Limits, root: str = DEFAULT_ROOT) -> No
         if controller not in cgroup.paths:
             raise CgroupError(f"cgroup {cgroup.name} has no {controller} hierarchy")
         v1.write_file(f"{cgroup.paths[controller]}/{filename}", value)
+
+
+def apply_devices(cgroup: Cgroup, devices: Sequence[DeviceRule]) -> None:
+    """Apply a device allowlist to an existing cgroup (an adopted spare)."""
+    if "unified" in cgroup.paths:
+        v2.attach_device_program(cgroup.paths["unified"], devices)
+    elif "devices" in cgroup.paths:
+        v1.write_devices(cgroup.paths["devices"], devices)
 
 
 def _existing(name: str, parent: str | None, root: str, layout: Layout | None) -> Cgroup | None:

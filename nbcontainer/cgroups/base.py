@@ -41,6 +41,13 @@ class CgroupStats:
     pids_current: int | None
     pids_peak: int | None
     pids_limit: int | None
+    #: How often the cgroup's own memory limit was hit and reclaim failed (v2
+    #: ``memory.events`` ``oom``; None on v1, which has no such counter: ``memory.failcnt``
+    #: stays 0 through an OOM kill). An OOM kill with no new hit came from a parent cgroup's
+    #: or the machine's OOM killer.
+    limit_hits: int | None = None
+    #: False where the kernel does not count OOM kills (v1 before Linux 4.13).
+    oom_counted: bool = True
 
 
 # -- small I/O helpers: the only place OSError becomes CgroupError ---------------------------

@@ -27,7 +27,7 @@ PARENT_NAME = "nbcontainer"
 
 #: v1 controllers a container's cgroup is created in (the others, devices/blkio/net_cls, are
 #: not used for limits or stats here).
-V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "freezer")
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "devices")
 #: v2 controllers we enable for containers when the parent delegates them.
 V2_CONTROLLERS = ("cpu", "cpuset", "io", "memory", "pids")
 #: v2 controllers whose absence moves the ``nbcontainer`` directory further up the tree.
@@ -40,6 +40,7 @@ _WHAT_NEEDS = {
     "cpuset": "--cpuset-cpus",
     "pids": "--pids-limit and task counts",
     "freezer": "pause/unpause (kill falls back to repeated SIGKILL)",
+    "devices": "the device allowlist (without it a container may open any device node)",
     "io": "I/O statistics",
 }
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 
 from nbcontainer.cgroups.base import (
     DEFAULT_TIMEOUT,
@@ -31,6 +32,7 @@ from nbcontainer.cgroups.base import (
     read_optional,
     write_file,
 )
+from nbcontainer.cgroups.devices import DEFAULT_RULES, DeviceRule
 from nbcontainer.errors import CgroupError
 from nbcontainer.spec import Limits
 
@@ -97,16 +99,18 @@ def parse_stats(raw: dict[str, str | None]) -> CgroupStats:
     limit = parse_int(raw.get("memory_limit"))
     if limit is not None and limit >= UNLIMITED_THRESHOLD:
         limit = None
+    oom_control = parse_keyed(raw.get("oom_control"))
     return CgroupStats(
         memory_current=parse_int(raw.get("memory_current")),
         memory_peak=parse_int(raw.get("memory_peak")),
         memory_limit=limit,
         # "oom_kill N" is in memory.oom_control since Linux 4.13.
-        oom_kills=parse_keyed(raw.get("oom_control")).get("oom_kill", 0),
+        oom_kills=oom_control.get("oom_kill", 0),
         cpu_usage_ns=parse_int(raw.get("cpu_usage")),
         pids_current=parse_int(raw.get("pids_current")),
         pids_peak=None,
         pids_limit=parse_int(raw.get("pids_limit")),
+        oom_counted="oom_kill" in oom_control or raw.get("oom_control") is None,
     )
 
 
@@ -204,8 +208,15 @@ def _init_cpuset_parent(parent: str) -> None:
     _copy_cpuset(os.path.dirname(parent), parent)
 
 
+def write_devices(directory: str, rules: Sequence[DeviceRule]) -> None:
+    """The devices controller's allowlist: deny everything, then allow each rule."""
+    write_file(f"{directory}/devices.deny", "a")
+    for rule in rules:
+        write_file(f"{directory}/devices.allow", rule.v1_line())
+
+
 def create(name: str, limits: Limits, parents: dict[str, str],
-           swap_accounting: bool) -> V1Cgroup:
+           swap_accounting: bool, devices: Sequence[DeviceRule] = DEFAULT_RULES) -> V1Cgroup:
     """Create the container's directory in every hierarchy and apply the limits.
 
     Parameters
@@ -245,6 +256,8 @@ def create(name: str, limits: Limits, parents: dict[str, str],
             if controller == "cpuset" and filename == "cpuset.cpus":
                 continue  # written by _copy_cpuset, before mems, as the kernel wants
             write_file(f"{paths[controller]}/{filename}", value)
+        if "devices" in paths:
+            write_devices(paths["devices"], devices)
     except BaseException:
         V1Cgroup(name, {str(i): p for i, p in enumerate(created)}).remove(timeout=1.0)
         raise

@@ -15,8 +15,11 @@ What shapes this module:
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Sequence
 
+from nbcontainer import _libc
 from nbcontainer.cgroups.base import (
     DEFAULT_TIMEOUT,
     Cgroup,
@@ -28,6 +31,7 @@ from nbcontainer.cgroups.base import (
     read_optional,
     write_file,
 )
+from nbcontainer.cgroups.devices import DEFAULT_RULES, DeviceRule, device_program
 from nbcontainer.cgroups.layout import V2_CONTROLLERS
 from nbcontainer.errors import CgroupError
 from nbcontainer.spec import Limits
@@ -105,15 +109,17 @@ def parse_stats(raw: dict[str, str | None]) -> CgroupStats:
     CgroupStats
     """
     cpu = parse_keyed(raw.get("cpu_stat")).get("usage_usec")
+    events = parse_keyed(raw.get("memory_events"))
     return CgroupStats(
         memory_current=parse_int(raw.get("memory_current")),
         memory_peak=parse_int(raw.get("memory_peak")),
         memory_limit=parse_int(raw.get("memory_limit")),
-        oom_kills=parse_keyed(raw.get("memory_events")).get("oom_kill", 0),
+        oom_kills=events.get("oom_kill", 0),
         cpu_usage_ns=None if cpu is None else cpu * 1000,
         pids_current=parse_int(raw.get("pids_current")),
         pids_peak=parse_int(raw.get("pids_peak")),
         pids_limit=parse_int(raw.get("pids_limit")),
+        limit_hits=events.get("oom"),
     )
 
 
@@ -235,8 +241,38 @@ def _enable_controllers(parent: str, wanted: frozenset[str] | None) -> None:
                    " ".join("+" + c for c in sorted(wanted)))
 
 
+_programs: dict[tuple[DeviceRule, ...], int] = {}
+_programs_lock = threading.Lock()
+
+
+def attach_device_program(directory: str, rules: Sequence[DeviceRule]) -> None:
+    """Attach the device allowlist to a cgroup as an eBPF program (cgroup v2 has no devices
+    controller). A program is loaded once per rule list and process, then attached to each
+    container's cgroup; removing the cgroup detaches it."""
+    key = tuple(rules)
+    with _programs_lock:
+        prog = _programs.get(key)
+        if prog is None:
+            try:
+                prog = _libc.bpf_prog_load(_libc.BPF_PROG_TYPE_CGROUP_DEVICE,
+                                           device_program(key))
+            except OSError as err:
+                raise CgroupError(f"cannot load the device allowlist (an eBPF program): "
+                                  f"{err}") from err
+            _programs[key] = prog
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            _libc.bpf_prog_attach(prog, fd, _libc.BPF_CGROUP_DEVICE, _libc.BPF_F_ALLOW_MULTI)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise CgroupError(f"cannot attach the device allowlist to {directory}: {err}") from err
+
+
 def create(name: str, limits: Limits, parent: str, swap_accounting: bool,
-           controllers: frozenset[str] | None) -> V2Cgroup:
+           controllers: frozenset[str] | None,
+           devices: Sequence[DeviceRule] = DEFAULT_RULES) -> V2Cgroup:
     """Create the container's directory, make sure it has its controllers, apply the limits.
 
     Parameters
@@ -271,6 +307,7 @@ def create(name: str, limits: Limits, parent: str, swap_accounting: bool,
         _enable_controllers(parent, controllers)
         for filename, value in plan_limits(limits, swap_accounting):
             write_file(f"{child}/{filename}", value)
+        attach_device_program(child, devices)
     except BaseException:
         cgroup.remove(timeout=1.0)
         raise

@@ -8,6 +8,7 @@ the bounding set (capabilities(7), "Capabilities and execution of programs by ro
 from __future__ import annotations
 
 import contextlib
+import os
 
 from nbcontainer import _libc
 from nbcontainer.capnames import ALL_CAPS
@@ -29,10 +30,15 @@ def mask_of(names: frozenset[str] | set[str] | list[str]) -> int:
     return mask
 
 
-def apply(names: frozenset[str] | set[str] | list[str], no_new_privs: bool) -> None:
-    """Restrict this process to ``names``: bounding set, then effective/permitted; no inheritable.
+def apply(names: frozenset[str] | set[str] | list[str], no_new_privs: bool,
+          user: tuple[int, int] | list[int] | None = None) -> None:
+    """Become ``user`` with only ``names``: bounding set, user, then effective/permitted.
 
-    The inheritable set is left empty, as Docker does since CVE-2022-24769.
+    runc's order: the bounding set is dropped first (that needs CAP_SETPCAP), then the user is
+    set (that needs CAP_SETUID/CAP_SETGID, which ``--cap-drop`` may remove: still effective
+    here), and only then are the effective and permitted sets cut. The supplementary groups
+    are cleared, so no host group (gid 0) stays. The inheritable set is left empty, as Docker
+    does since CVE-2022-24769.
     """
     keep = mask_of(names)
     for bit in range(_last_cap() + 1):
@@ -42,6 +48,11 @@ def apply(names: frozenset[str] | set[str] | list[str], no_new_privs: bool) -> N
                 _libc.prctl(_libc.PR_CAPBSET_DROP, bit)
     with contextlib.suppress(OSError):
         _libc.prctl(_libc.PR_CAP_AMBIENT, _libc.PR_CAP_AMBIENT_CLEAR_ALL)
+    if user is not None:
+        uid, gid = user
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)  # a non-zero uid also clears the effective and permitted sets
     eff, perm, _ = _libc.capget()
     _libc.capset(eff & keep, perm & keep, 0)
     if no_new_privs:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource  # imported now: after pivot_root the host's lib-dynload is out of reach
 import signal
 import socket
 import sys
@@ -65,12 +66,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-def _take_stdio(chan: Channel, targets: list[int], fds: list[int]) -> None:
+def _take_stdio(chan: Channel, targets: list[int], fds: list[int], status_fd: int) -> int:
     """A spare's first process gets its container's stdio (and passed fds) when adopted.
 
     ``fds`` are stdin, stdout, stderr, then one fd per entry of ``targets`` (the numbers the
     supervisor passed them as). Everything is first moved above the targets, the control
-    socket included, so no dup2 clobbers an fd still needed.
+    socket and the status pipe included, so no dup2 clobbers an fd still needed. Returns the
+    status pipe's fd.
     """
     import fcntl
 
@@ -82,10 +84,15 @@ def _take_stdio(chan: Channel, targets: list[int], fds: list[int]) -> None:
         moved = fcntl.fcntl(chan.sock.fileno(), fcntl.F_DUPFD_CLOEXEC, floor)
         chan.sock.close()
         chan.sock = socket.socket(fileno=moved)
+    if status_fd < floor:
+        moved = fcntl.fcntl(status_fd, fcntl.F_DUPFD_CLOEXEC, floor)
+        os.close(status_fd)
+        status_fd = moved
     for target, fd in zip((0, 1, 2, *targets), high, strict=True):
         os.dup2(fd, target)
         os.close(fd)
     rebind_stdio()
+    return status_fd
 
 
 def _abandon_spare(spare: Prefork) -> None:
@@ -157,7 +164,36 @@ def _enter_user_namespace(chan: Channel) -> None:
     chan.send(Userns(pid=os.getpid()))
     chan.recv(UsernsMapped)
     os.setgid(0)
+    os.setgroups([])  # the host's supplementary groups would show as nogroup inside
     os.setuid(0)
+
+
+#: Docker's default open-files limit (containerd's): soft 1024, hard 524288.
+NOFILE_LIMIT = (1024, 524288)
+#: The OOM killer's preference: a container's processes before the notebook kernel that runs
+#: them (oom_score_adj ranges from -1000 to 1000; every process of the container inherits it).
+OOM_SCORE_ADJ = 500
+
+
+def _isolate_process() -> None:
+    """What Docker gives every container's process besides namespaces: its own session
+    keyring (keyrings(7): otherwise ``keyctl`` reaches the keys of the session it was started
+    from), its open-files limit, umask 0022, and an OOM score that prefers it."""
+    try:
+        _libc.join_session_keyring(None)
+    except OSError as err:
+        if err.errno != errno.ENOSYS:  # a kernel without keys has nothing to share
+            raise
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, NOFILE_LIMIT)
+    except (ValueError, OSError):
+        # Raising the hard limit needs CAP_SYS_RESOURCE, which a sandboxed supervisor may
+        # lack: keep its hard limit, with Docker's soft limit under it.
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(NOFILE_LIMIT[0], hard), hard))
+    os.umask(0o022)
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write(str(OOM_SCORE_ADJ))
 
 
 def _setup_child(cfg: Config, chan: Channel) -> None:
@@ -172,12 +208,13 @@ def _setup_child(cfg: Config, chan: Channel) -> None:
         if layout:
             rootfs.setup(
                 layout["dir"], layout["layers"], cfg.volumes, layout.get("hide", []),
-                privileged=cfg.privileged,
+                privileged=cfg.privileged, devices=cfg.devices,
             )
         elif "mount" in ns:
             rootfs.make_private()
             rootfs.bind_volumes("/", cfg.volumes)
     chan.recv(Attached)
+    _isolate_process()
     if cfg.mode == "run":
         if "cgroup" in ns:
             _libc.unshare(_libc.CLONE_NEWCGROUP)
@@ -192,18 +229,12 @@ def _setup_child(cfg: Config, chan: Channel) -> None:
             os.chdir(workdir)
         else:
             raise
-    user = cfg.user
     if not cfg.no_new_privs:
         seccomp.install(cfg.seccomp)  # without no_new_privs it needs CAP_SYS_ADMIN: now (runc)
-    if not cfg.privileged or user:
-        caps.apply(cfg.caps, no_new_privs=cfg.no_new_privs)
+    if not cfg.privileged or cfg.user:
+        caps.apply(cfg.caps, no_new_privs=cfg.no_new_privs, user=cfg.user)
     elif cfg.no_new_privs:
         _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
-    if user:
-        uid, gid = user
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
 
 
 def rebind_stdio() -> None:
@@ -219,7 +250,13 @@ def rebind_stdio() -> None:
         setattr(sys, name, stream)
 
 
-def _run_python(cfg: Config, chan: Channel) -> None:
+def _report_status(status_fd: int, status: int) -> None:
+    """Tell the helper, through the status pipe, how the payload ended (a wait status)."""
+    with contextlib.suppress(OSError):
+        os.write(status_fd, status.to_bytes(4, "little"))
+
+
+def _run_python(cfg: Config, status_fd: int) -> None:
     """Run a Python payload in this (forked, already initialised) interpreter, then exit.
 
     This is what makes a Python cell as cheap as ``%%script python``: no new interpreter
@@ -267,15 +304,17 @@ def _run_python(cfg: Config, chan: Channel) -> None:
     for fd in (0, 1, 2):
         with contextlib.suppress(OSError):
             os.close(fd)
-    with contextlib.suppress(OSError):
-        chan.send(Exit(status=status << 8))
+    _report_status(status_fd, status << 8)
     os._exit(status)
 
 
-def _exec_payload(cfg: Config, chan: Channel) -> None:
-    """execve(2) the payload, searching PATH like a shell; exit 127/126 with a sentence if not."""
+def _exec_payload(cfg: Config, status_fd: int) -> None:
+    """execve(2) the payload, searching PATH like a shell; exit 127/126 with a sentence if not.
+
+    The status pipe is close-on-exec: an exec'd payload holds no descriptor of nbcontainer's.
+    """
     if cfg.python is not None:
-        _run_python(cfg, chan)
+        _run_python(cfg, status_fd)
     argv = cfg.argv
     env = cfg.env
     _reset_signals()
@@ -306,18 +345,14 @@ def _exec_payload(cfg: Config, chan: Channel) -> None:
         os._exit(code)
 
 
-def _run_init(cfg: Config, chan: Channel) -> None:
+def _run_init(cfg: Config, status_fd: int) -> None:
     """PID 1 with a payload (or idle): see :mod:`nbcontainer.child.reaper`."""
-
-    def report(status: int) -> None:
-        with contextlib.suppress(OSError):
-            chan.send(Exit(status=status))
-
     has_payload = bool(cfg.argv) or cfg.python is not None
-    reaper.run((lambda: _exec_payload(cfg, chan)) if has_payload else None, report)
+    reaper.run((lambda: _exec_payload(cfg, status_fd)) if has_payload else None,
+               lambda status: _report_status(status_fd, status))
 
 
-def _child_main(cfg: Config, chan: Channel, helper_pid: int) -> None:
+def _child_main(cfg: Config, chan: Channel, helper_pid: int, status_fd: int) -> None:
     """The container's first process: wait for the cgroup attach, set up, report, exec."""
     try:
         if not cfg.detached:
@@ -335,9 +370,12 @@ def _child_main(cfg: Config, chan: Channel, helper_pid: int) -> None:
         finally:
             os._exit(125)
     chan.send(Ready(pid=os.getpid()))
+    # Nothing inside the container keeps nbcontainer's control channel: from here on, the end
+    # is reported through the status pipe, which the helper (outside) reads once.
+    chan.close()
     if cfg.init:
-        _run_init(cfg, chan)
-    _exec_payload(cfg, chan)
+        _run_init(cfg, status_fd)
+    _exec_payload(cfg, status_fd)
 
 
 def main(fd: int) -> None:
@@ -363,12 +401,12 @@ def main(fd: int) -> None:
         join_pid, join = cfg.join_pid or 0, cfg.join
         _or_report(chan, lambda: _join_namespaces(join_pid, join))
     me = os.getpid()
-    child = _fork_first_process(chan, ns, run=cfg.mode == "run")
+    child, status_fd = _fork_first_process(chan, ns, run=cfg.mode == "run")
     if child == 0:
-        _child_main(cfg, chan, me)
+        _child_main(cfg, chan, me, status_fd)
         os._exit(125)  # not reached
     chan.send(Pid(pid=child))
-    _report_when_done(chan, child)
+    _report_when_done(chan, child, status_fd)
 
 
 def _or_report(chan: Channel, step: Callable[[], None]) -> None:
@@ -380,8 +418,9 @@ def _or_report(chan: Channel, step: Callable[[], None]) -> None:
         os._exit(125)
 
 
-def _fork_first_process(chan: Channel, ns: set[str], run: bool) -> int:
-    """Fork the container's first process (fork's return value: 0 in the child).
+def _fork_first_process(chan: Channel, ns: set[str], run: bool) -> tuple[int, int]:
+    """Fork the container's first process; return (fork's value: 0 in the child, the fd of
+    the child's end of the status pipe in the child, of the helper's end in the helper).
 
     For a new container the helper first unshares the PID namespace (it applies to children
     only), and the child unshares the rest itself, so the helper holds no mount namespace (and
@@ -389,10 +428,15 @@ def _fork_first_process(chan: Channel, ns: set[str], run: bool) -> int:
     """
     if run:
         _or_report(chan, lambda: _libc.unshare(namespaces.helper_flags(ns)))
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
-    if child == 0 and run:
-        _or_report(chan, lambda: _libc.unshare(namespaces.child_flags(ns)))
-    return child
+    if child == 0:
+        os.close(status_r)
+        if run:
+            _or_report(chan, lambda: _libc.unshare(namespaces.child_flags(ns)))
+        return 0, status_w
+    os.close(status_w)
+    return child, status_r
 
 
 def _ignore_stop_signals() -> None:
@@ -402,22 +446,50 @@ def _ignore_stop_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def _report_when_done(chan: Channel, child: int) -> None:
-    """The helper's last job: wait for the container's first process and report its end."""
+def _report_when_done(chan: Channel, child: int, status_fd: int) -> None:
+    """The helper's last job: report the payload's end as soon as it is known.
+
+    A Python payload (or an init) writes its wait status into the status pipe before its
+    namespaces are torn down, so the supervisor hears of the end without waiting for that;
+    the helper reads those four bytes once (whatever they are: a payload can only misreport
+    its own end) and forwards them. Otherwise the end is the first process's exit.
+    """
+    import select
+
     # The helper needs no stdio: let go of the container's, so its reader sees EOF as soon as
     # the payload's processes close them, not only when this helper exits.
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
+    reported = False
+    pidfd = os.pidfd_open(child)
+    watch = [pidfd, status_fd]
+    while True:
+        try:
+            ready = select.select(watch, [], [])[0]
+        except InterruptedError:
+            continue
+        if status_fd in ready:
+            data = os.read(status_fd, 4)
+            watch.remove(status_fd)  # read once: a payload cannot keep the helper busy
+            os.close(status_fd)
+            status = int.from_bytes(data, "little") if len(data) == 4 else -1
+            if 0 <= status <= 0xFFFF:
+                with contextlib.suppress(OSError):
+                    chan.send(Exit(status=status))
+                reported = True
+        if pidfd in ready:
+            break
     while True:
         try:
             _, status = os.waitpid(child, 0)
             break
         except InterruptedError:
             continue
-    with contextlib.suppress(OSError):
-        chan.send(Exit(status=status))
+    if not reported:
+        with contextlib.suppress(OSError):
+            chan.send(Exit(status=status))
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
              else 128 + os.WTERMSIG(status))
 
@@ -434,17 +506,17 @@ def _prefork_spare(chan: Channel, spare: Prefork) -> None:
     _die_with_parent(os.getppid())  # the zygote, which dies with the supervisor
     _ignore_stop_signals()
     me = os.getpid()
-    child = _fork_first_process(chan, set(spare.namespaces), run=True)
+    child, status_fd = _fork_first_process(chan, set(spare.namespaces), run=True)
     if child == 0:
-        _await_adoption(chan, spare, me)
+        _await_adoption(chan, spare, me, status_fd)
         os._exit(125)  # not reached
     chan.send(Pid(pid=child))
     cgroups.leave(spare.leave)
     chan.send(Left())
-    _report_when_done(chan, child)
+    _report_when_done(chan, child, status_fd)
 
 
-def _await_adoption(chan: Channel, spare: Prefork, helper_pid: int) -> None:
+def _await_adoption(chan: Channel, spare: Prefork, helper_pid: int, status_fd: int) -> None:
     """A spare's first process: wait for a container's stdio and config, then go on as one.
 
     Should the supervisor go away first (its end of the socket closes), remove the spare's
@@ -454,7 +526,7 @@ def _await_adoption(chan: Channel, spare: Prefork, helper_pid: int) -> None:
         msg, fds = chan.recv_with_fds()
         if not isinstance(msg, Stdio):
             os._exit(125)
-        _take_stdio(chan, msg.targets, fds)
+        status_fd = _take_stdio(chan, msg.targets, fds, status_fd)
         cfg = chan.recv(Config)
     except ChannelClosed:
         _abandon_spare(spare)
@@ -462,7 +534,7 @@ def _await_adoption(chan: Channel, spare: Prefork, helper_pid: int) -> None:
     except ProtocolError:
         os._exit(125)
     assert isinstance(cfg, Config)
-    _child_main(cfg, chan, helper_pid)
+    _child_main(cfg, chan, helper_pid, status_fd)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ See mount_namespaces(7), pivot_root(2) and the OCI runtime spec's default masked
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 
@@ -107,7 +108,46 @@ def bind_volumes(root: str, volumes: Sequence[Sequence[object]]) -> None:
         target = _ensure_mountpoint(root, ctr, os.path.isdir(host))
         mount(host, target, None, MS_BIND | MS_REC)
         if readonly:
-            mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+            make_readonly(target)
+
+
+def make_readonly(target: str) -> None:
+    """Make a bind mount and every mount below it read-only, keeping nosuid/nodev/noexec.
+
+    A remount with ``MS_RDONLY | MS_REC`` only changes the top mount (the kernel ignores
+    MS_REC on a remount): a tmpfs mounted under a ``:ro`` volume's source would stay writable.
+    mount_setattr(2) with AT_RECURSIVE does them all at once (Linux 5.12); before that, each
+    submount is remounted in turn, with the flags it has.
+    """
+    try:
+        _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY, recursive=True)
+        return
+    except OSError as err:
+        if err.errno not in (errno.ENOSYS, errno.EINVAL):
+            raise
+    for mountpoint, flags in submounts(target):
+        mount(None, mountpoint, None, MS_BIND | MS_REMOUNT | MS_RDONLY | flags)
+
+
+_KEPT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
+
+
+def submounts(target: str, mountinfo: str | None = None) -> list[tuple[str, int]]:
+    """(mount point, nosuid/nodev/noexec flags) of ``target`` and every mount below it."""
+    if mountinfo is None:
+        with open("/proc/self/mountinfo") as f:
+            mountinfo = f.read()
+    top = os.path.realpath(target).rstrip("/")
+    found = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        point = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+        if point == top or point.startswith(top + "/"):
+            flags = 0
+            for option in fields[5].split(","):
+                flags |= _KEPT_FLAGS.get(option, 0)
+            found.append((point, flags))
+    return found
 
 
 def mount_proc_sys(root: str) -> None:
@@ -149,12 +189,27 @@ def mount_dev(root: str) -> None:
         os.symlink(target, os.path.join(dev, link))
 
 
+def bind_devices(root: str, devices: Sequence[Sequence[str]]) -> None:
+    """Each ``--device`` node at its path inside (a bind of the host's node, so it also works
+    in a user namespace); the device cgroup is what lets it be opened."""
+    for host, ctr in devices:
+        target = _ensure_mountpoint(root, str(ctr), False)
+        mount(str(host), target, None, MS_BIND)
+
+
 def hide_path(root: str, path: str) -> None:
-    """Cover ``path`` under ``root`` with an empty read-only tmpfs, if it exists."""
+    """Cover ``path`` under ``root``: a directory with an empty read-only tmpfs, a file with
+    ``/dev/null`` (read-only), if it exists and is not a symlink (the supervisor resolved
+    those)."""
     target = os.path.join(root, path.lstrip("/"))
-    if os.path.isdir(target) and not os.path.islink(target):
+    if os.path.islink(target):
+        return
+    if os.path.isdir(target):
         mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
               "size=0,mode=000")
+    elif os.path.exists(target):
+        mount("/dev/null", target, None, MS_BIND)
+        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
 
 
 def pivot(root: str) -> None:
@@ -189,6 +244,7 @@ def setup(
     volumes: Sequence[Sequence[object]],
     hide: Sequence[str],
     privileged: bool,
+    devices: Sequence[Sequence[str]] = (),
 ) -> None:
     """The whole recipe: private propagation, overlay, volumes, /proc /sys /dev, pivot, masks."""
     make_private()
@@ -198,6 +254,7 @@ def setup(
     bind_volumes(root, volumes)
     mount_proc_sys(root)
     mount_dev(root)
+    bind_devices(root, devices)
     pivot(root)
     if not privileged:
         mask_paths()

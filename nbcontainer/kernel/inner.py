@@ -34,9 +34,23 @@ PASS_ENV = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "JPY_S
 LOG_TAIL = 2000
 
 
+def _uid_inside(spec: ContainerSpec) -> int:
+    """The uid the kernel runs as inside: ``-u``, resolved in the image like the runtime does."""
+    if not spec.user:
+        return 0
+    head = spec.user.partition(":")[0]
+    if head.isdigit():
+        return int(head)
+    from nbcontainer.images import resolve
+    from nbcontainer.runtime import users
+
+    layers = resolve(spec.image).layers if spec.has_rootfs else ("/",)
+    return users.resolve(spec.user, layers, spec.image).uid
+
+
 def _host_uid(spec: ContainerSpec) -> int | None:
     """The host uid the kernel inside runs as, when it is not root (so it can use its dir)."""
-    uid = spec.user[0] if spec.user else 0
+    uid = _uid_inside(spec)
     if "user" in spec.namespaces:
         from nbcontainer.runtime.container import _userns_range  # the one place it is computed
 

@@ -40,13 +40,14 @@ from nbcontainer.errors import ContainerError
 from nbcontainer.kernel import display
 from nbcontainer.kernel.inner import InnerKernel
 from nbcontainer.kernel.wire import Frames
+from nbcontainer.paths import KERNEL_RUNDIR_PREFIX
 from nbcontainer.runtime.result import Result
 from nbcontainer.spec import ContainerSpec
 
 if TYPE_CHECKING:
     from nbcontainer.notebook.cell import CellPlot
 
-RUNDIR_PREFIX = "nbck-"
+RUNDIR_PREFIX = KERNEL_RUNDIR_PREFIX
 SHUTDOWN_GRACE = 3.0  # seconds the kernel inside gets to answer a shutdown_request and exit
 _MEMPLOT_RE = re.compile(rb"^[ \t]*%memplot[ \t]+(on|off|auto)[ \t]*$", re.MULTILINE)
 RED, RESET = "\x1b[0;31m", "\x1b[0m"

@@ -572,7 +572,7 @@ def start_exec(target: Any, spec: ContainerSpec | None, root: str | None,
     kwargs: dict[str, Any] = dict(stdio)
     if spec is not None:
         kwargs.update(env=dict(spec.env), workdir=spec.workdir, timeout=spec.timeout,
-                      user=None if spec.user is None else (spec.user[0], spec.user[1] or 0))
+                      user=spec.user)
     if isinstance(target, Container):
         return target.exec(argv, **kwargs)
     return Exec(target, argv, root=root, **kwargs).start()

@@ -49,9 +49,10 @@ from nbcontainer.protocol import (
     Userns,
     UsernsMapped,
 )
-from nbcontainer.runtime import lifecycle, seccomp
+from nbcontainer.runtime import hidden, lifecycle, seccomp, users
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.result import Result
+from nbcontainer.runtime.sealed import sealed_interpreter
 from nbcontainer.runtime.spare import Spare, spares
 from nbcontainer.runtime.state import ContainerState
 from nbcontainer.runtime.zygote import ForkedHelper, Zygote
@@ -135,6 +136,39 @@ def _image_lock(root: Path, image: str) -> contextlib.AbstractContextManager[obj
     return ImageStore(root).lock()
 
 
+#: v1 has no count of hits of a cgroup's own limit: its peak usage within this much of the
+#: limit says the limit was reached.
+LIMIT_SLACK = 256 << 10
+
+
+def oom_kills_since(base: cgroups.CgroupStats | None, now: cgroups.CgroupStats | None,
+                    signum: int | None) -> tuple[int, str | None]:
+    """OOM kills in the cgroup since ``base`` (None: since it was made), and their cause:
+    ``limit`` (its own memory limit was reached) or ``outside`` (a parent cgroup's or the
+    machine's OOM killer).
+
+    v2 counts hits of the cgroup's own limit (``memory.events``: ``oom``), since ``base``.
+    v1 does not: there the peak usage reaching the limit is the evidence (a peak from an
+    earlier exec in the same container can make a later outside kill read as the limit's).
+    On v1 before Linux 4.13, which counts no kills, a SIGKILL at the limit is taken for one.
+    """
+    if now is None:
+        return 0, None
+    if now.limit_hits is not None:
+        own = now.memory_limit is not None and now.limit_hits > (
+            (base.limit_hits or 0) if base is not None else 0)
+    else:
+        own = (now.memory_limit is not None and now.memory_peak is not None
+               and now.memory_peak >= now.memory_limit - LIMIT_SLACK)
+    if now.oom_counted:
+        kills = max(0, now.oom_kills - (base.oom_kills if base is not None else 0))
+    else:
+        kills = 1 if signum == signal.SIGKILL and own else 0
+    if not kills:
+        return 0, None
+    return kills, "limit" if own else "outside"
+
+
 def _make_config(**values: Any) -> Config:
     """The helper's config; a value of the wrong type (a damaged record) is a SetupError."""
     try:
@@ -191,6 +225,8 @@ class ContainerProcess:
         self._cleaned = False
         self.pid: int | None = None
         self.cgroup: cgroups.Cgroup | None = None
+        #: The cgroup's counters when this run or exec began (None: a new cgroup, all zero).
+        self._base: cgroups.CgroupStats | None = None
         self.timeout: float | None = None  # --timeout; subclasses set it
 
     # -- the parts subclasses provide -------------------------------------------------------
@@ -296,8 +332,12 @@ class ContainerProcess:
                     except OSError as err:
                         raise SetupError(f"the zygote could not fork a helper: {err}") from err
             else:
+                # A first process that stays Python (an init, a Python body) runs a sealed
+                # copy of the interpreter: see runtime/sealed.py.
+                stays_python = self._config().init or self._config().python is not None
                 self._helper = subprocess.Popen(
                     [sys.executable, "-I", "-S", "-c", _HELPER_CODE, str(child_sock.fileno())],
+                    executable=sealed_interpreter() if stays_python else None,
                     stdin=stdin, stdout=stdout, stderr=stderr,
                     pass_fds=(child_sock.fileno(), *self._pass_fds),
                     close_fds=True, start_new_session=True, env={},
@@ -425,7 +465,7 @@ class ContainerProcess:
             status = (-code) if code < 0 else (code << 8)
         stats = self._final_stats()
         signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        oom = bool(stats and stats.oom_kills)
+        kills, cause = oom_kills_since(self._base, stats, signum)
         if self._timed_out:
             exit_code = 124
         elif signum is not None:
@@ -435,14 +475,15 @@ class ContainerProcess:
         self._result = Result(
             exit_code=exit_code,
             signal=signum,
-            oom_killed=oom and not self._timed_out,
+            oom_killed=bool(kills) and not self._timed_out,
+            oom_cause=None if self._timed_out else cause,
             timed_out=self._timed_out,
             wall_time=wall,
             cpu_time=None if not stats or stats.cpu_usage_ns is None
             else stats.cpu_usage_ns / 1e9,
             memory_peak=stats.memory_peak if stats else None,
             memory_limit=stats.memory_limit if stats else None,
-            oom_kills=stats.oom_kills if stats else 0,
+            oom_kills=kills,
             pids_peak=stats.pids_peak if stats else None,
             timeout=self.timeout,
         )
@@ -591,6 +632,8 @@ class Container(ContainerProcess):
         self._image_layers: tuple[str, ...] = ()
         self._exec_config: dict[str, Any] = {}
         self._seccomp: str | None = None
+        self._account: users.User | None = None
+        self._device_rules: tuple[cgroups.DeviceRule, ...] = cgroups.DEFAULT_RULES
         self._log_file: IO[bytes] | None = None
 
     @property
@@ -641,6 +684,14 @@ class Container(ContainerProcess):
         # image store's shared lock from resolving the name to saving the record.
         with _image_lock(self.root, spec.image):
             image = resolve(spec.image, self.root) if spec.has_rootfs else None
+            # runc's device allowlist plus each --device (all devices when privileged).
+            self._device_rules = cgroups.ALLOW_ALL if spec.privileged else (
+                cgroups.DEFAULT_RULES + tuple(cgroups.rule_for(d.host, d.permissions)
+                                              for d in spec.devices))
+            user_text = spec.user or (image.config.user if image is not None else "")
+            # Resolved in the image's own passwd and group files (the host's for --image none).
+            self._account = users.resolve(user_text, image.layers if image else ("/",),
+                                          spec.image) if user_text else None
             command = list(spec.command) or (list(image.config.entrypoint + image.config.cmd)
                                              if image and not self.idle else [])
             if self.python is not None:
@@ -679,6 +730,7 @@ class Container(ContainerProcess):
         self._spare = self._adopt_spare()
         if self._spare is None:
             self.cgroup = cgroups.create_cgroup(self.state.id, spec.limits,
+                                                devices=self._device_rules,
                                                 parent=self.cgroup_parent)
         hostname = spec.hostname or spec.name or self.state.id
         env: dict[str, str] = {}
@@ -687,15 +739,16 @@ class Container(ContainerProcess):
         else:
             env["PATH"] = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
         env.setdefault("HOSTNAME", hostname)
-        env.setdefault("HOME", "/root" if not spec.user or spec.user[0] == 0 else "/")
+        env.setdefault("HOME", self._account.home if self._account else "/root")
         env.update(dict(spec.env))
         if spec.tty and "TERM" not in env:
             env["TERM"] = "xterm"
         workdir = spec.workdir or (image.config.workdir if image is not None else os.getcwd())
-        user = None if spec.user is None else [spec.user[0], spec.user[1] or 0]
+        user = None if self._account is None else [self._account.uid, self._account.gid]
         caps = sorted(spec.capabilities())
         namespaces = sorted(spec.effective_namespaces())
-        hide = [str(self.root)] if image is not None and image.layers == ("/",) else []
+        hide = (hidden.exposed(hidden.host_secrets(self.root), (v.container for v in spec.volumes))
+                if image is not None and image.layers == ("/",) else [])
         self._exec_config = {
             "env": env, "workdir": workdir, "user": user, "caps": caps,
             "privileged": spec.privileged, "namespaces": namespaces,
@@ -708,6 +761,7 @@ class Container(ContainerProcess):
                 "dir": str(cdir), "layers": list(image.layers), "hide": hide,
             },
             volumes=[[v.host, v.container, v.readonly] for v in spec.volumes],
+            devices=[[d.host, d.container] for d in spec.devices],
             hostname=hostname if "uts" in namespaces else None,
             argv=command if command else [],
             python=None if self.python is None or command else self.python,
@@ -751,7 +805,7 @@ class Container(ContainerProcess):
             return None
         assert self.state is not None
         try:
-            self.cgroup = spare.adopt(self.state.id, self.spec.limits)
+            self.cgroup = spare.adopt(self.state.id, self.spec.limits, self._device_rules)
         except (OSError, ContainerError):
             spare.discard()  # e.g. a limit this host cannot apply: the normal path says why
             return None
@@ -828,7 +882,7 @@ class Exec(ContainerProcess):
                  root: str | os.PathLike[str] | None = None, stdin: StdStream = None,
                  stdout: StdStream = None, stderr: StdStream = None,
                  pass_fds: Sequence[int] = (), env: dict[str, str] | None = None,
-                 workdir: str | None = None, user: tuple[int, int] | None = None,
+                 workdir: str | None = None, user: str | None = None,
                  timeout: float | None = None, python: str | None = None,
                  zygote: bool | None = None) -> None:
         super().__init__(stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds,
@@ -857,10 +911,17 @@ class Exec(ContainerProcess):
             raise ContainerStateError(f"container {tgt.short} is paused; unpause it first")
         assert tgt.cgroup is not None
         self.cgroup = tgt.open_cgroup()
+        # OOM kills are this exec's when they happen after it starts: an earlier kill in the
+        # same container must not make this exec's failure read as one.
+        self._base = self._final_stats()
         cfg = tgt.exec_config
         env = dict(cfg.get("env", {}))
+        user = cfg.get("user")
+        if self.user:
+            account = users.resolve(self.user, tgt.layers or ("/",), tgt.image)
+            user = [account.uid, account.gid]
+            env["HOME"] = account.home
         env.update(self.env)
-        user = list(self.user) if self.user else cfg.get("user")
         argv, python = self.command, None
         if self.python is not None:
             argv = _python_argv(self.python, self._zygote() is not None)

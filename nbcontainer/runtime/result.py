@@ -35,6 +35,8 @@ class Result:
     oom_kills: int = 0
     pids_peak: int | None = None
     timeout: float | None = None
+    oom_cause: str | None = None  # "limit": its own memory limit; "outside": a parent's or
+    #                               the machine's OOM killer
 
     @property
     def ok(self) -> bool:
@@ -51,6 +53,10 @@ class Result:
             what = "was OOM-killed" if self.signal == signal_mod.SIGKILL else (
                 f"had {self.oom_kills} process(es) OOM-killed and exited with code "
                 f"{self.exit_code}")
+            if self.oom_cause == "outside":
+                return (f"{what} by the kernel, though not at its own memory limit (peak "
+                        f"usage {peak}, limit {limit}): a parent cgroup (the notebook's or "
+                        "the hub's) or the whole machine ran out of memory")
             return (f"{what}: it reached the memory limit of {limit} (peak usage {peak}); "
                     "raise --memory to give it more")
         if self.signal is not None:

@@ -31,6 +31,7 @@ import os
 import socket
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -63,13 +64,15 @@ class Spare:
         """Kill its processes and remove the cgroup (the spare was not, or cannot be, used)."""
         _discard(self.channel, self.helper, self.cgroup)
 
-    def adopt(self, name: str, limits: Limits) -> Cgroup:
-        """Rename the cgroup to the container's id and apply its limits; return it.
-
-        On failure the caller discards the spare, whatever its cgroup is named by then.
-        """
+    def adopt(self, name: str, limits: Limits,
+              devices: Sequence[cgroups.DeviceRule] = cgroups.DEFAULT_RULES) -> Cgroup:
+        """Rename the cgroup to the container's id, apply its limits and device allowlist;
+        return it. On failure the caller discards the spare, whatever its cgroup is named by
+        then. (The spare's own cgroup already denies every device but the default ones.)"""
         self.cgroup = self.cgroup.rename(name)
         cgroups.apply_limits(self.cgroup, limits)
+        if tuple(devices) != cgroups.DEFAULT_RULES:
+            cgroups.apply_devices(self.cgroup, devices)
         return self.cgroup
 
 

@@ -176,14 +176,23 @@ class Zygote:
     _current: Zygote | None = None
 
     def __init__(self) -> None:
+        import json
         import subprocess
 
+        from nbcontainer.runtime.sealed import sealed_interpreter
+
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        code = (f"import sys; sys.path.insert(0, {_package_parent()!r}); "
+        # The supervisor's module path, given explicitly: the zygote (and so every container
+        # it forks) starts with an empty environment, so nothing of the supervisor's (a hub's
+        # API token, cloud credentials) is in any /proc/N/environ inside.
+        code = ("import sys, json; sys.path[:] = json.loads(sys.argv[2]); "
                 "from nbcontainer.runtime.zygote import serve; serve(int(sys.argv[1]))")
+        path = [_package_parent(), *(p for p in sys.path if p)]
+        env = {k: os.environ[k] for k in ("PYTHONHOME",) if k in os.environ}
         try:
             self.process: subprocess.Popen[bytes] = subprocess.Popen(
-                [sys.executable, "-c", code, str(theirs.fileno())],
+                [sys.executable, "-c", code, str(theirs.fileno()), json.dumps(path)],
+                executable=sealed_interpreter(), env=env,
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=None, close_fds=True,
                 start_new_session=True,

@@ -66,7 +66,7 @@ def test_timeout_says_so():
     (["--bogus-flag", "busybox", "true"], "unrecognized arguments"),
     (["--pids-limit", "0", "busybox", "true"], "--pids-limit"),
     (["--cpuset-cpus", "999", "busybox", "true"], "CPU"),
-    (["-u", "root", "busybox", "true"], "numeric"),
+    (["-u", "nosuchuser", "busybox", "true"], "unable to find user nosuchuser"),
 ])
 def test_bad_input_exits_125_with_one_sentence_and_creates_nothing(args, fragment):
     p = nbc("run", *args)

@@ -1,0 +1,49 @@
+"""What the ``host`` image hides: the host's credentials, covered inside the container.
+
+The ``host`` image is the host's own ``/`` as a read-only lower layer, so without this a cell
+could read ``/etc/shadow``, root's SSH keys, or Jupyter's connection files and server tokens
+(and from those run code in the notebook server). Each existing path below is covered inside
+the container by an empty read-only tmpfs (a directory) or ``/dev/null`` (a file), as runc
+masks paths. A ``-v`` volume at or below a hidden path exposes it on purpose.
+docs/security.md lists them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from nbcontainer.paths import KERNEL_RUNDIR_PREFIX
+
+#: System files with password hashes.
+SYSTEM_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
+                  "/etc/sudoers.d", "/run/user", "/run/secrets")
+#: Per home directory (root's and /home/*): keys, tokens, credentials, Jupyter's own files.
+HOME_SECRETS = (".ssh", ".gnupg", ".docker", ".aws", ".azure", ".kube", ".config/gcloud",
+                ".config/gh", ".netrc", ".git-credentials", ".pypirc", ".npmrc",
+                ".cargo/credentials", ".cargo/credentials.toml", ".m2/settings.xml",
+                ".vault-token", ".local/share/jupyter/runtime", ".jupyter")
+
+
+def host_secrets(store: Path) -> list[str]:
+    """The existing paths the ``host`` image hides, resolved on the host, sorted."""
+    candidates: list[str] = [*SYSTEM_SECRETS, str(store)]
+    for home in ["/root", *glob.glob("/home/*")]:
+        candidates += [os.path.join(home, name) for name in HOME_SECRETS]
+    runtime_dir = os.environ.get("JUPYTER_RUNTIME_DIR")
+    if runtime_dir:
+        candidates.append(runtime_dir)
+    # Other container kernels' relay directories (their connection keys and sockets).
+    candidates += glob.glob(os.path.join(tempfile.gettempdir(), f"{KERNEL_RUNDIR_PREFIX}*"))
+    found = {os.path.realpath(p) for p in candidates if os.path.lexists(p)}
+    return sorted(found)
+
+
+def exposed(hidden: Iterable[str], volume_targets: Iterable[str]) -> list[str]:
+    """``hidden`` less the paths a volume is mounted at or below (exposed on purpose)."""
+    targets = [t.rstrip("/") or "/" for t in volume_targets]
+    return [h for h in hidden
+            if not any(t == h or t.startswith(h.rstrip("/") + "/") for t in targets)]
