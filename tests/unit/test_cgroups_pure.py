@@ -135,7 +135,8 @@ def test_detect_hybrid_places_each_hierarchy_under_own_cgroup(tmp_path: Path) ->
     info = HYBRID_MOUNTINFO.replace("/sys/fs/cgroup", str(root))
     layout = layout_from(str(root), info, HYBRID_PROC_CGROUP)
     assert layout.version == "hybrid"
-    assert layout.controllers == {"memory", "cpu", "cpuacct", "cpuset", "pids", "freezer"}
+    assert layout.controllers == {"memory", "cpu", "cpuacct", "cpuset", "pids", "freezer",
+                                  "devices"}
     assert layout.parents["memory"] == "/process_api/83bac1186b7ee8ebebb04f01a5d09577/nbcontainer"
     assert layout.parents["cpu"] == "/nbcontainer"
     assert layout.parent_path == layout.parents["memory"]
