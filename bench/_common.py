@@ -79,14 +79,14 @@ def cgroup_layout(root: str = "/sys/fs/cgroup") -> str:
                 v1.extend(o for o in opts.split(",") if o not in known)
     parts = []
     if v1:
-        parts.append("v1 (" + ",".join(sorted(v1)) + ")")
+        parts.append("v1 hierarchies (" + ",".join(sorted(v1)) + ")")
     for mnt in v2:
         try:
             with open(os.path.join(mnt, "cgroup.controllers")) as f:
                 ctrl = f.read().split()
         except OSError:
             ctrl = []
-        parts.append(f"v2 at {mnt} (controllers: {','.join(ctrl) or 'none'})")
+        parts.append(f"cgroup2 at {mnt} (controllers: {','.join(ctrl) or 'none'})")
     kind = "hybrid" if v1 and v2 else "v2" if v2 else "v1" if v1 else "none"
     return f"{kind}: " + "; ".join(parts)
 

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += case(f"one {args.big_mib} MiB file", store, work,
                          lambda root: fill_big(root, args.big_mib), args.rounds, args.gap)
         kind = subprocess.run(["findmnt", "-no", "FSTYPE", "-T", base], capture_output=True,
-                              text=True).stdout.strip()
+                              text=True).stdout.split()[0]
         print()
         print(f"on {fs} ({base}, {kind}); seconds")
         print(f"{'tree':<22} {'ours (operation)':<26} {'median':>7} {'min':>7}  {'GNU tar':<22} "
