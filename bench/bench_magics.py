@@ -87,6 +87,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def kernel_memory(pid: int) -> tuple[float, float]:
+    """VmRSS and VmHWM of process ``pid``, in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))  # type: ignore
+
+
 def latency(kc: Any, rounds: int, gap: float) -> dict[str, list[float]]:
     """``pass`` cells in a shuffled order, after one warm-up each."""
     cells = {
@@ -201,6 +208,9 @@ def main() -> None:
                    f"({order_note(args.plot_rounds, args.gap)})", times, "--no-plot")
             print(f"  kernel CPU per plot frame: {per_frame * 1000:.1f} ms "
                   f"({frames} frames per plotted cell, median)")
+            rss, hwm = kernel_memory(km.provisioner.process.pid)
+            print(f"4. kernel process memory after these cells (nbcontainer and matplotlib "
+                  f"loaded): RSS {rss:.0f} MiB, peak {hwm:.0f} MiB")
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=False)
