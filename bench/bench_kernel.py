@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,7 @@ def install(prefix: Path, memory: str | None, extra: list[str]) -> None:
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (stock)", "language": "python"}))
     KernelSpecManager().install_kernel_spec(str(stock), "python3", prefix=str(prefix))
+    shutil.rmtree(stock)
     options = ([f"--memory={memory}"] if memory else []) + extra
     kernelspec.install("nbcontainer", prefix=str(prefix), run_options=options)
 
