@@ -180,8 +180,8 @@ def main() -> int:
         if name.startswith("crun") and "hybrid" in err and os.path.exists(UNIFIED):
             with open(f"{UNIFIED}/cgroup.controllers") as f:
                 ctrl = f.read().strip()
-            print(f"{'':<32} ({UNIFIED}/cgroup.controllers reads {ctrl!r}: crun 1.8 runs on a "
-                  "hybrid layout only when it is empty)")
+            print(f"{'':<32} (on a hybrid layout crun refuses to start when {UNIFIED}/"
+                  f"cgroup.controllers lists any controller; here it reads {ctrl!r})")
     print("Same work on every side except [a] and [b]: namespaces pid,net,ipc,uts,mount,cgroup; "
           f"memory {MEMORY >> 20} MiB, pids {PIDS}, 1 CPU; an overlay over the busybox layer.")
     print("Differences left: crun/runc also apply the OCI default devices cgroup rules, "
