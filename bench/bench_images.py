@@ -146,12 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"on {fs} ({base}, {kind}); seconds")
         print(f"{'tree':<22} {'ours (operation)':<26} {'median':>7} {'min':>7}  {'GNU tar':<22} "
-              f"{'median':>7} {'min':>7} {'ratio':>6}")
+              f"{'median':>7} {'min':>7} {'ratio':>8}")
         for label, what, times, ours, theirs in rows:
             om, ol = median_min(times[ours])
             gm, gl = median_min(times[theirs])
             print(f"{label:<22} {what:<26} {om:>7.3f} {ol:>7.3f}  {GNU_LABEL[theirs]:<22} "
-                  f"{gm:>7.3f} {gl:>7.3f} {om / gm:>5.2f}x")
+                  f"{gm:>7.3f} {gl:>7.3f} {om / gm:>7.2f}x")
     return 0
 
 

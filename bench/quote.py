@@ -104,7 +104,8 @@ def q_start(r: Results, link: str) -> str:
     notes = [line for line in block.splitlines()
              if line.startswith(("Same work", "Differences", "["))]
     return (f"\nContainer start of `/bin/true` {source(r, link)}, {layout}:\n\n"
-            + markdown(fixed_table(block, "what")) + "\n\n" + "\n".join(notes) + "\n")
+            + markdown(fixed_table(block, "what")) + "\n\n"
+            + "\n".join(f"- {note}" for note in notes) + "\n")
 
 
 def q_start_crun(r: Results, link: str) -> str:
@@ -170,8 +171,16 @@ def q_images(r: Results, link: str) -> str:
     block = r.section("images")
     out = [f"\nMeasured by `bench/bench_images.py` {source(r, link)}; seconds, GNU tar with "
            "`--xattrs`; the ratio is ours over GNU tar's, of medians."]
+    row = re.compile(r"^(.+?)\s{2,}(.+?)\s+([\d.]+)\s+([\d.]+)\s{2,}(.+?)\s+([\d.]+)\s+"
+                     r"([\d.]+)\s*([\d.]+x)$")
     for m in re.finditer(r"^on (\w+) \(([^)]*)\); seconds$", block, re.M):
-        table = fixed_table(block[m.end() + 1:], "tree")
+        lines = block[m.end() + 1:].splitlines()
+        table = [re.split(r"\s{2,}", lines[0].strip())]
+        for line in lines[1:]:
+            cells = row.match(line)
+            if cells is None:
+                break
+            table.append(list(cells.groups()))
         out.append(f"\nOn {m.group(1)} ({m.group(2)}):\n\n" + markdown(table))
     if len(out) == 1:
         raise QuoteError("RESULTS.md section 'images' has no table")
