@@ -83,3 +83,10 @@ def test_unknown_quotes_and_missing_sections_are_reported(tmp_path: Path) -> Non
     assert text == body
     assert problems[0].startswith("x.md:1: unknown quote 'nope' (known: start, ")
     assert problems[1] == "x.md:2: magics: RESULTS.md has no section 'magics'"
+
+
+def test_render_only_fails_when_results_lack_a_quoted_figure(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    results.write_text(quote.RESULTS.read_text().replace("kernel CPU per plot frame", "frames"))
+    assert quote.main(["--render-only", "--results", str(results)]) == 1
+    assert quote.main(["--render-only"]) == 0
