@@ -88,7 +88,7 @@ def cgroup_layout(root: str = "/sys/fs/cgroup") -> str:
             ctrl = []
         parts.append(f"cgroup2 at {mnt} (controllers: {','.join(ctrl) or 'none'})")
     kind = "hybrid" if v1 and v2 else "v2" if v2 else "v1" if v1 else "none"
-    return f"{kind}: " + "; ".join(parts)
+    return f"{kind} ({'; '.join(parts) or 'no cgroup mounts'})"
 
 
 def cpu_model() -> str:

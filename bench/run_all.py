@@ -55,8 +55,11 @@ def machine() -> list[str]:
         f"- kernel: Linux {platform.release()} ({platform.machine()})",
         f"- CPU: {cpu_model()}, {os.cpu_count()} cores",
         f"- cgroup layout: {cgroup_layout()}",
-        f"- Python: {platform.python_version()} ({sys.executable}); every Python side of every "
-        "comparison runs this interpreter",
+        f"- Python: {platform.python_version()} ({sys.executable}"
+        + (f", a venv of {getattr(sys, '_base_executable', sys.base_prefix)}"
+           if sys.prefix != sys.base_prefix else "")
+        + "); every Python side of every comparison runs this interpreter (never a `python3` "
+        "found on PATH, which can be a shim that imports more at start-up)",
     ]
 
 
