@@ -185,9 +185,10 @@ def main() -> int:
     print("Same work on every side except [a] and [b]: namespaces pid,net,ipc,uts,mount,cgroup; "
           f"memory {MEMORY >> 20} MiB, pids {PIDS}, 1 CPU; an overlay over the busybox layer.")
     print("Differences left: crun/runc also apply the OCI default devices cgroup rules, "
-          "RLIMIT_NOFILE 1024 and a read-only /sys/fs/cgroup mount; the bench mounts their "
-          "overlay from this process (a mount(2) call, no fork); the CLI is a whole new "
-          "interpreter per start.")
+          "RLIMIT_NOFILE 1024 and a read-only /sys/fs/cgroup mount; crun makes its cgroup at "
+          "each hierarchy's root (/NAME), runc and nbcontainer below their own cgroup; the "
+          "bench mounts the OCI runtimes' overlay from this process (a mount(2) call, no "
+          "fork); the CLI is a whole new interpreter per start.")
     print("[a] the host image (/ as the overlay's lower layer); [b] a floor: a read-only bind "
           "of /, no cgroup, no overlay, no limits.")
     if attach:
