@@ -1,15 +1,22 @@
-"""Commit throughput next to GNU tar, in the same run, on the same container upper directory.
+"""Commit, import and layer-tar writing next to GNU tar, on tmpfs and on disk, in the same run.
 
-``python bench/bench_images.py [--files N] [--big-mib M] [--rounds R]`` (root) starts a busybox
-container, writes N small files (then, in a second container, one M MiB file) through its root,
-and times, as medians of R interleaved rounds (the order alternates each round):
+``python bench/bench_images.py [--files N] [--big-mib M] [--rounds R] [--fs tmpfs,disk]``
+(root). For each filesystem (tmpfs: ``/dev/shm``; disk: ``/var/tmp``), a store is made there and
+a busybox container writes N small files (then, in a second container, one M MiB file) through
+its root. On that container's upper directory, each of our operations is timed next to the GNU
+tar command doing the same work (GNU tar always with ``--xattrs``, as ours keeps xattrs):
 
-- ``commit``: freeze, write the layer tar (hashing the diff_id), extract it into a staging
-  directory with the safe extractor, publish, thaw: everything ``nbcontainer commit`` does;
-- GNU ``tar -cf FILE -C upper .``: archiving alone;
-- GNU ``tar -cf - -C upper . | tar -xf - -C DIR``: archive and unpack, the same work as ours.
+- ``commit`` (freeze, write the layer tar hashing the diff_id, extract it into the store with
+  the safe extractor, publish, thaw) vs ``tar -cf - | tar -xf -`` (archive and unpack), and vs
+  ``tar -cf`` (archiving alone: the floor a commit without a second copy could reach);
+- import, :func:`extract_layer` (parse, check, write, hash the diff_id) vs ``tar -xf``, of a tar
+  of that directory;
+- tar writing, :func:`write_layer_tar` (the save/commit path, hashing the diff_id) vs ``tar -cf``.
 
-Each timed run starts after ``sync`` with the previous run's output removed.
+Sides run in a shuffled order each round, each after removing the last run's output, a ``sync``
+and an idle gap, so a side's write-back does not land in the next side's time. Median and min
+per side; the ratio is of medians. On tmpfs the figures are CPU; on disk they also carry the
+disk's state, which on a virtual disk drifts several-fold over minutes: read those with the min.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,10 +31,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from nbcontainer import Container, make_spec
-from nbcontainer.building.commit import commit
-from nbcontainer.images.bench import interleaved
-from nbcontainer.images.store import ImageStore
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from _common import interleave, interpreter, median_min, order_note  # noqa: E402
+
+from nbcontainer import Container, make_spec  # noqa: E402
+from nbcontainer.building.commit import commit  # noqa: E402
+from nbcontainer.images.extract import extract_layer  # noqa: E402
+from nbcontainer.images.layertar import write_layer_tar  # noqa: E402
+from nbcontainer.images.store import ImageStore  # noqa: E402
+
+FILESYSTEMS = {"tmpfs": "/dev/shm", "disk": "/var/tmp"}
 
 
 def fill_small(root: str, count: int) -> None:
@@ -46,8 +61,13 @@ def fill_big(root: str, mib: int) -> None:
             f.write(os.urandom(1 << 20))
 
 
-def case(label: str, store: ImageStore, work: Path, fill: Callable[[str], None],
-         rounds: int) -> None:
+def tar(*args: str) -> Callable[[], object]:
+    return lambda: subprocess.run(["tar", "--xattrs", *args], check=True)
+
+
+def case(label: str, store: ImageStore, work: Path, fill: Callable[[str], None], rounds: int,
+         gap: float) -> list[tuple[str, str, dict[str, list[float]], str, str]]:
+    """Time every operation on one container's upper directory; rows for the table."""
     c = Container(make_spec(["sleep", "100000"], image="busybox"), root=store.root,
                   stdin=subprocess.DEVNULL)
     c.start()
@@ -56,8 +76,8 @@ def case(label: str, store: ImageStore, work: Path, fill: Callable[[str], None],
             time.sleep(0.01)
         fill(f"/proc/{c.pid}/root")
         upper = str(c.upper_dir)
-        out_tar = work / "gnu.tar"
-        out_dir = work / "gnu-x"
+        out_tar, out_dir, layer = work / "out.tar", work / "out", work / "layer.tar"
+        subprocess.run(["tar", "--xattrs", "-C", upper, "-cf", str(layer), "."], check=True)
 
         def clear() -> None:
             out_tar.unlink(missing_ok=True)
@@ -66,24 +86,39 @@ def case(label: str, store: ImageStore, work: Path, fill: Callable[[str], None],
             for r in store.list_images():
                 if r.name == "bench":
                     store.remove_image(r.ref)
+            os.sync()  # no dirty pages from the last run (fair to whichever side is next)
 
-        times = interleaved({
+        def extract() -> None:
+            with open(layer, "rb") as f:
+                extract_layer(f, out_dir)
+
+        def write() -> None:
+            with open(out_tar, "wb") as f:
+                write_layer_tar(upper, f)
+
+        times = interleave({
             "commit": lambda: commit(c.id, "bench", root=store.root),
-            "tar-c": lambda: subprocess.run(["tar", "-cf", str(out_tar), "-C", upper, "."],
-                                            check=True),
             "tar-cx": lambda: subprocess.run(
-                f"tar -cf - -C {upper} . | tar -xf - -C {out_dir}", shell=True, check=True),
-        }, clear, rounds)
-        ours, gnu_c, gnu_cx = (statistics.median(times[k]) for k in ("commit", "tar-c", "tar-cx"))
-        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(upper)
-                   for f in fs)
-        print(f"{label}: commit {ours:.3f}s | GNU tar -cf {gnu_c:.3f}s ({ours / gnu_c:.1f}x) | "
-              f"GNU tar -cf | tar -xf {gnu_cx:.3f}s ({ours / gnu_cx:.2f}x) | "
-              f"{size / (1 << 20):.0f} MiB of file data", flush=True)
+                f"tar --xattrs -cf - -C {upper} . | tar --xattrs -xf - -C {out_dir}",
+                shell=True, check=True),
+            "tar-c": tar("-cf", str(out_tar), "-C", upper, "."),
+            "extract": extract,
+            "tar-x": tar("-xf", str(layer), "-C", str(out_dir)),
+            "write": write,
+        }, rounds, gap=gap, reset=clear, seed=4)
+        return [
+            (label, "commit", times, "commit", "tar-cx"),
+            (label, "commit vs archiving alone", times, "commit", "tar-c"),
+            (label, "import (extract a layer)", times, "extract", "tar-x"),
+            (label, "write a layer tar", times, "write", "tar-c"),
+        ]
     finally:
         c.kill()
         c.wait()
         c.cleanup()
+
+
+GNU_LABEL = {"tar-cx": "tar -cf - | tar -xf -", "tar-c": "tar -cf", "tar-x": "tar -xf"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,18 +126,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--files", type=int, default=10_000)
     p.add_argument("--big-mib", type=int, default=200)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--dir", help="work directory (default: a temporary one under /var/tmp)")
+    p.add_argument("--gap", type=float, default=0.2, help="idle seconds before each timed run")
+    p.add_argument("--fs", default="tmpfs,disk", help="comma list of: tmpfs, disk")
     args = p.parse_args(argv)
     gnu = subprocess.run(["tar", "--version"], capture_output=True, text=True).stdout
-    with tempfile.TemporaryDirectory(dir=args.dir or "/var/tmp") as tmp:
-        work = Path(tmp)
-        store = ImageStore(work / "store")
-        print(f"python {sys.version.split()[0]} ({sys.executable}); {gnu.splitlines()[0]}; "
-              f"store {store.root}", flush=True)
-        case(f"{args.files} small files", store, work,
-             lambda root: fill_small(root, args.files), args.rounds)
-        case(f"one {args.big_mib} MiB file", store, work,
-             lambda root: fill_big(root, args.big_mib), args.rounds)
+    print(f"{interpreter()}; {gnu.splitlines()[0]} (always with --xattrs); "
+          f"{order_note(args.rounds, args.gap)}, after a sync")
+    for fs in args.fs.split(","):
+        base = FILESYSTEMS[fs]
+        with tempfile.TemporaryDirectory(dir=base, prefix="nbc-bench-") as tmp:
+            work = Path(tmp)
+            store = ImageStore(work / "store")
+            rows = case(f"{args.files} small files", store, work,
+                        lambda root: fill_small(root, args.files), args.rounds, args.gap)
+            rows += case(f"one {args.big_mib} MiB file", store, work,
+                         lambda root: fill_big(root, args.big_mib), args.rounds, args.gap)
+        kind = subprocess.run(["findmnt", "-no", "FSTYPE", "-T", base], capture_output=True,
+                              text=True).stdout.split()[0]
+        print()
+        print(f"on {fs} ({base}, {kind}); seconds")
+        print(f"{'tree':<22} {'ours (operation)':<26} {'median':>7} {'min':>7}  {'GNU tar':<22} "
+              f"{'median':>7} {'min':>7} {'ratio':>8}")
+        for label, what, times, ours, theirs in rows:
+            om, ol = median_min(times[ours])
+            gm, gl = median_min(times[theirs])
+            print(f"{label:<22} {what:<26} {om:>7.3f} {ol:>7.3f}  {GNU_LABEL[theirs]:<22} "
+                  f"{gm:>7.3f} {gl:>7.3f} {om / gm:>7.2f}x")
     return 0
 
 

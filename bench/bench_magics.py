@@ -1,11 +1,17 @@
 """Benchmark of the magics from a warm kernel through jupyter_client (as a notebook sees it).
 
 1. Latency of a ``pass`` cell: ``%%container --mem 100m`` vs ``%%script python`` vs
-   ``!python -c pass``, interleaved (so drift hits all three alike); median and p90, ratios.
-2. Sampler CPU cost: the meter thread at 20 and 100 Hz on a live container cgroup, as CPU
-   seconds of this process per wall second (``time.thread_time`` of the sampling thread).
-3. Live plot cost: a CPU-bound cell (a fixed loop) under ``--plot`` vs ``--no-plot``,
-   interleaved; the wall-time ratio says how much drawing in the kernel slows the container.
+   ``!python -c pass`` vs a plain ``pass``; every side runs this interpreter.
+2. Sampler CPU cost: the meter thread at 20, 50 and 100 Hz on a live container cgroup, as CPU
+   seconds of its thread per wall second (``time.thread_time``), and per sample.
+3. Live plot cost: a CPU-bound cell (a fixed loop) under ``--plot`` vs ``--no-plot``: the
+   wall-time ratio says how much drawing in the kernel slows the container; the kernel
+   process's extra CPU time (``/proc/PID/stat``) divided by the frames it published is what
+   one frame costs the kernel.
+
+Sides of 1 and 3 run in a shuffled order each round with an idle gap before each cell (as
+between cells a user runs), so one side's background work (a spare helper being refilled, a
+teardown) is not charged to the next. Median and min.
 
 Run as root: ``sudo .venv/bin/python bench/bench_magics.py [--rounds N]``.
 """
@@ -28,7 +34,12 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import interleave, interpreter, median_min, order_note  # noqa: E402
+
 from nbcontainer.notebook.meter import Meter  # noqa: E402
+
+FRAMES = {"display_data", "update_display_data"}
 
 
 def start_kernel(tmp: str) -> tuple[KernelManager, Any]:
@@ -48,10 +59,11 @@ def start_kernel(tmp: str) -> tuple[KernelManager, Any]:
     return km, kc
 
 
-def run(kc: Any, code: str, timeout: float = 300) -> tuple[float, str]:
-    """Execute ``code``; wall time from request to idle, and the status."""
+def run(kc: Any, code: str, timeout: float = 300) -> tuple[float, int]:
+    """Execute ``code``; wall time from request to idle, and the plot frames it published."""
     start = time.perf_counter()
     msg_id = kc.execute(code)
+    frames = 0
     while True:
         try:
             msg = kc.get_iopub_msg(timeout=timeout)
@@ -61,18 +73,29 @@ def run(kc: Any, code: str, timeout: float = 300) -> tuple[float, str]:
             continue
         if msg["header"]["msg_type"] == "error":
             raise RuntimeError(f"cell failed: {code!r}: {msg['content']['evalue']}")
+        if (msg["header"]["msg_type"] in FRAMES
+                and "image/png" in msg["content"].get("data", {})):
+            frames += 1
         if msg["header"]["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return time.perf_counter() - start, "ok"
+            return time.perf_counter() - start, frames
 
 
-def pct(values: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def latency(kc: Any, rounds: int) -> dict[str, list[float]]:
-    """Interleaved ``pass`` cells, after one warm-up each."""
+def kernel_memory(pid: int) -> tuple[float, float]:
+    """VmRSS and VmHWM of process ``pid``, in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))  # type: ignore
+
+
+def latency(kc: Any, rounds: int, gap: float) -> dict[str, list[float]]:
+    """``pass`` cells in a shuffled order, after one warm-up each."""
     cells = {
         "%%container --mem 100m": "%%container --mem 100m --no-plot\npass",
         "%%script python": f"%%script {sys.executable}\npass",
@@ -81,11 +104,8 @@ def latency(kc: Any, rounds: int) -> dict[str, list[float]]:
     }
     for code in cells.values():
         run(kc, code)
-    times: dict[str, list[float]] = {k: [] for k in cells}
-    for _ in range(rounds):
-        for name, code in cells.items():
-            times[name].append(run(kc, code)[0])
-    return times
+    return interleave({name: lambda code=code: run(kc, code) for name, code in cells.items()},
+                      rounds, gap=gap, seed=2)
 
 
 class TimedMeter(Meter):
@@ -99,11 +119,12 @@ class TimedMeter(Meter):
         self.cpu = time.thread_time() - t0
 
 
-def sampler_cost(rates: tuple[float, ...], seconds: float) -> dict[float, float]:
-    """CPU use of the meter thread (fraction of a core) per sampling rate, on a live cgroup."""
+def sampler_cost(rates: tuple[float, ...], seconds: float) -> dict[float, tuple[float, float]]:
+    """Per sampling rate on a live cgroup: the meter thread's CPU (fraction of a core) and CPU
+    seconds per sample."""
     from nbcontainer import Container, make_spec
 
-    out: dict[float, float] = {}
+    out: dict[float, tuple[float, float]] = {}
     c = Container(make_spec(["sleep", "600"], image="busybox", memory="100m"),
                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     c.start()
@@ -113,7 +134,7 @@ def sampler_cost(rates: tuple[float, ...], seconds: float) -> dict[float, float]
             meter.start()
             time.sleep(seconds)
             series = meter.stop()
-            out[rate] = meter.cpu / seconds
+            out[rate] = (meter.cpu / seconds, meter.cpu / max(1, series.samples))
             print(f"  {rate:g} Hz: {series.samples} samples in {seconds:g} s "
                   f"({series.samples / seconds:.1f}/s achieved)")
     finally:
@@ -122,24 +143,38 @@ def sampler_cost(rates: tuple[float, ...], seconds: float) -> dict[float, float]
     return out
 
 
-def plot_cost(kc: Any, rounds: int) -> dict[str, list[float]]:
-    """A CPU-bound cell (about 2-3 s) with the live plot on and off, interleaved."""
-    body = "x = 0\nfor i in range(25_000_000):\n    x += i\n"
+def plot_cost(kc: Any, pid: int, rounds: int, loop: int,
+              gap: float) -> tuple[dict[str, list[float]], float, int]:
+    """A CPU-bound cell with the live plot on and off, in a shuffled order; also the kernel's
+    CPU seconds per frame (extra kernel CPU of the plotted cells over the unplotted ones, per
+    frame they published) and the frames per plotted cell (median)."""
+    body = f"x = 0\nfor i in range({loop}):\n    x += i\n"
     cells = {"--plot": f"%%container --plot\n{body}", "--no-plot": f"%%container --no-plot\n{body}"}
-    times: dict[str, list[float]] = {k: [] for k in cells}
-    for _ in range(rounds):
-        for name, code in cells.items():
-            times[name].append(run(kc, code)[0])
-    return times
+    cpu: dict[str, float] = {k: 0.0 for k in cells}
+    frames: list[int] = []
+    for code in cells.values():  # warm-up: matplotlib's import and first figure are not a frame
+        run(kc, code)
+
+    def cell(name: str) -> None:
+        before = cpu_seconds(pid)
+        _, n = run(kc, cells[name])
+        cpu[name] += cpu_seconds(pid) - before
+        if name == "--plot":
+            frames.append(n)
+
+    times = interleave({name: lambda name=name: cell(name) for name in cells}, rounds, gap=gap,
+                       seed=3)
+    per_frame = (cpu["--plot"] - cpu["--no-plot"]) / max(1, sum(frames))
+    return times, per_frame, int(statistics.median(frames)) if frames else 0
 
 
 def report(title: str, times: dict[str, list[float]], base: str) -> None:
-    """Median, p90 and the ratio of medians to ``base``."""
+    """Median, min and the ratio of medians to ``base``."""
     print(title)
     ref = statistics.median(times[base])
     for name, values in times.items():
-        med = statistics.median(values)
-        print(f"  {name:<24} median {med * 1000:8.1f} ms   p90 {pct(values, 90) * 1000:8.1f} ms"
+        med, low = median_min(values)
+        print(f"  {name:<24} median {med * 1000:8.1f} ms   min {low * 1000:8.1f} ms"
               f"   x{med / ref:5.2f} of {base}")
 
 
@@ -148,22 +183,34 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--plot-rounds", type=int, default=5)
     parser.add_argument("--sampler-seconds", type=float, default=5.0)
+    parser.add_argument("--plot-loop", type=int, default=25_000_000,
+                        help="iterations of the CPU-bound cell's loop (default: about 2-3 s)")
+    parser.add_argument("--gap", type=float, default=0.3,
+                        help="idle seconds before each timed cell (default 0.3)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_magics: run as root (containers need namespaces and cgroups)")
     with tempfile.TemporaryDirectory(prefix="nbc-bench-") as tmp:
         os.environ.setdefault("NBCONTAINER_ROOT", os.path.join(tmp, "store"))
-        print(f"cpus: {os.cpu_count()}, python: {sys.version.split()[0]}, "
-              f"store: {os.environ['NBCONTAINER_ROOT']}")
+        print(f"cpus: {os.cpu_count()}; kernel and every Python side: {interpreter()}")
         km, kc = start_kernel(tmp)
         try:
-            report(f"1. latency of a `pass` cell ({args.rounds} interleaved rounds)",
-                   latency(kc, args.rounds), "%%script python")
-            print("2. sampler CPU cost (meter thread, fraction of one core)")
-            for rate, frac in sampler_cost((20.0, 50.0, 100.0), args.sampler_seconds).items():
-                print(f"  {rate:g} Hz: {frac * 100:.3f} % of a core")
-            report(f"3. CPU-bound cell, live plot on vs off ({args.plot_rounds} rounds)",
-                   plot_cost(kc, args.plot_rounds), "--no-plot")
+            report(f"1. latency of a `pass` cell ({order_note(args.rounds, args.gap)})",
+                   latency(kc, args.rounds, args.gap), "%%script python")
+            print("2. sampler CPU cost (meter thread, fraction of one core; CPU per sample)")
+            for rate, (frac, each) in sampler_cost((20.0, 50.0, 100.0),
+                                                   args.sampler_seconds).items():
+                print(f"  {rate:g} Hz: {frac * 100:.3f} % of a core, "
+                      f"{each * 1e6:.0f} us per sample")
+            times, per_frame, frames = plot_cost(kc, km.provisioner.process.pid,
+                                                 args.plot_rounds, args.plot_loop, args.gap)
+            report(f"3. CPU-bound cell, live plot on vs off "
+                   f"({order_note(args.plot_rounds, args.gap)})", times, "--no-plot")
+            print(f"  kernel CPU per plot frame: {per_frame * 1000:.1f} ms "
+                  f"({frames} frames per plotted cell, median)")
+            rss, hwm = kernel_memory(km.provisioner.process.pid)
+            print(f"4. kernel process memory after these cells (nbcontainer and matplotlib "
+                  f"loaded): RSS {rss:.0f} MiB, peak {hwm:.0f} MiB")
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=False)

@@ -1,17 +1,28 @@
-"""Container start latency: nbcontainer (API and CLI) next to crun, runc and bwrap, interleaved.
+"""Container start latency: nbcontainer (API and CLI) next to crun, runc and bwrap.
 
-Run as root: ``.venv/bin/python bench/bench_start.py [--rounds N]``. Prints medians, p90 and
-ratios against ``crun run`` measured in the same run, commands interleaved so machine drift
-cancels. Every side runs ``/bin/true``: nbcontainer on the ``host`` and ``busybox`` images,
-crun/runc on an OCI bundle whose rootfs is the busybox image.
+Run as root: ``.venv/bin/python bench/bench_start.py [--rounds N] [--gap S] [--layout L]``.
+Every side starts ``/bin/true`` doing the same work:
 
-crun 1.8 refuses hybrid cgroup layouts (v1 controllers plus an empty cgroup2 mount, like this
-machine's); so on such a machine the whole benchmark re-executes itself in a private mount
-namespace that hides the empty cgroup2 mount, and every side runs there alike.
+- namespaces pid, net, ipc, uts, mount, cgroup (nbcontainer with ``--net none``; the OCI
+  bundle's default list plus ``cgroup``);
+- limits memory 100 MiB, pids 64, 1 CPU (quota 100 ms per 100 ms), written to the cgroup on
+  both sides;
+- rootfs: an overlay over the same busybox layer with a fresh upper directory per start.
+  nbcontainer mounts it inside the child; for crun/runc the benchmark mounts it (mount(2) from
+  this process, inside the timed region, and unmounts and removes it after) on the bundle's
+  ``rootfs``, because an OCI runtime takes a ready directory.
 
-"API" starts a fresh single-threaded helper interpreter per container (``python -I -S``);
-"API + zygote" forks the helper from a pre-started interpreter (what the magics and a
-long-running supervisor use); "CLI" is a whole ``nbcontainer run`` process.
+What still differs is printed under the table. ``bwrap`` is a floor (namespaces and a read-only
+bind of /, no cgroup, no overlay, no limits), not a like-for-like side.
+
+``--layout host`` (default) measures the machine's own cgroup layout. Where crun refuses it
+(crun 1.8 refuses a hybrid layout whose cgroup2 mount has any controller), its error and the
+file it checks are printed instead of a row. ``--layout no-unified`` re-runs the benchmark in a
+private mount namespace with the cgroup2 mount removed, so crun can run: a layout users do not
+have, printed as such.
+
+The benchmark itself runs in a private mount namespace of its own (so the overlays it mounts for
+crun/runc can never leak to the host); the cgroup hierarchies are the host's.
 """
 
 from __future__ import annotations
@@ -20,124 +31,182 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from _common import cgroup_layout, interleave, interpreter, median_min, order_note  # noqa: E402
+
+MEMORY = 100 << 20
+PIDS = 64
+CPU_QUOTA, CPU_PERIOD = 100_000, 100_000
+UNIFIED = "/sys/fs/cgroup/unified"
 
 
-def hybrid_unified_mount() -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == "/sys/fs/cgroup/unified" for line in f)
-
-
-def reexec_without_unified() -> None:
-    """Re-run this script in a private mount namespace without the empty cgroup2 mount."""
-    if os.environ.get("NBC_BENCH_NS") or not hybrid_unified_mount():
+def reexec(layout: str) -> None:
+    """Re-run this script in a private mount namespace (without the cgroup2 mount if asked)."""
+    if os.environ.get("NBC_BENCH_NS"):
         return
-    script = ("umount /sys/fs/cgroup/unified && exec \"$@\"")
-    os.environ["NBC_BENCH_NS"] = "1"
+    os.environ["NBC_BENCH_NS"] = layout
+    script = 'exec "$@"'
+    if layout == "no-unified":
+        if not os.path.ismount(UNIFIED):
+            print(f"--layout no-unified: skipped, {UNIFIED} is not mounted here (not a hybrid "
+                  "layout; the host-layout table is the only one)")
+            sys.exit(0)
+        script = f"umount {UNIFIED} && " + script
+    # unshare makes every mount of the new namespace private (recursively) before the script
+    # runs, so neither the umount nor the benchmark's overlays reach the host.
     os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
                           "sh", sys.executable, *sys.argv])
 
 
-def make_bundle(tmp: Path, busybox_layer: str) -> Path:
+def make_bundle(tmp: Path) -> Path:
+    """An OCI bundle (``crun spec`` defaults) doing the same work as the nbcontainer sides."""
     bundle = tmp / "bundle"
-    (bundle).mkdir()
-    shutil.copytree(busybox_layer, bundle / "rootfs", symlinks=True)
+    (bundle / "rootfs").mkdir(parents=True)
     subprocess.run(["crun", "spec"], cwd=bundle, check=True)
     config = json.loads((bundle / "config.json").read_text())
     config["process"]["terminal"] = False
     config["process"]["args"] = ["/bin/true"]
-    (bundle / "config.json").write_text(json.dumps(config))
+    config["root"]["readonly"] = False
+    linux = config["linux"]
+    if not any(ns["type"] == "cgroup" for ns in linux["namespaces"]):
+        linux["namespaces"].append({"type": "cgroup"})
+    linux.setdefault("resources", {}).update({
+        "memory": {"limit": MEMORY},
+        "pids": {"limit": PIDS},
+        "cpu": {"quota": CPU_QUOTA, "period": CPU_PERIOD},
+    })
+    (bundle / "config.json").write_text(json.dumps(config, indent=1))
     return bundle
 
 
-def timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1000
-
-
-def main() -> None:
-    reexec_without_unified()
-    parser = argparse.ArgumentParser()
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--gap", type=float, default=0.2,
+                        help="idle seconds before each timed start (default 0.2)")
+    parser.add_argument("--layout", choices=("host", "no-unified"), default="host")
+    parser.add_argument("--no-attach", action="store_true",
+                        help="skip the cold/back-to-back table of spare helpers")
     args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench_start: run as root")
+    reexec(args.layout)
 
-    sys.path.insert(0, str(HERE.parent))
-    from nbcontainer import make_spec, run
+    from nbcontainer import _libc, make_spec, run
     from nbcontainer.images import resolve
 
     tmp = Path(tempfile.mkdtemp(prefix="nbc-bench-"))
     os.environ["NBCONTAINER_ROOT"] = str(tmp / "store")
-    busybox = resolve("busybox").layers[0]
-    bundle = make_bundle(tmp, busybox)
+    layer = resolve("busybox").layers[0]
+    bundle = make_bundle(tmp)
+    rootfs = str(bundle / "rootfs")
     devnull = subprocess.DEVNULL
-    host_spec = make_spec(["/bin/true"], image="host")
-    busybox_spec = make_spec(["/bin/true"], image="busybox")
-    cli = [sys.executable, "-m", "nbcontainer", "run", "host", "/bin/true"]
+    limits = {"memory": MEMORY, "pids_limit": PIDS, "cpus": CPU_QUOTA / CPU_PERIOD}
+    busybox_spec = make_spec(["/bin/true"], image="busybox", net="none", **limits)
+    host_spec = make_spec(["/bin/true"], image="host", net="none", **limits)
+    cli = [sys.executable, "-m", "nbcontainer", "run", "--memory", str(MEMORY),
+           "--pids-limit", str(PIDS), "--cpus", "1", "--net", "none", "busybox", "/bin/true"]
     counter = iter(range(10**9))
 
     def oci(tool: str) -> None:
-        name = f"nbcbench{next(counter)}"
-        subprocess.run([tool, "run", "--bundle", str(bundle), name], check=True,
-                       stdout=devnull, stderr=devnull)
+        n = next(counter)
+        cdir = tmp / f"oci{n}"
+        (cdir / "upper").mkdir(parents=True)
+        (cdir / "work").mkdir()
+        _libc.mount("overlay", rootfs, "overlay", 0,
+                    f"lowerdir={layer},upperdir={cdir}/upper,workdir={cdir}/work")
+        try:
+            proc = subprocess.run([tool, "run", "--bundle", str(bundle), f"nbcbench{n}"],
+                                  stdout=devnull, stderr=subprocess.PIPE, text=True)
+        finally:
+            _libc.umount2(rootfs, _libc.MNT_DETACH)
+            shutil.rmtree(cdir)
+        if proc.returncode:
+            raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
+                               else f"exit status {proc.returncode}")
 
     sides: dict[str, Callable[[], object]] = {
-        "nbcontainer API (host image)": lambda: run(host_spec, zygote=False),
-        "nbcontainer API (busybox image)": lambda: run(busybox_spec, zygote=False),
-        "API + zygote (host image)": lambda: run(host_spec, zygote=True),
-        "API + zygote (busybox image)": lambda: run(busybox_spec, zygote=True),
-        "nbcontainer CLI (host image)": lambda: subprocess.run(cli, check=True),
-        "crun run (busybox bundle)": lambda: oci("crun"),
+        "nbcontainer API": lambda: run(busybox_spec, zygote=False),
+        "nbcontainer API + zygote": lambda: run(busybox_spec, zygote=True),
+        "API + zygote, host image [a]": lambda: run(host_spec, zygote=True),
+        "nbcontainer CLI": lambda: subprocess.run(cli, check=True),
     }
-    if shutil.which("runc"):
-        sides["runc run (busybox bundle)"] = lambda: oci("runc")
+    for tool in ("crun", "runc"):
+        if shutil.which(tool):
+            sides[f"{tool} run"] = lambda tool=tool: oci(tool)  # type: ignore[misc]
     if shutil.which("bwrap"):
-        # bubblewrap: namespaces and a read-only bind of / (no cgroup, no overlay).
         bwrap = ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev",
                  "--proc", "/proc", "/bin/true"]
-        sides["bwrap --unshare-all"] = lambda: subprocess.run(bwrap, check=True)
-    samples: dict[str, list[float]] = {k: [] for k in sides}
-    for fn in sides.values():  # warm-up: build the busybox layer, page in binaries
-        fn()
-    for _ in range(args.rounds):
-        for name, fn in sides.items():
-            samples[name].append(timed(fn))
-    attach = attach_paths(lambda: run(host_spec, zygote=True), args.rounds)
-    shutil.rmtree(tmp, ignore_errors=True)
+        sides["bwrap --unshare-all [b]"] = lambda: subprocess.run(bwrap, check=True)
+    refused: dict[str, str] = {}
+    for name, fn in list(sides.items()):  # warm-up: page in binaries; find who cannot run here
+        try:
+            fn()
+        except (RuntimeError, subprocess.CalledProcessError) as err:
+            refused[name] = str(err)
+            del sides[name]
+    samples = interleave(sides, args.rounds, gap=args.gap, seed=1)
+    attach = {} if args.no_attach else attach_paths(lambda: run(busybox_spec, zygote=True),
+                                                    args.rounds)
     from nbcontainer.runtime.zygote import Zygote
 
     Zygote.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
 
-    base = statistics.median(samples["crun run (busybox bundle)"])
-    print(f"container start of /bin/true, {args.rounds} interleaved rounds, "
-          f"interpreter {sys.executable} (Python {sys.version.split()[0]})")
-    print(f"{'what':<34} {'median ms':>10} {'p90 ms':>9} {'vs crun':>8}")
+    layout_note = ("the host's own layout" if args.layout == "host" else
+                   f"NOT the host's layout: {UNIFIED} unmounted in a private mount namespace")
+    print(f"container start of /bin/true; {order_note(args.rounds, args.gap)}; "
+          f"interpreter {interpreter()}")
+    print(f"cgroup layout: {cgroup_layout()} ({layout_note})")
+    base_name = next((n for n in ("crun run", "runc run") if n in samples), None)
+    base = median_min(samples[base_name])[0] if base_name else None
+    ratio_head = f"vs {base_name.split()[0]}" if base_name else ""
+    print(f"{'what':<32} {'median ms':>10} {'min ms':>8} {ratio_head:>8}")
     for name, values in samples.items():
-        values.sort()
-        med = statistics.median(values)
-        p90 = values[int(0.9 * (len(values) - 1))]
-        print(f"{name:<34} {med:>10.1f} {p90:>9.1f} {med / base:>7.2f}x")
-    print()
-    print("API + zygote (host image), cold (0.3 s idle before each start, as between cells) "
-          "and back-to-back; with and without a spare helper attached ahead of time")
-    print(f"{'what':<34} {'median ms':>10} {'p90 ms':>9}")
-    for name, values in attach.items():
-        values.sort()
-        print(f"{name:<34} {statistics.median(values):>10.1f} "
-              f"{values[int(0.9 * (len(values) - 1))]:>9.1f}")
+        med, low = median_min(values)
+        ratio = f"{med / base:.2f}x" if base else ""
+        print(f"{name:<32} {med * 1000:>10.1f} {low * 1000:>8.1f} {ratio:>8}")
+    for name, err in refused.items():
+        print(f"{name:<32} {'cannot run on this layout: ' + err}")
+        if name.startswith("crun") and "hybrid" in err and os.path.exists(UNIFIED):
+            with open(f"{UNIFIED}/cgroup.controllers") as f:
+                ctrl = f.read().strip()
+            print(f"{'':<32} (on a hybrid layout crun refuses to start when {UNIFIED}/"
+                  f"cgroup.controllers lists any controller; here it reads {ctrl!r})")
+    print("Same work on every side except [a] and [b]: namespaces pid,net,ipc,uts,mount,cgroup; "
+          f"memory {MEMORY >> 20} MiB, pids {PIDS}, 1 CPU; an overlay over the busybox layer.")
+    print("Differences left: crun/runc also apply the OCI default devices cgroup rules, "
+          "RLIMIT_NOFILE 1024 and a read-only /sys/fs/cgroup mount; crun makes its cgroup at "
+          "each hierarchy's root (/NAME), runc and nbcontainer below their own cgroup; the "
+          "bench mounts the OCI runtimes' overlay from this process (a mount(2) call, no "
+          "fork); the CLI is a whole new interpreter per start.")
+    print("[a] the host image (/ as the overlay's lower layer); [b] a floor: a read-only bind "
+          "of /, no cgroup, no overlay, no limits.")
+    if attach:
+        print()
+        print("API + zygote (busybox), cold (0.3 s idle before each start, as between cells) "
+              "and back-to-back; with and without a spare helper attached ahead of time")
+        print(f"{'what':<32} {'median ms':>10} {'min ms':>8}")
+        for name, values in attach.items():
+            med, low = median_min(values)
+            print(f"{name:<32} {med * 1000:>10.1f} {low * 1000:>8.1f}")
+    return 0
 
 
 def attach_paths(start: Callable[[], object], rounds: int) -> dict[str, list[float]]:
     """The v1 cgroup attach waits an RCU grace period after a quiet spell: starts measured
     cold and back-to-back, through the normal path and through spare helpers."""
+    import time
+
     from nbcontainer.runtime.spare import spares as spare_pool
     from nbcontainer.runtime.zygote import Zygote
 
@@ -151,14 +220,11 @@ def attach_paths(start: Callable[[], object], rounds: int) -> dict[str, list[flo
         label = "spare" if spare else "no spare"
         for gap in (0.3, 0.0):
             time.sleep(0.3)
-            values = []
-            for _ in range(rounds):
-                time.sleep(gap)
-                values.append(timed(start))
-            out[f"{label}, {'cold' if gap else 'back-to-back'}"] = values
+            times = interleave({"start": start}, rounds, gap=gap)["start"]
+            out[f"{label}, {'cold' if gap else 'back-to-back'}"] = times
     spares.close()
     return out
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

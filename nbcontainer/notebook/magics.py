@@ -193,8 +193,8 @@ class ContainerMagics(Magics):
                                 "always or never").tag(config=True)
     plot_after = Float(0.5, help="auto mode shows the plot once a cell ran this long (s)").tag(
         config=True)
-    frame_rate = Float(1.0, help="live plot frames per second (each costs the kernel ~0.1 s "
-                                  "of CPU)").tag(config=True)
+    frame_rate = Float(1.0, help="live plot frames per second (each costs the kernel CPU "
+                                  "time: bench/RESULTS.md)").tag(config=True)
     sample_rate = Float(25.0, help="cgroup samples per second (peak and OOM kills come from "
                                    "kernel counters at any rate)").tag(
         config=True)

@@ -1,7 +1,7 @@
 """The cgroup meter: a thread that samples a container's cgroup many times a second.
 
 It reads through a :class:`~nbcontainer.cgroups.Sampler` (file descriptors kept open, one
-``pread`` per file) so that 100 samples a second cost well under 1 % of a core. Sampling is much
+``pread`` per file) so that a sample costs few syscalls (bench/RESULTS.md). Sampling is much
 faster than drawing: a spike between two frames is in the samples, and a spike between two
 samples is still in the kernel's own peak and OOM-kill counters, which every sample reads.
 The wait between samples is a ``poll(2)`` on a pipe that :meth:`Meter.stop` writes to, so

@@ -264,7 +264,7 @@ class LivePlot:
             self._t0 = now
         if self.mode == "auto" and not self.shown and now - self._t0 < self.after:
             return
-        # A frame costs the kernel tens of ms of CPU: a long cell gets fewer of them (at most
+        # A frame costs the kernel CPU (bench/RESULTS.md): a long cell gets fewer of them (at most
         # about 30 per cell after the first 30 s), so the plot's cost stays bounded.
         if now - self._last < max(self.interval, (now - self._t0) / 30):
             return

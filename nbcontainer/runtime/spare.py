@@ -2,7 +2,7 @@
 
 Why: on cgroup v1 the first write to ``cgroup.procs`` after a quiet spell waits for an RCU grace
 period (``cgroup_threadgroup_rwsem`` is a per-CPU rwsem; taking it for writing from idle goes
-through ``rcu_sync_enter``): 6-15 ms on stock kernels, about 12 ms here. The container's first
+through ``rcu_sync_enter``; bench/RESULTS.md has cold vs back-to-back starts). The container's first
 process must be in its cgroup before any of the payload runs, and notebook cells come one at a
 time with pauses between them, so every cell paid that wait.
 
