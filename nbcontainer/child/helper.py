@@ -220,6 +220,12 @@ def _setup_child(cfg: Config, chan: Channel) -> None:
             _libc.unshare(_libc.CLONE_NEWCGROUP)
         if "user" in ns:
             _enter_user_namespace(chan)
+    elif "user" in cfg.join:
+        # setns(2) into a user namespace keeps the host's uid 0, which is unmapped there (it
+        # would show as 65534): become the namespace's root, as the container's init is.
+        os.setgid(0)
+        os.setgroups([])
+        os.setuid(0)
     workdir = cfg.workdir or "/"
     try:
         os.chdir(workdir)

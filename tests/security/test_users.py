@@ -99,3 +99,19 @@ def test_a_passwd_that_links_to_the_hosts_shadow_is_not_read(tmp_path: Path) -> 
     assert named.returncode == 125 and "unable to find user daemon" in named.stderr
     for out in (p.stdout + p.stderr, named.stdout + named.stderr):
         assert shadow_root not in out or shadow_root in ("*", "!", "")
+
+
+def test_exec_into_a_user_namespace_container_is_its_root() -> None:
+    name = f"userns-exec-{os.getpid()}"
+    p = nbc("run", "-d", "--name", name, "--ns", "uts,pid,mount,ipc,user", "busybox",
+            "sleep", "60")
+    assert p.returncode == 0, p.stderr
+    try:
+        inside = nbc("exec", name, "sh", "-c", "id -u; id -g; grep ^Groups /proc/self/status")
+        init = nbc("exec", name, "sh", "-c", "cat /proc/1/status | grep ^Uid")
+    finally:
+        nbc("rm", "-f", name)
+    assert inside.returncode == 0, inside.stderr
+    uid, gid, groups = inside.stdout.splitlines()
+    assert (uid, gid) == ("0", "0") and groups.split(":", 1)[1].strip() == ""
+    assert init.stdout.split()[1] == "0"  # the same root as the container's first process
