@@ -39,7 +39,7 @@ from nbcontainer.notebook.cell import (
     record_line,
     stream_to_end,
 )
-from nbcontainer.notebook.streams import Pipes
+from nbcontainer.notebook.streams import MAX_OUTPUT, Pipes
 from nbcontainer.notebook.transfer import (
     BOOTSTRAP,
     Encoded,
@@ -175,6 +175,7 @@ class CellRun:
     label: str
     result: Any = None
     output: bytes = b""
+    output_overflowed: bool = False
     interrupted: bool = False
 
 
@@ -324,6 +325,11 @@ class ContainerMagics(Magics):
                     f"{r.label}: {failure('the container', r.result)}" for r in failed)
             raise ContainerCellError(message)
         if outputs:
+            if done[-1].output_overflowed:
+                raise ContainerCellError(
+                    f"-o {','.join(outputs)}: the values sent back are larger than "
+                    f"{format_size(MAX_OUTPUT)}; bring back less (e.g. a summary), or write "
+                    "the data to a volume (-v)")
             try:
                 values = unpack_outputs(outputs, done[-1].output)
             except TransferError as err:
@@ -375,6 +381,7 @@ class ContainerMagics(Magics):
             run.result, run.interrupted = stream_to_end(
                 proc, pipes, data, default_streams(self.interrupt_grace), plot)
             run.output = bytes(pipes.output)
+            run.output_overflowed = pipes.overflowed
         finally:
             pipes.close()
 

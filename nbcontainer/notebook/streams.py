@@ -22,6 +22,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 CHUNK = 1 << 16
+#: The most a container may send back through the -o pipe (the data format's own limit).
+MAX_OUTPUT = 1 << 30
 #: After the payload ended: how long to keep reading output that is still in flight.
 DRAIN_IDLE = 0.2
 DRAIN_MAX = 2.0
@@ -48,6 +50,7 @@ class Pipes:
         if with_output_fd:
             self.out_r, self.out_w = self._pipe()
         self.output = bytearray()
+        self.overflowed = False  # the -o data went past MAX_OUTPUT and was cut off
 
     def _pipe(self) -> tuple[int, int]:
         r, w = os.pipe()  # O_CLOEXEC; Popen's pass_fds/stdio make the child's copies inheritable
@@ -235,6 +238,14 @@ class Pump:
                 self._emit(sink, decoder.decode(b"", final=True))
             return False
         if fd == self.pipes.out_r:
+            if len(self.pipes.output) + len(data) > MAX_OUTPUT:
+                # What a container sends back is bounded: it must not be able to fill the
+                # notebook kernel's memory. Stop reading; the decoder then says it is too big.
+                self._poller.unregister(fd)
+                self._registered.discard(fd)
+                self.pipes.overflowed = True
+                self.pipes._close(fd)
+                return False
             self.pipes.output += data
         else:
             sink, decoder = self._sinks[fd]

@@ -331,3 +331,27 @@ def test_live_plot_waits_then_limits_the_frame_rate():
     quiet.display.frames = []
     quiet.finish("never shown")  # a quick cell in auto mode draws nothing
     assert quiet.display.frames == []
+
+
+def test_pump_stops_reading_the_output_fd_past_its_limit(monkeypatch):
+    """A container that floods the -o pipe cannot fill the kernel's memory: reading stops at
+    MAX_OUTPUT and the run is marked as overflowed (the cell then says so in words)."""
+    from nbcontainer.notebook import streams
+
+    monkeypatch.setattr(streams, "MAX_OUTPUT", 1 << 20)
+    pipes = Pipes(with_output_fd=True)
+    kw = pipes.child_kwargs()
+    flood = (f"import os\nfd = {pipes.out_w}\n"
+             "try:\n    [os.write(fd, b'x' * 65536) for _ in range(64)]\n"
+             "except BrokenPipeError:\n    pass\n")
+    proc = subprocess.Popen([sys.executable, "-c", flood], stdin=kw["stdin"],
+                            stdout=kw["stdout"], stderr=kw["stderr"], pass_fds=kw["pass_fds"])
+    pipes.close_child_ends()
+    try:
+        code = Pump(pipes, b"", io.StringIO(), io.StringIO()).run(proc, grace=2)
+    finally:
+        proc.kill()
+        proc.wait()
+        pipes.close()
+    assert code == 0
+    assert pipes.overflowed and len(pipes.output) <= 1 << 20
