@@ -39,8 +39,11 @@ def test_a_container_cannot_read_the_keys_of_the_session_that_started_it() -> No
                  "buf = ctypes.create_string_buffer(64); "
                  f"r = libc.syscall(250, 11, {key}, buf, 64); "
                  "print(r, ctypes.get_errno(), buf.value)")
-        p = subprocess.run([sys.executable, "-m", "nbcontainer", "run", "host",
-                            sys.executable, "-c", probe], capture_output=True, text=True)
+        # seccomp=unconfined: Docker's profile refuses keyctl itself (EPERM); without it the
+        # keyring is what must keep the key out of reach.
+        p = subprocess.run([sys.executable, "-m", "nbcontainer", "run", "--security-opt",
+                            "seccomp=unconfined", "host", sys.executable, "-c", probe],
+                           capture_output=True, text=True)
         buf = ctypes.create_string_buffer(64)
         still = libc.syscall(250, KEYCTL_READ, key, buf, 64)
         libc.syscall(250, KEYCTL_UNLINK, key, SESSION)
