@@ -23,7 +23,7 @@ from nbcontainer.spec import format_size
 
 # Modules that add their own subcommands through ``add_commands(subparsers)``.
 COMMAND_MODULES = ("nbcontainer.images.commands", "nbcontainer.building.commands",
-                   "nbcontainer.kernel.commands")
+                   "nbcontainer.kernel.commands", "nbcontainer.net.commands")
 
 
 class ArgumentError(UsageError):
@@ -59,6 +59,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         cid = detach.start_detached(spec, root, auto_remove=args.rm)
         _out(cid)
         return 0
+    if spec.network is not None:
+        from nbcontainer.net import nat
+
+        if not nat.forwarding():  # Docker warns the same way; the machine's setting is its own
+            _err(f"warning: {nat.FORWARDING_OFF}")
     container = Container(spec, root=root, keep=False if args.rm else None)
     received: list[int] = []
 
