@@ -59,11 +59,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         cid = detach.start_detached(spec, root, auto_remove=args.rm)
         _out(cid)
         return 0
-    if spec.network is not None:
-        from nbcontainer.net import nat
-
-        if not nat.forwarding():  # Docker warns the same way; the machine's setting is its own
-            _err(f"warning: {nat.FORWARDING_OFF}")
     container = Container(spec, root=root, keep=False if args.rm else None)
     received: list[int] = []
 
@@ -81,6 +76,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
     try:
         container.start()
+        if spec.network is not None:
+            from nbcontainer.net import nat
+
+            if not nat.forwarding():  # Docker warns the same way; the setting is the machine's
+                _err(f"warning: {nat.FORWARDING_OFF}")
         for signum in received:
             container.send_signal(signum)
         result = container.wait()

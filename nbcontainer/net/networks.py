@@ -124,14 +124,14 @@ def host_routes(path: str = "/proc/net/route") -> list[tuple[str, ipaddress.IPv4
 
 def _overlap(root: Path, subnet: ipaddress.IPv4Network, bridge: str, name: str) -> str | None:
     """A sentence naming what ``subnet`` overlaps (a host route, another network), or None."""
-    for iface, route in host_routes():
-        if iface != bridge and subnet.overlaps(route):
-            return (f"subnet {subnet} overlaps the host's route to {route} (dev {iface}); "
-                    "choose another with --subnet, e.g. 10.89.1.0/24")
     for other in list_networks(root):
         if other["name"] != name and subnet.overlaps(ipaddress.ip_network(other["subnet"])):
             return (f"subnet {subnet} overlaps network {other['name']!r} ({other['subnet']}); "
                     "choose another with --subnet")
+    for iface, route in host_routes():
+        if iface != bridge and subnet.overlaps(route):
+            return (f"subnet {subnet} overlaps the host's route to {route} (dev {iface}); "
+                    "choose another with --subnet, e.g. 10.89.1.0/24")
     return None
 
 
