@@ -23,7 +23,7 @@ import hashlib
 import ipaddress
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -329,15 +329,19 @@ def release(root: Path, attachment: Attachment, container: str) -> None:
             _tell_neighbours(root, network)
 
 
-def collect(root: Path, live: set[str]) -> list[str]:
-    """gc: release the leases (and veths) of containers that are not in ``live``."""
+def collect(root: Path, alive: Callable[[str], bool]) -> list[str]:
+    """gc: release the leases (and veths) of containers for which ``alive(id)`` is False.
+
+    ``alive`` is asked afresh for each lease, so a container started while gc runs (its record
+    and lease newer than gc's list of containers) keeps its address.
+    """
     actions: list[str] = []
     base = networks_dir(root)
     if not base.is_dir():
         return actions
     for network in list_networks(root):
         for address, lease in list(network["leases"].items()):
-            if lease["container"] in live:
+            if alive(lease["container"]):
                 continue
             release(root, {"network": network["name"], "address": address,
                            "veth": lease["veth"]}, lease["container"])

@@ -185,9 +185,18 @@ def gc(root: Path | None = None) -> list[str]:
                 actions.append(f"could not remove what {st.short} left: {err}")
             if remove:
                 actions.append(f"removed {st.short}")
-    actions += networks.collect(root, live)
+    actions += networks.collect(root, lambda cid: cid in live or _alive(root, cid))
     actions += _remove_orphan_cgroups(live | (set(os.listdir(base)) if base.is_dir() else set()))
     return actions
+
+
+def _alive(root: Path, cid: str) -> bool:
+    """True if container ``cid``'s supervisor runs, or its record is being made right now."""
+    try:
+        return state_mod.load(root, cid).supervisor_alive()
+    except ContainerError:
+        path = state_mod.container_path(root, cid)
+        return path.is_dir() and time.time() - path.stat().st_mtime <= 60
 
 
 def _remove_orphan_cgroups(known: set[str], min_age: float = 60.0) -> list[str]:

@@ -232,9 +232,18 @@ def test_kill_9_of_the_supervisor_then_gc_leaves_no_veth_and_no_lease():
     assert nbc("rm", cid).returncode == 0  # gc keeps the record of a container without --rm
 
 
-def test_gc_releases_a_lease_whose_container_record_is_gone():
-    # A crash between the lease and the record's first save, as gc finds it.
-    attachment, _ = networks.attach(store(), "bridge", "deadbeef0000", ["ghost"], None)
-    assert attachment["address"] in leases()
-    actions = networks.collect(store(), live=set())
+def test_gc_releases_a_lease_whose_container_is_gone_and_keeps_one_being_made():
+    from nbcontainer.runtime import manage
+
+    # A container being made right now (its directory is there, its record not yet): kept.
+    young = store() / "containers" / "deadbeef0000"
+    young.mkdir(parents=True)
+    try:
+        attachment, _ = networks.attach(store(), "bridge", "deadbeef0000", ["ghost"], None)
+        manage.gc(store())
+        assert attachment["address"] in leases()
+    finally:
+        young.rmdir()
+    # Its directory gone (a crash before the record was saved): released.
+    actions = manage.gc(store())
     assert leases() == {} and any("deadbeef0000" in a for a in actions)
