@@ -23,7 +23,7 @@ from nbcontainer.spec import format_size
 
 # Modules that add their own subcommands through ``add_commands(subparsers)``.
 COMMAND_MODULES = ("nbcontainer.images.commands", "nbcontainer.building.commands",
-                   "nbcontainer.kernel.commands")
+                   "nbcontainer.kernel.commands", "nbcontainer.net.commands")
 
 
 class ArgumentError(UsageError):
@@ -76,6 +76,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
     try:
         container.start()
+        if spec.network is not None:
+            from nbcontainer.net import nat
+
+            if not nat.forwarding():  # Docker warns the same way; the setting is the machine's
+                _err(f"warning: {nat.FORWARDING_OFF}")
         for signum in received:
             container.send_signal(signum)
         result = container.wait()

@@ -45,6 +45,10 @@ class CgroupError(ContainerError):
     """A cgroup operation failed; carries the path and the errno text."""
 
 
+class NetworkError(ContainerError):
+    """A network could not be created, used or removed (bridge, address, NAT); says why."""
+
+
 class ImageError(ContainerError):
     """An image or layer could not be read, imported, built or stored."""
 

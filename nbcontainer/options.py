@@ -100,7 +100,9 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               "namespaces: comma list of uts,ipc,pid,mount,net,user,cgroup, or all, or none "
               "(default uts,ipc,pid,mount,cgroup)", field="namespaces"),
     RunOption("net", ("--net",), "MODE",
-              "host (share the host's network) or none (own netns, loopback)",
+              "host (share the host's network), none (own netns, loopback), bridge (own netns "
+              "on the default bridge nbc0: an address, a default route, names) or the name "
+              "of a network made with `nbcontainer network create`",
               field="namespaces"),
     RunOption("image", ("--image",), "NAME",
               "image for the rootfs (default host); none = run on the host's /",

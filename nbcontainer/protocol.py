@@ -182,6 +182,9 @@ class Config(Message):
     hostname: str | None = None
     join_pid: int | None = None  # exec: the running container's first process
     join: list[str] = []  # exec: the namespaces to join
+    #: run on a network: {"ifname", "address", "prefixlen", "gateway"}, for the first process
+    #: to configure its side of the veth pair (the supervisor made the pair before Attached)
+    net: dict | None = None
 
 
 class Prefork(Message):

@@ -20,6 +20,8 @@ from nbcontainer.seccomp_profile import load_profile_file
 NAMESPACES = ("uts", "ipc", "pid", "mount", "net", "user", "cgroup")
 DEFAULT_NAMESPACES = frozenset({"uts", "ipc", "pid", "mount", "cgroup"})
 NET_MODES = ("host", "none")
+#: The network ``--net bridge`` joins; any other name is a user-defined network.
+DEFAULT_NETWORK = "bridge"
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -362,10 +364,14 @@ class ContainerSpec:
     init: bool = False
     tty: bool = False
     security: Security = field(default_factory=Security)
+    #: The network joined (``bridge`` or a user-defined one); None: ``none`` or ``host``.
+    network: str | None = None
 
     @property
     def net(self) -> str:
-        """``none`` with a network namespace, else ``host``."""
+        """The network's name, else ``none`` with a network namespace, else ``host``."""
+        if self.network is not None:
+            return self.network
         return "none" if "net" in self.namespaces else "host"
 
     @property
@@ -444,10 +450,16 @@ def make_spec(
     is allowed. Nothing outside this function is touched, so a bad option creates nothing.
     """
     namespaces = DEFAULT_NAMESPACES if ns is None else parse_namespaces(ns)
+    network = None
     if net is not None:
-        if net not in NET_MODES:
-            raise UsageError(f"--net: unknown mode {net!r}; use host or none")
-        namespaces = namespaces | {"net"} if net == "none" else namespaces - {"net"}
+        if net not in NET_MODES and not _NAME_RE.match(str(net)):
+            raise UsageError(f"--net: invalid mode {net!r}; use host, none, bridge or the name "
+                             "of a network (see `nbcontainer network ls`)")
+        if net == "host":
+            namespaces = namespaces - {"net"}
+        else:
+            namespaces = namespaces | {"net"}
+            network = None if net == "none" else str(net)
     mem = None if memory in (None, "") else parse_memory(memory)
     swap = None if memory_swap in (None, "") else parse_memory_swap(memory_swap)
     if swap is not None and swap != -1:
@@ -509,6 +521,7 @@ def make_spec(
         init=init,
         tty=tty,
         security=parse_security_opts(security_opt),
+        network=network,
     )
 
 

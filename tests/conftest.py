@@ -128,7 +128,11 @@ def _host_mounts() -> set[str]:
 
 
 def _links() -> set[str]:
-    return set(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else set()
+    """Network links, bridges aside: a network's bridge is kept like docker0 (nbc0)."""
+    if not os.path.isdir("/sys/class/net"):
+        return set()
+    return {link for link in os.listdir("/sys/class/net")
+            if not os.path.isdir(f"/sys/class/net/{link}/bridge")}
 
 
 def _netns() -> set[str]:

@@ -41,7 +41,7 @@ import socket
 import sys
 
 # Everything the child needs is imported now: after pivot_root the package is out of reach.
-from nbcontainer import _libc
+from nbcontainer import _libc, _netlink
 from nbcontainer.child import caps, namespaces, reaper, rootfs, seccomp
 from nbcontainer.protocol import (
     Attached,
@@ -214,6 +214,12 @@ def _setup_child(cfg: Config, chan: Channel) -> None:
             rootfs.make_private()
             rootfs.bind_volumes("/", cfg.volumes)
     chan.recv(Attached)
+    if cfg.mode == "run" and cfg.net:
+        # The supervisor has put our end of the veth pair here: configure it while still
+        # root of the host's user namespace, before the capabilities go.
+        net = cfg.net
+        _netlink.configure_inside(net["ifname"], net["address"], net["prefixlen"],
+                                  net.get("gateway"))
     _isolate_process()
     if cfg.mode == "run":
         if "cgroup" in ns:

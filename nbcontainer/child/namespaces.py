@@ -34,18 +34,24 @@ JOIN_ORDER = ("ipc", "uts", "net", "pid", "cgroup", "mount", "user")
 
 
 def helper_flags(namespaces: frozenset[str] | set[str]) -> int:
-    """Flags the helper unshares before forking the container's first process: pid only.
+    """Flags the helper unshares before forking the container's first process: pid and net.
 
-    The PID namespace takes effect for children, so it must be unshared before the fork;
-    everything else is unshared by the child so the helper holds no mount namespace alive.
+    The PID namespace takes effect for children, so it must be unshared before the fork. The
+    network namespace is unshared before the fork too, so it exists when the supervisor hears
+    the first process's pid and puts a veth end into it. Everything else is unshared by the
+    child, so the helper holds no mount namespace alive.
     """
-    return _libc.CLONE_NEWPID if "pid" in namespaces else 0
+    flags = 0
+    for name in ("pid", "net"):
+        if name in namespaces:
+            flags |= FLAGS[name]
+    return flags
 
 
 def child_flags(namespaces: frozenset[str] | set[str]) -> int:
-    """Flags the child unshares before its setup (all but user, pid and cgroup)."""
+    """Flags the child unshares before its setup (all but user, pid, net and cgroup)."""
     flags = 0
-    for name in ("mount", "uts", "ipc", "net"):
+    for name in ("mount", "uts", "ipc"):
         if name in namespaces:
             flags |= FLAGS[name]
     return flags

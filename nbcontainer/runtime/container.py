@@ -32,6 +32,7 @@ from nbcontainer.errors import (
     UsageError,
 )
 from nbcontainer.images import resolve
+from nbcontainer.net import networks
 from nbcontainer.paths import ensure_dir, store_root
 from nbcontainer.protocol import (
     Attached,
@@ -246,6 +247,9 @@ class ContainerProcess:
     def _on_pid_recorded(self, pid: int) -> None:
         """The first process is in its cgroup: note its pid where subclasses keep it."""
 
+    def _before_attached(self, pid: int) -> None:
+        """Last work before the child finishes its setup (its namespaces exist by now)."""
+
     def _on_ready(self) -> None:
         pass
 
@@ -276,6 +280,7 @@ class ContainerProcess:
             self.pid = spare.pid
             self._on_pid_recorded(self.pid)
             chan.send(Go())
+            self._before_attached(self.pid)
             chan.send(Attached())
         while True:
             msg = self._recv()
@@ -295,6 +300,7 @@ class ContainerProcess:
                 # before anything of the payload runs.
                 chan.send(Go())
                 self._on_pid(self.pid)
+                self._before_attached(self.pid)
                 chan.send(Attached())
             elif isinstance(msg, Ready):
                 break
@@ -635,6 +641,7 @@ class Container(ContainerProcess):
         self._account: users.User | None = None
         self._device_rules: tuple[cgroups.DeviceRule, ...] = cgroups.DEFAULT_RULES
         self._log_file: IO[bytes] | None = None
+        self._network: dict[str, Any] | None = None  # networks.attach's lease and veth
 
     @property
     def id(self) -> str:
@@ -747,6 +754,13 @@ class Container(ContainerProcess):
         user = None if self._account is None else [self._account.uid, self._account.gid]
         caps = sorted(spec.capabilities())
         namespaces = sorted(spec.effective_namespaces())
+        volumes = [[v.host, v.container, v.readonly] for v in spec.volumes]
+        if spec.network is not None:
+            names = [hostname] + ([spec.name] if spec.name and spec.name != hostname else [])
+            self._network, files = networks.attach(self.root, spec.network, self.state.id,
+                                                   names, cdir if image is not None else None)
+            self.state.network = self._network
+            volumes = files + volumes  # a -v over /etc/hosts still wins
         hide = (hidden.exposed(hidden.host_secrets(self.root), (v.container for v in spec.volumes))
                 if image is not None and image.layers == ("/",) else [])
         self._exec_config = {
@@ -760,7 +774,7 @@ class Container(ContainerProcess):
             rootfs=None if image is None else {
                 "dir": str(cdir), "layers": list(image.layers), "hide": hide,
             },
-            volumes=[[v.host, v.container, v.readonly] for v in spec.volumes],
+            volumes=volumes,
             devices=[[d.host, d.container] for d in spec.devices],
             hostname=hostname if "uts" in namespaces else None,
             argv=command if command else [],
@@ -774,6 +788,8 @@ class Container(ContainerProcess):
             seccomp=self._seccomp,
             init=spec.init,
             detached=self.detached,
+            net=None if self._network is None else {
+                k: self._network[k] for k in ("ifname", "address", "prefixlen", "gateway")},
         )
         st = self.state
         assert self.cgroup is not None
@@ -823,6 +839,14 @@ class Container(ContainerProcess):
         self.state.pid = pid
         self.state.pid_start = state_mod.process_start_time(pid)
 
+    def _before_attached(self, pid: int) -> None:
+        """On a network: the veth pair into the first process's network namespace."""
+        if self._network is not None:
+            try:
+                networks.plug(self._network, pid)
+            except ContainerError as err:
+                raise SetupError(str(err)) from err
+
     def _on_ready(self) -> None:
         assert self.state is not None
         self.state.status = "running"
@@ -851,7 +875,8 @@ class Container(ContainerProcess):
             self._log_file.close()
             self._log_file = None
         lifecycle.teardown(self.cgroup,
-                           None if self.state is None or self.keep else self.dir)
+                           None if self.state is None or self.keep else self.dir,
+                           root=self.root, state=self.state)
 
     def stats(self) -> cgroups.CgroupStats:
         """Current resource figures of the container's cgroup."""

@@ -11,17 +11,22 @@ import shutil
 from pathlib import Path
 
 from nbcontainer.cgroups import Cgroup
+from nbcontainer.net import networks
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.state import ContainerState
 
 
-def teardown(cgroup: Cgroup | None, directory: Path | None = None) -> None:
-    """Kill every process of the container, remove its cgroup, then its directory.
+def teardown(cgroup: Cgroup | None, directory: Path | None = None, *,
+             root: Path | None = None, state: ContainerState | None = None) -> None:
+    """Kill every process of the container, remove its cgroup, release its network, then
+    remove its directory.
 
     Idempotent. :meth:`Cgroup.remove` kills what is left first, frozen tasks included (the
     freezer is thawed after the SIGKILLs, which then act), in every hierarchy, and removes the
-    shared parent if this was its last container. ``directory`` (the container's directory in
-    the store, with its upper layer) is removed even if the cgroup could not be.
+    shared parent if this was its last container. With the container's ``state`` (and the
+    store's ``root``), its veth pair and address lease go (:func:`networks.release`).
+    ``directory`` (the container's directory in the store, with its upper layer) is removed
+    even if the cgroup could not be.
 
     Raises
     ------
@@ -32,8 +37,12 @@ def teardown(cgroup: Cgroup | None, directory: Path | None = None) -> None:
         if cgroup is not None:
             cgroup.remove()
     finally:
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
+        try:
+            if root is not None and state is not None and state.network:
+                networks.release(root, state.network, state.id)
+        finally:
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def set_paused(root: Path, st: ContainerState, cgroup: Cgroup, paused: bool) -> None:

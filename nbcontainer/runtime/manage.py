@@ -15,6 +15,7 @@ from pathlib import Path
 
 from nbcontainer import cgroups
 from nbcontainer.errors import CgroupError, ContainerError, ContainerStateError
+from nbcontainer.net import networks
 from nbcontainer.paths import containers_dir, store_root
 from nbcontainer.runtime import lifecycle
 from nbcontainer.runtime import state as state_mod
@@ -90,7 +91,7 @@ def _settle(root: Path, st: ContainerState, cg: cgroups.Cgroup | None) -> None:
         if _wait_until(recorded, 5.0):
             return
     with contextlib.suppress(CgroupError):
-        lifecycle.teardown(cg)
+        lifecycle.teardown(cg, root=root, state=st)
     _mark_exited(root, state_mod.load(root, st.id), "stopped")
 
 
@@ -118,7 +119,8 @@ def remove(ref: str, force: bool = False, root: Path | None = None) -> Container
 def _discard(root: Path, st: ContainerState) -> None:
     """The container's teardown: processes, cgroup and its directory in the store."""
     with contextlib.suppress(CgroupError):
-        lifecycle.teardown(_cgroup(st), state_mod.container_path(root, st.id))
+        lifecycle.teardown(_cgroup(st), state_mod.container_path(root, st.id), root=root,
+                           state=st)
 
 
 def pause(ref: str, root: Path | None = None) -> ContainerState:
@@ -177,13 +179,24 @@ def gc(root: Path | None = None) -> list[str]:
                 _mark_exited(root, st, "its supervisor died", 137)
             try:
                 lifecycle.teardown(_cgroup(st),
-                                   state_mod.container_path(root, st.id) if remove else None)
+                                   state_mod.container_path(root, st.id) if remove else None,
+                                   root=root, state=st)
             except CgroupError as err:
                 actions.append(f"could not remove what {st.short} left: {err}")
             if remove:
                 actions.append(f"removed {st.short}")
+    actions += networks.collect(root, lambda cid: cid in live or _alive(root, cid))
     actions += _remove_orphan_cgroups(live | (set(os.listdir(base)) if base.is_dir() else set()))
     return actions
+
+
+def _alive(root: Path, cid: str) -> bool:
+    """True if container ``cid``'s supervisor runs, or its record is being made right now."""
+    try:
+        return state_mod.load(root, cid).supervisor_alive()
+    except ContainerError:
+        path = state_mod.container_path(root, cid)
+        return path.is_dir() and time.time() - path.stat().st_mtime <= 60
 
 
 def _remove_orphan_cgroups(known: set[str], min_age: float = 60.0) -> list[str]:

@@ -77,6 +77,8 @@ class ContainerState:
     started: float | None = None
     finished: float | None = None
     owner: str | None = None  # e.g. "kernel:<pid>" for containers a notebook kernel owns
+    #: On a network: its lease and veth (nbcontainer.net.networks.attach), released on exit.
+    network: dict[str, Any] | None = None
 
     @property
     def short(self) -> str:

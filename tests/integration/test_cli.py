@@ -60,7 +60,7 @@ def test_timeout_says_so():
     (["--memory", "lots", "busybox", "true"], "--memory: invalid size"),
     (["--ns", "pid,nope", "busybox", "true"], "unknown namespace"),
     (["--cpus", "zero", "busybox", "true"], "--cpus"),
-    (["--net", "bridge", "busybox", "true"], "--net"),
+    (["--net", "a/b", "busybox", "true"], "--net"),
     (["-v", "/no/such/dir:/x", "busybox", "true"], "does not exist"),
     (["nosuchimage", "true"], "not found"),
     (["--bogus-flag", "busybox", "true"], "unrecognized arguments"),

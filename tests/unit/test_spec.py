@@ -48,8 +48,21 @@ def test_net_mode_toggles_the_network_namespace():
     assert "net" in make_spec(["true"], net="none").namespaces
     assert "net" not in make_spec(["true"], ns="all", net="host").namespaces
     assert make_spec(["true"], ns="net").net == "none"
-    with pytest.raises(UsageError, match="host or none"):
-        make_spec(["true"], net="bridge")
+    assert make_spec(["true"]).net == "host"  # the default stays host for now
+
+
+def test_net_bridge_or_a_network_name_gives_a_netns_and_the_network():
+    spec = make_spec(["true"], net="bridge")
+    assert "net" in spec.namespaces and spec.network == "bridge" and spec.net == "bridge"
+    assert make_spec(["true"], net="lab").network == "lab"
+    assert make_spec(["true"], net="none").network is None
+    with pytest.raises(UsageError, match="--net: invalid mode 'a/b'"):
+        make_spec(["true"], net="a/b")
+
+
+def test_the_network_survives_the_json_form():
+    spec = make_spec(["true"], net="lab")
+    assert spec_from_dict(spec_to_dict(spec)) == spec
 
 
 def test_rootfs_always_brings_a_mount_namespace():

@@ -1,0 +1,350 @@
+"""Networks: a bridge, a subnet, the addresses leased to containers, all kept in the store.
+
+Each network is ``<store>/networks/<name>.json`` (written atomically, under the lock
+``<store>/networks/.lock``)::
+
+    {"name": "bridge", "bridge": "nbc0", "subnet": "10.88.0.0/16", "gateway": "10.88.0.1",
+     "leases": {"10.88.0.2": {"container": ID, "names": [...], "veth": "nbcID"}}}
+
+The default network ``bridge`` (bridge ``nbc0``, podman's 10.88.0.0/16) is made on first use;
+others by ``nbcontainer network create``. A bridge is created with its gateway address and its
+outbound NAT rule (:mod:`nbcontainer.net.nat`) when a network is created or first used, and kept
+(like ``docker0``) until the network is removed. Per container: a lease (:func:`attach`), a veth
+pair into its network namespace (:func:`plug`, one netlink request), and on every way out
+:func:`release` (the teardown, or :func:`collect` for a crashed supervisor's containers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from nbcontainer import _netlink
+from nbcontainer.errors import NetworkError, UsageError
+from nbcontainer.net import files, nat
+from nbcontainer.paths import containers_dir, ensure_dir
+from nbcontainer.spec import DEFAULT_NETWORK, NET_MODES
+
+DEFAULT_BRIDGE = "nbc0"
+DEFAULT_SUBNET = "10.88.0.0/16"
+#: Where ``network create`` without ``--subnet`` looks for a free /24 (podman's habit).
+USER_SUBNETS = ipaddress.IPv4Network("10.89.0.0/16")
+#: The container's end of its veth pair.
+IFNAME = "eth0"
+
+Network = dict[str, Any]
+Attachment = dict[str, Any]
+
+
+def networks_dir(root: Path) -> Path:
+    """Where the network records live."""
+    return root / "networks"
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """The lock over every network record of the store (leases are taken under it)."""
+    base = ensure_dir(networks_dir(root), 0o700)
+    fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _path(root: Path, name: str) -> Path:
+    return networks_dir(root) / f"{name}.json"
+
+
+def _load(root: Path, name: str) -> Network | None:
+    try:
+        with open(_path(root, name)) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise NetworkError(f"the record of network {name!r} cannot be read: {err}") from err
+    return data if isinstance(data, dict) else None
+
+
+def _save(root: Path, network: Network) -> None:
+    path = _path(root, network["name"])
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(network, indent=1))
+    os.replace(tmp, path)
+
+
+def list_networks(root: Path) -> list[Network]:
+    """Every network of the store, by name (the default one even before its first use)."""
+    names = {DEFAULT_NETWORK}
+    base = networks_dir(root)
+    if base.is_dir():
+        names |= {e[:-5] for e in os.listdir(base) if e.endswith(".json")}
+    found = []
+    for name in sorted(names):
+        network = _load(root, name)
+        if network is None and name == DEFAULT_NETWORK:
+            network = _new_record(DEFAULT_NETWORK, DEFAULT_BRIDGE,
+                                  ipaddress.IPv4Network(DEFAULT_SUBNET))
+        if network is not None:
+            found.append(network)
+    return found
+
+
+def host_routes(path: str = "/proc/net/route") -> list[tuple[str, ipaddress.IPv4Network]]:
+    """The host's IPv4 routes of the main table, as (interface, destination), default aside."""
+    routes = []
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        dest = int(fields[1], 16).to_bytes(4, "little")
+        mask = int(fields[7], 16).to_bytes(4, "little")
+        prefix = bin(int.from_bytes(mask, "big")).count("1")
+        if prefix == 0:
+            continue  # the default route overlaps everything by design
+        net = ipaddress.IPv4Network(f"{ipaddress.IPv4Address(dest)}/{prefix}", strict=False)
+        routes.append((fields[0], net))
+    return routes
+
+
+def _overlap(root: Path, subnet: ipaddress.IPv4Network, bridge: str, name: str) -> str | None:
+    """A sentence naming what ``subnet`` overlaps (a host route, another network), or None."""
+    for other in list_networks(root):
+        if other["name"] != name and subnet.overlaps(ipaddress.ip_network(other["subnet"])):
+            return (f"subnet {subnet} overlaps network {other['name']!r} ({other['subnet']}); "
+                    "choose another with --subnet")
+    for iface, route in host_routes():
+        if iface != bridge and subnet.overlaps(route):
+            return (f"subnet {subnet} overlaps the host's route to {route} (dev {iface}); "
+                    "choose another with --subnet, e.g. 10.89.1.0/24")
+    return None
+
+
+def _new_record(name: str, bridge: str, subnet: ipaddress.IPv4Network) -> Network:
+    return {"name": name, "bridge": bridge, "subnet": str(subnet),
+            "gateway": str(subnet.network_address + 1), "leases": {}}
+
+
+def bridge_name(name: str) -> str:
+    """The bridge of network ``name``: ``nbc0`` for the default, else ``nbc-`` and a hash
+    (interface names have 15 characters at most)."""
+    if name == DEFAULT_NETWORK:
+        return DEFAULT_BRIDGE
+    return "nbc-" + hashlib.sha256(name.encode()).hexdigest()[:10]
+
+
+def parse_subnet(text: str) -> ipaddress.IPv4Network:
+    """``--subnet CIDR``: an IPv4 network with room for a gateway and a container."""
+    try:
+        subnet = ipaddress.IPv4Network(text, strict=True)
+    except ValueError as err:
+        raise UsageError(f"--subnet: invalid {text!r} ({err}); give an IPv4 network in CIDR "
+                         "form, e.g. 10.89.1.0/24") from None
+    if subnet.prefixlen > 29:
+        raise UsageError(f"--subnet: {text} is too small; use at most /29, e.g. 10.89.1.0/24")
+    return subnet
+
+
+def create(root: Path, name: str, subnet: str | None = None) -> Network:
+    """``network create NAME [--subnet CIDR]``: the record, the bridge and its NAT rule.
+
+    Refuses (UsageError, nothing created) a reserved or taken name and a subnet that overlaps
+    a host route or another network.
+    """
+    from nbcontainer.spec import parse_name
+
+    name = parse_name(name)
+    if name in NET_MODES or name == DEFAULT_NETWORK or name.startswith("container"):
+        raise UsageError(f"network name {name!r} is reserved; choose another")
+    with _locked(root):
+        if _load(root, name) is not None:
+            raise UsageError(f"network {name!r} already exists (see `nbcontainer network ls`)")
+        bridge = bridge_name(name)
+        if subnet is not None:
+            net = parse_subnet(subnet)
+            problem = _overlap(root, net, bridge, name)
+            if problem:
+                raise UsageError(problem)
+        else:
+            for candidate in USER_SUBNETS.subnets(new_prefix=24):
+                if _overlap(root, candidate, bridge, name) is None:
+                    net = candidate
+                    break
+            else:
+                raise UsageError(f"no free /24 left in {USER_SUBNETS}; give one with --subnet")
+        network = _new_record(name, bridge, net)
+        _ensure_bridge(network)
+        try:
+            _save(root, network)
+        except OSError:
+            _remove_bridge(network)
+            raise
+    return network
+
+
+def remove(root: Path, name: str, *, predefined: bool = False) -> None:
+    """``network rm NAME``: refused while containers use it; the bridge and NAT rule go too.
+
+    ``predefined`` also removes the default network (a test cleaning up after itself).
+    """
+    with _locked(root):
+        network = _load(root, name)
+        if name == DEFAULT_NETWORK and not predefined:
+            raise UsageError("bridge is the default network and cannot be removed")
+        if network is None:
+            if name == DEFAULT_NETWORK:
+                network = _new_record(name, DEFAULT_BRIDGE, ipaddress.IPv4Network(DEFAULT_SUBNET))
+            else:
+                raise UsageError(f"no such network: {name} (see `nbcontainer network ls`)")
+        users = sorted({lease["container"] for lease in network["leases"].values()})
+        if users:
+            raise UsageError(f"network {name!r} is in use by container(s) {', '.join(users)}; "
+                             "stop them first")
+        _remove_bridge(network)
+        with contextlib.suppress(FileNotFoundError):
+            _path(root, name).unlink()
+
+
+def _ensure_bridge(network: Network) -> int:
+    """The bridge's ifindex; the bridge (gateway address, NAT rule) is made when missing."""
+    bridge = network["bridge"]
+    index = _netlink.link_index(bridge)
+    if index is not None:
+        return index
+    subnet = ipaddress.ip_network(network["subnet"])
+    try:
+        index = _netlink.create_bridge(bridge)
+        _netlink.add_address(bridge, network["gateway"], subnet.prefixlen)
+        nat.add(str(subnet), bridge)
+    except OSError as err:
+        _remove_bridge(network)
+        raise NetworkError(f"network {network['name']!r}: {err.strerror or err}") from err
+    except NetworkError:
+        _remove_bridge(network)
+        raise
+    return index
+
+
+def _remove_bridge(network: Network) -> None:
+    nat.remove(network["subnet"], network["bridge"])
+    with contextlib.suppress(OSError):
+        _netlink.delete_link(network["bridge"])
+
+
+def _hosts_entries(network: Network, but: str) -> list[tuple[str, list[str]]]:
+    """(address, names) of the network's containers other than container ``but``."""
+    return [(address, [str(n) for n in lease.get("names", [])])
+            for address, lease in sorted(network["leases"].items(),
+                                         key=lambda item: ipaddress.ip_address(item[0]))
+            if lease["container"] != but]
+
+
+def _tell_neighbours(root: Path, network: Network) -> None:
+    """Rewrite the hosts file of every container of the network (one joined or left)."""
+    for address, lease in network["leases"].items():
+        path = containers_dir(root) / lease["container"] / "hosts"
+        own = (address, [str(n) for n in lease.get("names", [])])
+        files.rewrite_hosts(path, own, _hosts_entries(network, lease["container"]))
+
+
+def attach(root: Path, name: str, container: str, names: list[str],
+           directory: Path | None) -> tuple[Attachment, list[list[object]]]:
+    """Lease an address of network ``name`` to ``container`` and make sure its bridge exists.
+
+    With ``directory`` (a container with a root filesystem), also write its hosts, hostname
+    and resolv.conf there and return them as volumes to bind-mount over /etc's.
+    Returns the attachment (what :func:`plug` and :func:`release` need, kept in the
+    container's record) and those volumes.
+    """
+    with _locked(root):
+        network = _load(root, name)
+        if network is None:
+            if name != DEFAULT_NETWORK:
+                raise UsageError(f"--net: no such network: {name} (create it with `nbcontainer "
+                                 f"network create {name}`, or see `nbcontainer network ls`)")
+            network = _new_record(name, DEFAULT_BRIDGE, ipaddress.IPv4Network(DEFAULT_SUBNET))
+            problem = _overlap(root, ipaddress.IPv4Network(DEFAULT_SUBNET), DEFAULT_BRIDGE, name)
+            if problem:
+                raise NetworkError(f"the default network cannot be made: {problem}")
+        index = _ensure_bridge(network)
+        subnet = ipaddress.ip_network(network["subnet"])
+        taken = set(network["leases"]) | {network["gateway"]}
+        address = next((str(a) for a in subnet.hosts() if str(a) not in taken), None)
+        if address is None:
+            raise NetworkError(f"network {name!r} has no free address left in {subnet}")
+        veth = ("nbc" + container)[:15]
+        network["leases"][address] = {"container": container, "names": names, "veth": veth}
+        _save(root, network)
+        volumes: list[list[object]] = []
+        if directory is not None:
+            volumes = files.write(directory, names[0], (address, names),
+                                  _hosts_entries(network, container))
+            _tell_neighbours(root, network)
+    attachment = {"network": name, "address": address, "prefixlen": subnet.prefixlen,
+                  "gateway": network["gateway"], "bridge": network["bridge"],
+                  "bridge_index": index, "veth": veth, "ifname": IFNAME}
+    return attachment, volumes
+
+
+def plug(attachment: Attachment, pid: int) -> None:
+    """The veth pair: the host end on the bridge, ``eth0`` in the network namespace of
+    ``pid`` (the container's first process configures its own side)."""
+    try:
+        _netlink.create_veth(attachment["veth"], attachment["ifname"], netns_pid=pid,
+                             master=attachment["bridge_index"])
+    except OSError as err:
+        raise NetworkError(f"network {attachment['network']!r}: {err.strerror or err}") from err
+
+
+def release(root: Path, attachment: Attachment, container: str) -> None:
+    """Remove the veth pair and the lease, and tell the neighbours. Idempotent."""
+    try:
+        _netlink.delete_link(attachment["veth"])
+    except OSError as err:
+        if err.errno != errno.ENODEV:
+            raise
+    with _locked(root):
+        network = _load(root, attachment["network"])
+        if network is None:
+            return
+        lease = network["leases"].get(attachment["address"])
+        if lease is not None and lease["container"] == container:
+            del network["leases"][attachment["address"]]
+            _save(root, network)
+            _tell_neighbours(root, network)
+
+
+def collect(root: Path, alive: Callable[[str], bool]) -> list[str]:
+    """gc: release the leases (and veths) of containers for which ``alive(id)`` is False.
+
+    ``alive`` is asked afresh for each lease, so a container started while gc runs (its record
+    and lease newer than gc's list of containers) keeps its address.
+    """
+    actions: list[str] = []
+    base = networks_dir(root)
+    if not base.is_dir():
+        return actions
+    for network in list_networks(root):
+        for address, lease in list(network["leases"].items()):
+            if alive(lease["container"]):
+                continue
+            release(root, {"network": network["name"], "address": address,
+                           "veth": lease["veth"]}, lease["container"])
+            actions.append(f"released {address} of network {network['name']} "
+                           f"(container {lease['container']} is gone)")
+    return actions
