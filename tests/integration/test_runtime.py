@@ -118,14 +118,16 @@ def test_mount_inside_never_reaches_host():
 
 
 def test_net_namespace_has_only_loopback_up():
-    code, out, _ = sh("cat /proc/net/dev | tail -n +3 | cut -d: -f1; "
+    host_links = sorted(os.listdir("/sys/class/net"))
+    code, out, _ = sh("readlink /proc/self/ns/net; cat /proc/net/dev | tail -n +3 | cut -d: -f1; "
                       "cat /sys/class/net/lo/operstate /sys/class/net/lo/flags", net="none")
     assert code == 0
-    lines = out.split()
+    netns, *lines = out.split()
+    assert netns != os.readlink("/proc/self/ns/net"), "the container has a netns of its own"
     assert lines[0] == "lo" and len([x for x in lines if x.endswith("lo")]) == 1
     assert int(lines[-1], 16) & 1, "lo is up"
-    host_links = set(os.listdir("/sys/class/net"))
-    assert len(host_links) >= 1
+    # --net none makes no link on the host side (no veth), and takes none away.
+    assert sorted(os.listdir("/sys/class/net")) == host_links
 
 
 @pytest.mark.userns
@@ -292,8 +294,10 @@ def test_cpu_quota_half_a_core():
     code, out, _ = capture([sys.executable, "-c", burn], cpus="0.5")
     share = float(out)
     assert code == 0
-    # The quota is a ceiling; a loaded machine may give less, never much more.
-    assert 0.2 <= share <= 0.6, f"used {share:.2f} of a core under --cpus 0.5"
+    # The quota is a ceiling the kernel enforces however idle the machine is: 0.5 of a core,
+    # plus at most one 100 ms period of slack over 2 s. A busy machine only gives less, so
+    # there is no lower bound here (the share achieved is measured in bench/).
+    assert share <= 0.6, f"used {share:.2f} of a core under --cpus 0.5"
 
 
 # -- exit statuses ---------------------------------------------------------------------------
@@ -326,14 +330,30 @@ def test_timeout_gives_124_and_kills_everything():
     assert "timed out" in result.describe()
 
 
+# An orphan: the subshell exits at once, so its background sleep is re-parented to PID 1 (the
+# init); when the sleep exits, only the init can reap it. Then count the zombies of the whole
+# pid namespace (/proc inside is the container's own).
+ORPHAN = """
+trap 'echo got-term; exit 7' TERM
+(sleep 0.2 & echo $! > /tmp/orphan)
+o=$(cat /tmp/orphan)
+i=0
+while [ -e /proc/$o ] && [ $i -lt 200 ]; do i=$((i + 1)); sleep 0.1; done
+if [ -e /proc/$o ]; then echo "orphan $(grep State /proc/$o/status)"; else echo orphan reaped; fi
+echo zombies $(grep -l '^State:.Z' /proc/[0-9]*/status 2>/dev/null | wc -l)
+echo started
+while true; do sleep 0.1; done
+"""
+
+
 def test_init_reaps_zombies_and_forwards_signals():
     r, w = os.pipe()
-    c = Container(make_spec(["sh", "-c", "trap 'echo got-term; exit 7' TERM; "
-                             "(sleep 0.1 &) ; echo started; while true; do sleep 0.1; done"],
-                            image="busybox", init=True), stdout=w)
+    c = Container(make_spec(["sh", "-c", ORPHAN], image="busybox", init=True), stdout=w)
     c.start()
     os.close(w)
     with os.fdopen(r) as f:
+        assert f.readline().split() == ["orphan", "reaped"], "the orphan stayed a zombie"
+        assert f.readline().split() == ["zombies", "0"]
         assert f.readline().strip() == "started"
         time.sleep(0.5)
         c.send_signal(signal.SIGTERM)
