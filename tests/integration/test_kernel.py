@@ -216,7 +216,8 @@ def test_interrupt_raises_keyboardinterrupt_inside(kernel: Kernel) -> None:
         reply = kernel.kc.get_shell_msg(timeout=10)
     assert reply["content"]["status"] == "error"
     assert reply["content"]["ename"] == "KeyboardInterrupt"
-    assert time.monotonic() - t0 < 5
+    # The cell would run 60 s: a generous bound still tells "interrupted" from "ran on".
+    assert time.monotonic() - t0 < 15
     assert kernel.value("y") == "7", "an interrupt keeps the container and its state"
 
 

@@ -121,6 +121,16 @@ def store_containers() -> list[str]:
         else []
 
 
+def containers_gone(deadline: float = 30.0) -> list[str]:
+    """Poll until the store holds no container: the kernel removes an interrupted cell's
+    container in the background (in its own process, so wait_for_cleanups cannot be used
+    from here). Returns what is left at the deadline; only a hang reaches it."""
+    end = time.monotonic() + deadline
+    while store_containers() and time.monotonic() < end:
+        time.sleep(0.1)
+    return store_containers()
+
+
 def test_stream_arrives_before_the_cell_ends(kernel: Kernel) -> None:
     cell = kernel.run("%%container --no-plot\nimport time\nprint('first')\ntime.sleep(2)\n"
                       "print('second')")
@@ -186,10 +196,11 @@ def test_interrupt_stops_the_container_promptly(kernel: Kernel) -> None:
                       timeout=30, on_message=interrupt_on_start)
     assert "sent" in marks
     assert cell.error is not None and cell.error["ename"] == "KeyboardInterrupt"
-    assert cell.ended - marks["sent"] < 5
+    # The loop would run 120 s: a generous bound still tells "stopped" from "ran on".
+    assert cell.ended - marks["sent"] < 15
     # SIGINT reached the payload: Python inside raised KeyboardInterrupt itself.
     assert "KeyboardInterrupt" in cell.stream("stderr")
-    assert store_containers() == []
+    assert containers_gone() == []
     assert kernel.run("%%container\nprint(6 * 7)").stream().strip() == "42"
 
 
@@ -246,10 +257,7 @@ def test_named_container_keeps_files_and_goes_with_the_kernel(kernel: Kernel) ->
         clash.error or {})
     assert len(store_containers()) == 1
     kernel.close()
-    deadline = time.monotonic() + 10
-    while store_containers() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert store_containers() == []
+    assert containers_gone() == []
 
 
 def test_comparison_run_draws_one_plot_with_a_curve_per_value(kernel: Kernel) -> None:
