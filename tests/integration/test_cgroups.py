@@ -9,6 +9,7 @@ hold before it does anything, and every process is killed and reaped before the 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -501,3 +502,43 @@ def test_lifecycle_latency() -> None:
           f"total {sum(med):.2f}")
     # The figures are for bench/; here only a hang fails (a generous bound per cycle).
     assert max(sum(t) for t in times) < 30, "a cgroup create/attach/remove cycle hung"
+
+
+def test_oom_kills_are_marked_on_the_plot(cgroups: list[Cgroup]) -> None:
+    """Two real OOM kills in a metered cgroup: two red dotted lines at their times (plot.py)."""
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    from nbcontainer.meter import Meter
+    from nbcontainer.plot import MemoryFigure
+
+    cg = create_cgroup(_id("g1"), Limits(memory=50 * MiB))
+    cgroups.append(cg)
+    hog = [sys.executable, "-c", "bytearray(200 << 20)"]
+    code = ("import subprocess, sys, time; sys.stdin.readline()\n"
+            f"for _ in range(2):\n    print(subprocess.call({hog!r}), flush=True)\n"
+            "    time.sleep(0.3)\n")
+    meter = Meter(cg, rate=50).start()
+    try:
+        with attached(cg, [sys.executable, "-c", code]) as proc:
+            out, _ = proc.communicate(timeout=120)
+    finally:
+        series = meter.stop()
+    assert out.split() == [b"-9", b"-9"], "each hog was OOM-killed, the parent lived"
+    assert series.oom_kills == 2 and len(series.oom_times) == 2, series
+    figure = MemoryFigure()
+    png = figure.render([series])
+    marks = figure.kills[0]
+    assert [m.get_xdata()[0] for m in marks] == series.oom_times
+    assert all((m.get_color(), m.get_linestyle()) == ("#CC0000", ":") for m in marks)
+    legend = figure.ax.get_legend()
+    assert "OOM kill" in [t.get_text() for t in legend.get_texts()]
+    # ...and they are in the picture: red pixels in each kill's column, inside the axes.
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    height = image.size[1]
+    (_, bottom), (_, top) = figure.ax.transAxes.transform([(0, 0), (0, 1)])
+    for t_kill in series.oom_times:
+        x = round(figure.ax.transData.transform((t_kill, 0))[0])
+        column = {image.getpixel((xx, height - 1 - y)) for xx in (x - 1, x, x + 1)
+                  for y in range(int(bottom) + 2, int(top) - 2)}
+        assert (204, 0, 0) in column, f"no OOM mark drawn at {t_kill:.2f} s"

@@ -7,6 +7,7 @@ contents, link targets, hardlink identity and ``user.*`` xattrs.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -115,7 +116,13 @@ def stop(c: Container) -> None:
 def test_round_trip_of_a_running_container_freezes_it_meanwhile(store, monkeypatch):
     c = start_changed(store, CHANGES)
     try:
-        os.setxattr(f"/proc/{c.pid}/root/data/new.txt", "user.x", b"value")
+        try:
+            os.setxattr(f"/proc/{c.pid}/root/data/new.txt", "user.x", b"value")
+            xattrs = [("user.x", b"value")]
+        except OSError as err:  # tmpfs before Linux 6.6 (the v2 VM's store) has no user.*
+            if err.errno != errno.EOPNOTSUPP:
+                raise
+            xattrs = []
         before = tree(f"/proc/{c.pid}/root")
         seen: list[tuple[str, bool]] = []
         real = commit_mod.publish_tree
@@ -146,7 +153,7 @@ def test_round_trip_of_a_running_container_freezes_it_meanwhile(store, monkeypat
     assert after == before
     # the changes the comparison must have seen, spelled out
     assert after["data/new.txt"][1:3] == (1000, 2000)
-    assert after["data/new.txt"][4] == [("user.x", b"value")]
+    assert after["data/new.txt"][4] == xattrs
     assert after["data/hard"][3] == after["data/new.txt"][3]
     assert after["data/link"][3] == "/data/new.txt"
     assert stat.S_IMODE(after["data/sub"][0]) == 0o4755
