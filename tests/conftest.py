@@ -143,25 +143,29 @@ def _containers() -> set[str]:
     return {e for e in os.listdir(os.path.join(root, "containers")) if not e.startswith(".")}
 
 
-_ZYGOTES: dict[int, psutil.Process] = {}
+_ZYGOTES: dict[tuple[int, int], psutil.Process] = {}
 
 
 def _own_zygote() -> tuple[int, float] | None:
     """(pid, start time) of the zygote ``Zygote.running()`` reports for this process, if any.
 
-    The psutil handle is kept from the first sighting, so a pid reused by another process
-    (a different start time) is not taken for the zygote.
+    The psutil handle is kept from the first sighting (while ``running()`` says it is alive,
+    its Popen has not reaped it, so the pid is still the zygote's), and ``is_running()``
+    compares the start time: a pid reused later by another process is not the zygote.
     """
     from nbcontainer.runtime.zygote import Zygote
 
     zygote = Zygote.running()
     if zygote is None:
         return None
-    proc = _ZYGOTES.get(id(zygote))
+    key = (id(zygote), zygote.pid)
+    proc = _ZYGOTES.get(key)
     if proc is None:
-        with contextlib.suppress(psutil.Error):
-            proc = _ZYGOTES[id(zygote)] = psutil.Process(zygote.pid)
-    if proc is None or proc.pid != zygote.pid or not proc.is_running():
+        try:
+            proc = _ZYGOTES[key] = psutil.Process(zygote.pid)
+        except psutil.Error:
+            return None
+    if not proc.is_running():
         return None
     return proc.pid, proc.create_time()
 
