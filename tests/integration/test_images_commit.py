@@ -150,6 +150,10 @@ def test_round_trip_of_a_running_container_freezes_it_meanwhile(store, monkeypat
         after = tree(f"/proc/{new.pid}/root")
     finally:
         stop(new)
+    # The new layer keeps the hardlink: one inode for both names (what the kernel's overlay
+    # then reports for a lower layer's hardlink is checked by the comparison below).
+    layer = store.layer_path(record.layers[-1]) / "fs" / "data"
+    assert os.lstat(layer / "hard").st_ino == os.lstat(layer / "new.txt").st_ino
     assert after == before
     # the changes the comparison must have seen, spelled out
     assert after["data/new.txt"][1:3] == (1000, 2000)
