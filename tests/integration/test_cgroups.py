@@ -122,8 +122,11 @@ def test_detect_v2_parent_is_nearest_delegating_ancestor(layout: Layout) -> None
         assert not core <= set(_read(root + path + "/cgroup.subtree_control").split())
         path = os.path.dirname(path)
     assert {"memory", "cpu", "pids", "freezer"} <= layout.controllers
-    if os.environ.get("V2VM_CGROUP") == "/v2vm.slice/job":
-        assert layout.parent_path == "/v2vm.slice/nbcontainer"
+    # scripts/test's delegated lane runs pytest in /nbc.slice/ci (V2VM_CGROUP; the V2VM_*
+    # variables themselves do not reach the guest) and says where containers must go.
+    expected = os.environ.get("NBCONTAINER_TEST_V2_PARENT")
+    if expected:
+        assert layout.parent_path == expected
 
 
 # -- limits read back from the kernel ----------------------------------------------------------

@@ -60,7 +60,8 @@ def tree(top: str) -> dict[str, tuple]:
     since creating their entries in the new layer changes theirs.
     """
     out: dict[str, tuple] = {}
-    inodes: dict[tuple[int, int], str] = {}
+    inodes: dict[tuple[int, int], list[str]] = {}
+    linked: dict[str, tuple[int, int]] = {}
     for dirpath, dirnames, filenames in os.walk(top):
         rel_dir = os.path.relpath(dirpath, top)
         if rel_dir == ".":
@@ -75,11 +76,17 @@ def tree(top: str) -> dict[str, tuple]:
                 extra = os.readlink(path)
             elif stat.S_ISREG(st.st_mode):
                 extra = (hashlib.sha256(Path(path).read_bytes()).hexdigest(), int(st.st_mtime))
-                if st.st_nlink > 1:  # hardlinks: name the first path of the inode
-                    extra = (extra, inodes.setdefault((st.st_dev, st.st_ino), rel))
+                if st.st_nlink > 1:  # hardlinks: named below by the inode's first path
+                    inodes.setdefault((st.st_dev, st.st_ino), []).append(rel)
+                    linked[rel] = (st.st_dev, st.st_ino)
             xattrs = {} if stat.S_ISLNK(st.st_mode) else {
                 n: os.getxattr(path, n) for n in os.listxattr(path) if n.startswith("user.")}
             out[rel] = (st.st_mode, st.st_uid, st.st_gid, extra, sorted(xattrs.items()))
+    # The first path in sorted order, not in walk order: readdir order differs between the
+    # running container's upper directory and the committed layer (it does on Linux 6.1).
+    for rel, inode in linked.items():
+        mode, uid, gid, extra, xattrs = out[rel]
+        out[rel] = (mode, uid, gid, (extra, min(inodes[inode])), xattrs)
     return out
 
 

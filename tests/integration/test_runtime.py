@@ -561,6 +561,31 @@ def test_nbcontainer_cgroup_parent_places_the_container(monkeypatch):
     assert not any(os.path.exists(d) for d in made)
 
 
+def test_container_is_placed_below_the_supervisors_cgroup():
+    """The first process's own /proc/PID/cgroup names the container's cgroup, under the
+    parent the layout chose: the supervisor's cgroup (v1), or its nearest ancestor that
+    delegates the controllers (v2; scripts/test runs this inside a delegated cgroup too)."""
+    from nbcontainer import cgroups
+
+    layout = cgroups.detect()
+    c = Container(make_spec(["sleep", "30"], image="busybox"), stdin=subprocess.DEVNULL)
+    c.start()
+    try:
+        assert c.pid is not None
+        own = {line.split(":", 2)[1] or "unified": line.rstrip("\n").split(":", 2)[2]
+               for line in Path(f"/proc/{c.pid}/cgroup").read_text().splitlines()}
+        if layout.version == "v2":
+            assert own["unified"] == f"{layout.parent_path}/{c.id}"
+            expected = os.environ.get("NBCONTAINER_TEST_V2_PARENT")
+            if expected:
+                assert own["unified"] == f"{expected}/{c.id}"
+        else:
+            assert own["memory"] == f"{layout.parents['memory']}/{c.id}"
+    finally:
+        c.kill()
+        c.cleanup()
+
+
 def _running_limits(spec_kwargs: dict[str, str], script: str) -> tuple[dict[str, str], str]:
     """Start a busybox container, read its cgroup files and run ``script`` inside."""
     r, w = os.pipe()
