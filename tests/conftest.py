@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from pathlib import Path
 
@@ -146,16 +147,83 @@ def _containers() -> set[str]:
     return {e for e in os.listdir(os.path.join(root, "containers")) if not e.startswith(".")}
 
 
-def _children() -> set[tuple[int, float]]:
-    me = psutil.Process()
-    out = set()
-    for child in me.children(recursive=True):
+_ZYGOTES: dict[tuple[int, int], psutil.Process] = {}
+
+
+def _own_zygote() -> tuple[int, float] | None:
+    """(pid, start time) of the zygote ``Zygote.running()`` reports for this process, if any.
+
+    The psutil handle is kept from the first sighting (while ``running()`` says it is alive,
+    its Popen has not reaped it, so the pid is still the zygote's), and ``is_running()``
+    compares the start time: a pid reused later by another process is not the zygote.
+    """
+    from nbcontainer.runtime.zygote import Zygote
+
+    zygote = Zygote.running()
+    if zygote is None:
+        return None
+    key = (id(zygote), zygote.pid)
+    proc = _ZYGOTES.get(key)
+    if proc is None:
         try:
-            # The zygote is the supervisor's helper factory, started once per process.
-            if "nbcontainer.runtime.zygote" in " ".join(child.cmdline()):
+            proc = _ZYGOTES[key] = psutil.Process(zygote.pid)
+        except psutil.Error:
+            return None
+    if not proc.is_running():
+        return None
+    return proc.pid, proc.create_time()
+
+
+_SPARE_CGROUP = re.compile(r"(?:^|/)spare-(\d+)-\d+$")
+
+
+def _spare_supervisor(pid: int) -> int | None:
+    """The supervisor pid of the spare cgroup ``pid`` is in (``spare-<pid>-<n>``), if any.
+
+    Read from /proc/PID/cgroup: membership, not the command line, says what a process is.
+    """
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        match = _SPARE_CGROUP.search(line.split(":", 2)[-1])
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _children() -> set[tuple[int, float]]:
+    """Descendants of this process that are neither its zygote nor part of a ready spare.
+
+    A spare (runtime/spare.py) is a first process waiting in a ``spare-<pid>-<n>`` cgroup of a
+    live supervisor (this process or one of its descendants, e.g. a notebook kernel), and the
+    helper that forked it and waits for it (its parent). Everything else a test started and
+    left running is a leak: helpers, forked payloads, kernels, stray zygotes of dead handles.
+    """
+    me = psutil.Process()
+    try:
+        procs = me.children(recursive=True)
+    except psutil.Error:
+        return set()
+    alive = {os.getpid()} | {p.pid for p in procs}
+    zygote = _own_zygote()
+    spare_procs: set[int] = set()
+    for proc in procs:
+        supervisor = _spare_supervisor(proc.pid)
+        if supervisor is not None and supervisor in alive:
+            spare_procs.add(proc.pid)
+            with contextlib.suppress(psutil.Error):
+                spare_procs.add(proc.ppid())  # the spare's helper, waiting for it
+    out = set()
+    for child in procs:
+        try:
+            key = (child.pid, child.create_time())
+            if key == zygote or child.pid in spare_procs:
                 continue
             if child.status() != psutil.STATUS_ZOMBIE:
-                out.add((child.pid, child.create_time()))
+                out.add(key)
         except psutil.NoSuchProcess:
             pass
     return out

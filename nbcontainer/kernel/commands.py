@@ -19,7 +19,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     """Validate the run options, then write the kernelspec."""
     spec = spec_from_kernel_args(args)
     prefix = sys.prefix if args.sys_prefix else args.prefix
-    path = kernelspec.install(args.kernel_name, user=args.user, prefix=prefix,
+    path = kernelspec.install(args.kernel_name, user=args.user_install, prefix=prefix,
                               display_name=args.display_name,
                               run_options=run_options_argv(args), spec=spec)
     print(f"Installed kernelspec {args.kernel_name} ({args.display_name!r}) in {path}")
@@ -62,7 +62,8 @@ def add_commands(subparsers: Any) -> None:
                     "--name c512 --display-name 'Python 3 (container, 512 MiB)' -m 512m.")
     add_kernel_options(install)
     where = install.add_mutually_exclusive_group()
-    where.add_argument("--user", action="store_true",
+    # Its own dest: the run options' -u/--user (dest "user") is the container's user.
+    where.add_argument("--user", dest="user_install", action="store_true",
                        help="install for the current user instead of system-wide")
     where.add_argument("--sys-prefix", action="store_true",
                        help="install into sys.prefix (e.g. a virtualenv or conda env)")

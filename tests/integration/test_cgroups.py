@@ -9,6 +9,7 @@ hold before it does anything, and every process is killed and reaped before the 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -91,6 +92,11 @@ def _cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def _run_ns(pid: int) -> int:
+    """Time the process has spent on a CPU, in ns (/proc/PID/schedstat, first field)."""
+    return int(_read(f"/proc/{pid}/schedstat").split()[0])
+
+
 # -- detection ---------------------------------------------------------------------------------
 
 
@@ -121,8 +127,11 @@ def test_detect_v2_parent_is_nearest_delegating_ancestor(layout: Layout) -> None
         assert not core <= set(_read(root + path + "/cgroup.subtree_control").split())
         path = os.path.dirname(path)
     assert {"memory", "cpu", "pids", "freezer"} <= layout.controllers
-    if os.environ.get("V2VM_CGROUP") == "/v2vm.slice/job":
-        assert layout.parent_path == "/v2vm.slice/nbcontainer"
+    # scripts/test's delegated lane runs pytest in /nbc.slice/ci (V2VM_CGROUP; the V2VM_*
+    # variables themselves do not reach the guest) and says where containers must go.
+    expected = os.environ.get("NBCONTAINER_TEST_V2_PARENT")
+    if expected:
+        assert layout.parent_path == expected
 
 
 # -- limits read back from the kernel ----------------------------------------------------------
@@ -171,10 +180,14 @@ def test_limit_is_written(case: str, layout: Layout, cgroups: list[Cgroup]) -> N
 def test_v1_cpuset_cgroup_can_take_tasks(cgroups: list[Cgroup]) -> None:
     cg = create_cgroup(_id("a4"), Limits(cpuset_cpus="0"))
     cgroups.append(cg)
-    # every v1 cpuset cgroup we made can take tasks: mems copied from the parent
+    # every v1 cpuset cgroup we made can take tasks: mems copied down from the cgroup this
+    # process is in (non-empty, or this process could not be in it)
+    parent = os.path.dirname(cg.paths["cpuset"])
+    own = _read(os.path.dirname(parent) + "/cpuset.mems")
+    assert own != ""
     assert _read(cg.paths["cpuset"] + "/cpuset.cpus") == "0"
-    assert _read(cg.paths["cpuset"] + "/cpuset.mems")
-    assert _read(os.path.dirname(cg.paths["cpuset"]) + "/cpuset.mems")
+    assert _read(cg.paths["cpuset"] + "/cpuset.mems") == own
+    assert _read(parent + "/cpuset.mems") == own
 
 
 def test_paths_follow_the_layout(layout: Layout, cgroups: list[Cgroup]) -> None:
@@ -234,11 +247,12 @@ def test_oom_kill_is_counted(cgroups: list[Cgroup]) -> None:
     print(f"after OOM: {stats}")
     assert stats.oom_kills >= 1
     assert stats.memory_limit == limit
-    if stats.memory_peak is not None:
-        assert 0.8 * limit <= stats.memory_peak <= 1.05 * limit
+    # v1: memory.max_usage_in_bytes, v2: memory.peak (Linux 5.19+)
+    assert stats.memory_peak is not None
+    assert 0.8 * limit <= stats.memory_peak <= 1.05 * limit
 
 
-def test_pids_limit_contains_a_fork_storm(cgroups: list[Cgroup]) -> None:
+def test_pids_limit_contains_a_fork_storm(layout: Layout, cgroups: list[Cgroup]) -> None:
     cg = create_cgroup(_id("b2"), Limits(pids_limit=10))
     cgroups.append(cg)
     code = (
@@ -267,8 +281,10 @@ def test_pids_limit_contains_a_fork_storm(cgroups: list[Cgroup]) -> None:
         assert ok <= 9 and ok + fail == 40
         assert stats.pids_current is not None and stats.pids_current <= 10
         assert stats.pids_limit == 10
-        if stats.pids_peak is not None:
-            assert stats.pids_peak <= 10
+        if layout.version == "v2":  # pids.peak (Linux 6.1+); v1 has no such file
+            assert stats.pids_peak is not None and stats.pids_peak <= 10
+        else:
+            assert stats.pids_peak is None
         cg.kill_all()
         assert cg.procs() == []
     assert proc.returncode == -9
@@ -288,9 +304,11 @@ def test_freeze_and_thaw_stop_and_resume_a_busy_process(cgroups: list[Cgroup]) -
             assert "frozen 1" in _read(cg.paths["unified"] + "/cgroup.events")
         state = _read(f"/proc/{proc.pid}/stat").rsplit(")", 1)[1].split()[0]
         print(f"frozen process state: {state}")
-        ticks = _cpu_ticks(proc.pid)
+        # Time on a CPU in ns, not utime+stime: those are ticks split by sampling, and under
+        # the v2 VM's TCG a tick was seen to move after "frozen 1" (49 -> 50).
+        ran = _run_ns(proc.pid)
         time.sleep(0.5)
-        assert _cpu_ticks(proc.pid) == ticks, "a frozen process kept running"
+        assert _run_ns(proc.pid) == ran, "a frozen process kept running"
         cg.freeze()  # freezing twice is harmless
         cg.thaw()
         assert not cg.is_frozen()
@@ -392,6 +410,7 @@ def test_concurrent_starts_and_stops_share_the_parent() -> None:
         t.start()
     for t in threads:
         t.join(timeout=120)
+    assert not [t.name for t in threads if t.is_alive()], "a churn thread hung"
     assert not errors, errors
 
 
@@ -476,13 +495,59 @@ def test_lifecycle_latency() -> None:
             created = time.perf_counter()
             cg.attach(proc.pid)
             attached_at = time.perf_counter()
+            # Each timed step did its work: the limits are in place, the process is in.
+            stats = cg.stats()
+            assert (stats.memory_limit, stats.pids_limit) == (100 * MiB, 100)
+            assert cg.procs() == [proc.pid]
         finally:
             proc.kill()
             proc.wait()
         removing = time.perf_counter()
         cg.remove()
         done = time.perf_counter()
+        assert not any(os.path.exists(d) for d in cg.paths.values())
         times.append((created - started, attached_at - created, done - removing))
     med = [sorted(t[k] for t in times)[len(times) // 2] * 1000 for k in range(3)]
     print(f"median ms: create+apply {med[0]:.2f}, attach {med[1]:.2f}, remove {med[2]:.2f}, "
           f"total {sum(med):.2f}")
+    # The figures are for bench/; here only a hang fails (a generous bound per cycle).
+    assert max(sum(t) for t in times) < 30, "a cgroup create/attach/remove cycle hung"
+
+
+def test_oom_kills_are_marked_on_the_plot(cgroups: list[Cgroup]) -> None:
+    """Two real OOM kills in a metered cgroup: two red dotted lines at their times (plot.py)."""
+    pytest.importorskip("matplotlib")
+    from nbcontainer.meter import Meter
+    from nbcontainer.plot import MemoryFigure
+    from PIL import Image
+
+    cg = create_cgroup(_id("g1"), Limits(memory=50 * MiB))
+    cgroups.append(cg)
+    hog = [sys.executable, "-c", "bytearray(200 << 20)"]
+    code = ("import subprocess, sys, time; sys.stdin.readline()\n"
+            f"for _ in range(2):\n    print(subprocess.call({hog!r}), flush=True)\n"
+            "    time.sleep(0.3)\n")
+    meter = Meter(cg, rate=50).start()
+    try:
+        with attached(cg, [sys.executable, "-c", code]) as proc:
+            out, _ = proc.communicate(timeout=120)
+    finally:
+        series = meter.stop()
+    assert out.split() == [b"-9", b"-9"], "each hog was OOM-killed, the parent lived"
+    assert series.oom_kills == 2 and len(series.oom_times) == 2, series
+    figure = MemoryFigure()
+    png = figure.render([series])
+    marks = figure.kills[0]
+    assert [m.get_xdata()[0] for m in marks] == series.oom_times
+    assert all((m.get_color(), m.get_linestyle()) == ("#CC0000", ":") for m in marks)
+    legend = figure.ax.get_legend()
+    assert "OOM kill" in [t.get_text() for t in legend.get_texts()]
+    # ...and they are in the picture: red pixels in each kill's column, inside the axes.
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    height = image.size[1]
+    (_, bottom), (_, top) = figure.ax.transAxes.transform([(0, 0), (0, 1)])
+    for t_kill in series.oom_times:
+        x = round(figure.ax.transData.transform((t_kill, 0))[0])
+        column = {image.getpixel((xx, height - 1 - y)) for xx in (x - 1, x, x + 1)
+                  for y in range(int(bottom) + 2, int(top) - 2)}
+        assert (204, 0, 0) in column, f"no OOM mark drawn at {t_kill:.2f} s"

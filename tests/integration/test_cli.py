@@ -238,3 +238,90 @@ def test_second_ctrl_c_kills_a_payload_that_ignores_the_first():
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
     assert proc.returncode == 137
+
+
+def test_cli_start_up_collects_what_a_killed_supervisor_left(private_store):
+    """Every container command runs gc first (like `nbcontainer gc`): a crashed run's
+    container, cgroup and directory are gone after the next `run`, with no explicit gc."""
+    import json
+
+    code = (
+        "import sys, time\n"
+        "from nbcontainer import Container, make_spec\n"
+        "c = Container(make_spec(['sleep', '1000'], image='busybox'))\n"
+        "c.start(); print(c.id, c.pid, flush=True); time.sleep(1000)\n"
+    )
+    sup = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert sup.stdout is not None
+    cid, pid = sup.stdout.readline().split()
+    os.kill(sup.pid, signal.SIGKILL)
+    sup.wait()
+    sup.stdout.close()
+    cdir = private_store / "containers" / cid
+    paths = json.loads((cdir / "state.json").read_text())["cgroup_paths"].values()
+    assert paths and all(os.path.isdir(p) for p in paths), "the crash left its cgroup"
+    p = nbc("run", "busybox", "true")
+    assert p.returncode == 0, p.stderr
+    assert not cdir.exists(), "start-up gc left the crashed container's directory"
+    assert not any(os.path.exists(p) for p in paths), "start-up gc left its cgroup"
+    # Killed by gc (or by its parent's death signal); whoever reaps orphans here reaps it.
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{pid}") and "(zombie)" not in _status(pid) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}") or "(zombie)" in _status(pid)
+
+
+def _status(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+# A private mount namespace (unshare --mount, every mount made private first, so nothing
+# propagates to the host) in which the cpuset hierarchy (v1), or every cgroup filesystem, is
+# unmounted: the machine then lacks the feature, for this process only. (Mounting over
+# /sys/fs/cgroup would not do: mountinfo still lists the hidden mounts.)
+HIDE_CPUSET_V1 = """
+set -e
+mount --make-rprivate /
+umount -l /sys/fs/cgroup/cpuset
+exec "$@"
+"""
+NO_CGROUPS = """
+set -e
+mount --make-rprivate /
+umount -R -l /sys/fs/cgroup
+mount -t tmpfs none /sys/fs/cgroup
+exec "$@"
+"""
+
+
+def _in_private_mounts(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", *CLI, *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_missing_controller_is_125_with_one_sentence():
+    from nbcontainer import cgroups
+
+    version = cgroups.detect().version
+    if version not in ("v1", "hybrid"):
+        pytest.skip("hides a v1 hierarchy (cpuset); the cgroupfs-less case covers v2")
+    p = _in_private_mounts(HIDE_CPUSET_V1, "run", "--cpuset-cpus", "0", "busybox", "true")
+    assert p.returncode == 125, p
+    assert p.stderr == ("nbcontainer: --cpuset-cpus needs the cpuset cgroup controller, which "
+                        f"this machine does not offer (cgroup {version}); run without "
+                        "--cpuset-cpus, or see `nbcontainer info`\n")
+    # The rest still works there: the limit's controller is what is missing, nothing else.
+    assert _in_private_mounts(HIDE_CPUSET_V1, "run", "--memory", "64m", "busybox",
+                              "true").returncode == 0
+
+
+def test_no_cgroup_filesystem_is_125_with_one_sentence():
+    p = _in_private_mounts(NO_CGROUPS, "run", "busybox", "true")
+    assert p.returncode == 125, p
+    assert p.stderr == ("nbcontainer: no cgroup filesystem is mounted at /sys/fs/cgroup: "
+                        "resource limits and statistics are unavailable\n")

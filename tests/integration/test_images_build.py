@@ -246,3 +246,28 @@ def test_rmi_drops_the_layer_then_the_cache_misses_cleanly(store, tmp_path):
     assert again.layers[:-1] == first.layers[:-1]         # the busybox layer stayed
     assert store.layer_meta(again.layers[-1]).size == 12  # (a new mtime: a new diff_id)
     assert run_image("gone", store.root, ["cat", "/tmp/newfile"]) == (0, "Hello world\n")
+
+
+@pytest.mark.slow  # ~5 s here; the import of 500 layers is minutes under the v2 VM's TCG
+def test_five_hundred_layers_in_one_overlay_mount(store, tmp_path):
+    """overlayfs stacks at most 500 lower layers; an image of exactly 500 runs, each layer
+    visible and the topmost winning (mount(2) data is one page: the lowerdir must be short)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
+    from test_images_helpers import entry, make_oci_layout, make_tar
+
+    from nbcontainer.images.oci import import_image
+
+    base = make_tar([entry("bin", "dir"), entry("bin/busybox", data=Path("/bin/busybox")
+                                                .read_bytes(), mode=0o755),
+                     entry("bin/sh", "sym", linkname="busybox"),
+                     entry("bin/ls", "sym", linkname="busybox"),
+                     entry("bin/cat", "sym", linkname="busybox"),
+                     entry("bin/wc", "sym", linkname="busybox"), entry("layers", "dir")])
+    layers = [base] + [make_tar([entry(f"layers/{i}", data=f"{i}\n".encode()),
+                                 entry("top", data=f"{i}\n".encode())]) for i in range(1, 500)]
+    record = import_image(make_oci_layout(tmp_path / "in", layers), "tall:500", store.root)
+    assert len(record.layers) == 500
+    code, out = run_image("tall:500", store.root,
+                          ["sh", "-c", "ls /layers | wc -l; cat /top /layers/1 /layers/250"])
+    assert code == 0, out
+    assert out.split() == ["499", "499", "1", "250"]

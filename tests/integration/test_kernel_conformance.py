@@ -38,7 +38,31 @@ def jupyter_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["JUPYTER_PATH"] = old
 
 
-class TestContainerKernel(jkt.KernelTests):
+class ClassLeakCheck:
+    """The suite starts its kernel in ``setUpClass``, before any per-test snapshot: check the
+    whole class instead, from before ``setUpClass`` to after ``tearDownClass``."""
+
+    _before: dict[str, set]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        from conftest import snapshot
+
+        cls._before = snapshot()
+        super().setUpClass()  # type: ignore[misc]
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        from conftest import clear_leftovers, leaks
+
+        super().tearDownClass()  # type: ignore[misc]
+        extra = leaks(cls._before, wait=10.0)
+        if extra:
+            clear_leftovers(extra)
+        assert not extra, f"{cls.__name__} left state behind: {extra}"
+
+
+class TestContainerKernel(ClassLeakCheck, jkt.KernelTests):
     """Every cell of these runs in the kernel's container."""
 
     kernel_name = KERNEL
@@ -70,7 +94,7 @@ class TestContainerKernel(jkt.KernelTests):
     code_clear_output = "from IPython.display import clear_output; clear_output()"
 
 
-class TestContainerKernelWelcome(jkt.IopubWelcomeTests):
+class TestContainerKernelWelcome(ClassLeakCheck, jkt.IopubWelcomeTests):
     """The first IOPub message a new subscriber gets is ``iopub_welcome``."""
 
     kernel_name = KERNEL

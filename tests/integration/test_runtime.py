@@ -6,12 +6,14 @@ Each test runs real containers as root and the autouse ``no_leaks`` fixture chec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -118,14 +120,16 @@ def test_mount_inside_never_reaches_host():
 
 
 def test_net_namespace_has_only_loopback_up():
-    code, out, _ = sh("cat /proc/net/dev | tail -n +3 | cut -d: -f1; "
+    host_links = sorted(os.listdir("/sys/class/net"))
+    code, out, _ = sh("readlink /proc/self/ns/net; cat /proc/net/dev | tail -n +3 | cut -d: -f1; "
                       "cat /sys/class/net/lo/operstate /sys/class/net/lo/flags", net="none")
     assert code == 0
-    lines = out.split()
+    netns, *lines = out.split()
+    assert netns != os.readlink("/proc/self/ns/net"), "the container has a netns of its own"
     assert lines[0] == "lo" and len([x for x in lines if x.endswith("lo")]) == 1
     assert int(lines[-1], 16) & 1, "lo is up"
-    host_links = set(os.listdir("/sys/class/net"))
-    assert len(host_links) >= 1
+    # --net none makes no link on the host side (no veth), and takes none away.
+    assert sorted(os.listdir("/sys/class/net")) == host_links
 
 
 @pytest.mark.userns
@@ -292,8 +296,10 @@ def test_cpu_quota_half_a_core():
     code, out, _ = capture([sys.executable, "-c", burn], cpus="0.5")
     share = float(out)
     assert code == 0
-    # The quota is a ceiling; a loaded machine may give less, never much more.
-    assert 0.2 <= share <= 0.6, f"used {share:.2f} of a core under --cpus 0.5"
+    # The quota is a ceiling the kernel enforces however idle the machine is: 0.5 of a core,
+    # plus at most one 100 ms period of slack over 2 s. A busy machine only gives less, so
+    # there is no lower bound here (the share achieved is measured in bench/).
+    assert share <= 0.6, f"used {share:.2f} of a core under --cpus 0.5"
 
 
 # -- exit statuses ---------------------------------------------------------------------------
@@ -326,14 +332,30 @@ def test_timeout_gives_124_and_kills_everything():
     assert "timed out" in result.describe()
 
 
+# An orphan: the subshell exits at once, so its background sleep is re-parented to PID 1 (the
+# init); when the sleep exits, only the init can reap it. Then count the zombies of the whole
+# pid namespace (/proc inside is the container's own).
+ORPHAN = """
+trap 'echo got-term; exit 7' TERM
+(sleep 0.2 & echo $! > /tmp/orphan)
+o=$(cat /tmp/orphan)
+i=0
+while [ -e /proc/$o ] && [ $i -lt 200 ]; do i=$((i + 1)); sleep 0.1; done
+if [ -e /proc/$o ]; then echo "orphan $(grep State /proc/$o/status)"; else echo orphan reaped; fi
+echo zombies $(grep -l '^State:.Z' /proc/[0-9]*/status 2>/dev/null | wc -l)
+echo started
+while true; do sleep 0.1; done
+"""
+
+
 def test_init_reaps_zombies_and_forwards_signals():
     r, w = os.pipe()
-    c = Container(make_spec(["sh", "-c", "trap 'echo got-term; exit 7' TERM; "
-                             "(sleep 0.1 &) ; echo started; while true; do sleep 0.1; done"],
-                            image="busybox", init=True), stdout=w)
+    c = Container(make_spec(["sh", "-c", ORPHAN], image="busybox", init=True), stdout=w)
     c.start()
     os.close(w)
     with os.fdopen(r) as f:
+        assert f.readline().split() == ["orphan", "reaped"], "the orphan stayed a zombie"
+        assert f.readline().split() == ["zombies", "0"]
         assert f.readline().strip() == "started"
         time.sleep(0.5)
         c.send_signal(signal.SIGTERM)
@@ -471,3 +493,205 @@ def test_a_payload_misreporting_its_end_only_changes_its_own_status() -> None:
     finally:
         Zygote.shutdown()
     assert code == 3
+
+
+# -- the Python API verbs, the cgroup parent, limits seen on a running container -------------
+
+
+def _tick(c: Container) -> str:
+    """The payload's last tick, read from the host through the overlay's upper directory."""
+    try:
+        return (c.upper_dir / "tmp" / "tick").read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def _until(check, deadline: float = 30.0) -> bool:
+    end = time.monotonic() + deadline
+    while not check():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+TICKER = ("trap 'exit 9' TERM; i=0; "
+          "while true; do i=$((i + 1)); echo $i > /tmp/tick; sleep 0.05; done")
+
+
+def test_python_api_exec_stats_pause_unpause_terminate():
+    from nbcontainer.errors import ContainerStateError
+
+    c = Container(make_spec(["sh", "-c", TICKER], image="busybox", init=True, hostname="api",
+                            memory="64m", pids_limit="20"),
+                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    c.start()
+    try:
+        assert _until(lambda: _tick(c) != "")
+        # exec: runs in the container's namespaces and root, with its own exit status
+        r, w = os.pipe()
+        e = c.exec(["sh", "-c", "hostname; cat /tmp/tick > /dev/null && echo seen; exit 5"],
+                   stdout=w)
+        os.close(w)
+        with os.fdopen(r) as f:
+            out = f.read()
+        assert e.wait(30).exit_code == 5
+        e.cleanup()
+        assert out.split() == ["api", "seen"]
+        # stats: the limits and the live figures of its cgroup
+        st = c.stats()
+        assert (st.memory_limit, st.pids_limit) == (64 << 20, 20)
+        assert st.memory_current is not None and st.memory_current > 0
+        assert st.pids_current is not None and st.pids_current >= 2  # init + sh (+ a sleep)
+        # pause: frozen by the cgroup freezer; nothing runs, exec is refused
+        c.pause()
+        assert c.cgroup is not None and c.cgroup.is_frozen()
+        frozen = _tick(c)
+        time.sleep(0.5)
+        assert _tick(c) == frozen, "a paused container went on writing"
+        with pytest.raises(ContainerStateError, match="is paused; unpause it first"):
+            c.exec(["true"])
+        # unpause: it runs again
+        c.unpause()
+        assert not c.cgroup.is_frozen()
+        assert _until(lambda: _tick(c) not in ("", frozen)), "an unpaused container stayed still"
+        # terminate: SIGTERM reaches the payload through the init; its trap sets the status
+        c.terminate()
+        result = c.wait(30)
+        assert result.exit_code == 9 and result.signal is None
+    finally:
+        c.kill()
+        c.cleanup()
+
+
+def test_python_api_stop_kills_after_the_grace():
+    r, w = os.pipe()
+    c = Container(make_spec(["sh", "-c", "trap '' TERM; echo ready; while true; do sleep 0.1; "
+                             "done"], image="busybox", init=True),
+                  stdin=subprocess.DEVNULL, stdout=w)
+    c.start()
+    os.close(w)
+    try:
+        with os.fdopen(r) as f:
+            assert f.readline().strip() == "ready"  # the trap is set
+        t0 = time.monotonic()
+        result = c.stop(grace=1.0)
+        waited = time.monotonic() - t0
+        assert result.exit_code == 137 and result.signal == 9, result
+        assert waited >= 1.0, "stop killed before the grace ended"
+    finally:
+        c.kill()
+        c.cleanup()
+
+
+def _own_cgroup_paths(pid: int) -> set[str]:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return {line.rstrip("\n").split(":", 2)[2] for line in f}
+
+
+def test_nbcontainer_cgroup_parent_places_the_container(monkeypatch):
+    parent = f"/nbcontainer-parent-test-{os.getpid()}"
+    monkeypatch.setenv("NBCONTAINER_CGROUP_PARENT", parent)
+    c = Container(make_spec(["sleep", "30"], image="busybox"), stdin=subprocess.DEVNULL)
+    made: list[str] = []
+    try:
+        c.start()
+        assert c.cgroup is not None and c.pid is not None
+        made = sorted({os.path.dirname(d) for d in c.cgroup.paths.values()})
+        assert made and all(d.endswith(parent) for d in made), c.cgroup.paths
+        assert all(d.endswith(f"{parent}/{c.id}") for d in c.cgroup.paths.values())
+        # The first process is there in every hierarchy it was attached to.
+        assert f"{parent}/{c.id}" in _own_cgroup_paths(c.pid)
+        assert all(str(c.pid) in Path(d, "cgroup.procs").read_text().split()
+                   for d in c.cgroup.paths.values())
+    finally:
+        c.kill()
+        c.cleanup()
+        for d in made:  # the parent this test asked for, now empty
+            if os.path.isdir(d):
+                os.rmdir(d)
+    assert not any(os.path.exists(d) for d in made)
+
+
+def test_container_is_placed_below_the_supervisors_cgroup():
+    """The first process's own /proc/PID/cgroup names the container's cgroup, under the
+    parent the layout chose: the supervisor's cgroup (v1), or its nearest ancestor that
+    delegates the controllers (v2; scripts/test runs this inside a delegated cgroup too)."""
+    from nbcontainer import cgroups
+
+    layout = cgroups.detect()
+    c = Container(make_spec(["sleep", "30"], image="busybox"), stdin=subprocess.DEVNULL)
+    c.start()
+    try:
+        assert c.pid is not None
+        own = {line.split(":", 2)[1] or "unified": line.rstrip("\n").split(":", 2)[2]
+               for line in Path(f"/proc/{c.pid}/cgroup").read_text().splitlines()}
+        if layout.version == "v2":
+            assert own["unified"] == f"{layout.parent_path}/{c.id}"
+            expected = os.environ.get("NBCONTAINER_TEST_V2_PARENT")
+            if expected:
+                assert own["unified"] == f"{expected}/{c.id}"
+        else:
+            assert own["memory"] == f"{layout.parents['memory']}/{c.id}"
+    finally:
+        c.kill()
+        c.cleanup()
+
+
+def _running_limits(spec_kwargs: dict[str, str], script: str) -> tuple[dict[str, str], str]:
+    """Start a busybox container, read its cgroup files and run ``script`` inside."""
+    r, w = os.pipe()
+    c = Container(make_spec(["sh", "-c", script + "; sleep 30"], image="busybox",
+                            **spec_kwargs), stdin=subprocess.DEVNULL, stdout=w)
+    c.start()
+    os.close(w)
+    try:
+        with os.fdopen(r) as f:
+            out = f.readline()
+        assert c.cgroup is not None
+        files = {}
+        for d in set(c.cgroup.paths.values()):
+            for name in os.listdir(d):
+                if name.startswith(("cpu.", "cpuset.cpus", "memory.", "pids.max")) and \
+                        os.path.isfile(f"{d}/{name}"):
+                    with contextlib.suppress(OSError):
+                        files[name] = Path(d, name).read_text().strip()
+        return files, out.strip()
+    finally:
+        c.kill()
+        c.cleanup()
+
+
+def _v2() -> bool:
+    from nbcontainer import cgroups
+
+    return cgroups.detect().version == "v2"
+
+
+def test_cpuset_cpus_confines_the_running_container():
+    files, inside = _running_limits({"cpuset_cpus": "0"},
+                                    "grep Cpus_allowed_list /proc/self/status")
+    assert inside.split() == ["Cpus_allowed_list:", "0"]
+    assert files["cpuset.cpus"] == "0"
+
+
+def test_cpu_shares_reach_the_running_container():
+    files, _ = _running_limits({"cpu_shares": "512"}, "echo ready")
+    if _v2():
+        assert files["cpu.weight"] == "20"  # runc's mapping: 1 + (512 - 2) * 9999 // 262142
+    else:
+        assert files["cpu.shares"] == "512"
+
+
+def test_memory_swap_reaches_the_running_container():
+    from nbcontainer import cgroups
+
+    if not cgroups.detect().swap_accounting:
+        pytest.skip("no swap accounting on this kernel (memory.memsw / memory.swap.max)")
+    files, _ = _running_limits({"memory": "100m", "memory_swap": "300m"}, "echo ready")
+    if _v2():
+        assert files["memory.max"] == str(100 << 20)
+        assert files["memory.swap.max"] == str(200 << 20)  # v2 limits swap alone
+    else:
+        assert files["memory.limit_in_bytes"] == str(100 << 20)
+        assert files["memory.memsw.limit_in_bytes"] == str(300 << 20)

@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def test_parse_reference() -> None:
     assert parse_reference("a") == ("a", "latest")
     assert parse_reference("reg.io:5000/x/y:v1.2") == ("reg.io:5000/x/y", "v1.2")
     for bad in ("UPPER", "a:b:c", "a/../b", "", "a:", "-a"):
-        with pytest.raises(UsageError):
+        with pytest.raises(UsageError, match=f"^invalid image name {re.escape(repr(bad))}: "):
             parse_reference(bad)
 
 
@@ -67,7 +68,7 @@ def test_import_resolve_and_share_layers(tmp_path: Path, root: Path) -> None:
     assert os.readlink(fs / "lib") == "usr/lib"
     assert stat.S_IMODE((fs / "tmp").stat().st_mode) == 0o1777
     assert (Path(img.layers[1]) / "etc" / "motd").read_bytes() == b"hello\n"
-    with pytest.raises(ImageNotFoundError):
+    with pytest.raises(ImageNotFoundError, match="^image 'nope' not found; built-in images are"):
         resolve("nope", root)
 
 
@@ -78,7 +79,7 @@ def test_docker_archive_import(tmp_path: Path, root: Path) -> None:
 
 
 def test_builtin_names_are_reserved(tmp_path: Path, root: Path) -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="^host is a built-in image name; import under another"):
         import_image(_layout(tmp_path, "x", [BASE]), "host", root)
 
 
@@ -98,9 +99,9 @@ def test_rmi_is_refcounted_and_respects_containers(tmp_path: Path, root: Path) -
     cdir.rmdir()
     assert store.gc()["layers"] == [two.layers[1]]
     assert os.listdir(store.layers) == []
-    with pytest.raises(ImageNotFoundError):
+    with pytest.raises(ImageNotFoundError, match="^image 'two' not found in the store"):
         store.remove_image("two")
-    with pytest.raises(ImageError):
+    with pytest.raises(ImageError, match="host is a built-in image and cannot be removed"):
         store.remove_image("host")
 
 
@@ -202,7 +203,7 @@ def test_cli_commands(tmp_path: Path, root: Path, capsys: pytest.CaptureFixture[
     assert (tmp_path / "s.tar").is_file()
     assert _cli(root, "rmi", "app:1") == 0
     assert "Deleted:" in capsys.readouterr().out
-    with pytest.raises(ImageNotFoundError):
+    with pytest.raises(ImageNotFoundError, match="^image 'app:1' not found"):
         _cli(root, "history", "app:1")
 
 

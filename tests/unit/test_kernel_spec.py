@@ -108,7 +108,7 @@ def test_frames_parse_routing_and_headers() -> None:
     assert msg.header()["msg_type"] == "execute_request"
     assert msg.parent()["msg_id"] == "p"
     assert msg.content()["code"] == "%memplot on"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="<IDS\\|MSG>"):
         Frames.parse([b"no delimiter"])
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from nbcontainer.errors import UsageError
@@ -73,8 +75,11 @@ def test_rootfs_always_brings_a_mount_namespace():
 def test_volumes():
     v = parse_volume("/data:/mnt/data:ro")
     assert (v.host, v.container, v.readonly) == ("/data", "/mnt/data", True)
-    for bad in ("data:/x", "/x", "/a:/b:rx", "/a:/../b", "/a:/"):
-        with pytest.raises(UsageError):
+    for bad, reason in (("data:/x", "both paths must be absolute"), ("/x", "invalid volume"),
+                        ("/a:/b:rx", "invalid mode 'rx'"),
+                        ("/a:/../b", "must be a directory below / without '..'"),
+                        ("/a:/", "must be a directory below / without '..'")):
+        with pytest.raises(UsageError, match=f"^-v: .*{re.escape(reason)}"):
             parse_volume(bad)
 
 
@@ -98,8 +103,10 @@ def test_capabilities_follow_docker():
 
 def test_cpuset_and_misc_validation():
     assert parse_cpuset("0-1,3") == "0-1,3"
-    for bad in ("", "a", "3-1", "1--2"):
-        with pytest.raises(UsageError):
+    for bad, reason in (("", "empty CPU list"), ("a", "invalid CPU list 'a'"),
+                        ("3-1", "range '3-1' runs backwards"),
+                        ("1--2", "invalid CPU list '1--2'")):
+        with pytest.raises(UsageError, match=f"^--cpuset-cpus: {re.escape(reason)}"):
             parse_cpuset(bad)
     with pytest.raises(UsageError, match="--pids-limit"):
         make_spec(["true"], pids_limit="0")

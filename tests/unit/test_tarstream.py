@@ -228,7 +228,7 @@ def test_end_marker_stops_reading() -> None:
 def test_parse_pax_records() -> None:
     assert parse_pax(b"16 path=a/b/c.d\n20 SCHILY.xattr.x=\x00\n") == {
         "path": b"a/b/c.d", "SCHILY.xattr.x": b"\x00"}
-    with pytest.raises(TarFormatError):
+    with pytest.raises(TarFormatError, match="malformed pax extended header record at byte 0"):
         parse_pax(b"5 path=x\n")
 
 
