@@ -517,9 +517,10 @@ def test_lifecycle_latency() -> None:
 def test_oom_kills_are_marked_on_the_plot(cgroups: list[Cgroup]) -> None:
     """Two real OOM kills in a metered cgroup: two red dotted lines at their times (plot.py)."""
     pytest.importorskip("matplotlib")
-    from nbcontainer.meter import Meter
-    from nbcontainer.plot import MemoryFigure
     from PIL import Image
+
+    from nbcontainer.notebook.meter import Meter
+    from nbcontainer.notebook.plot import MemoryFigure
 
     cg = create_cgroup(_id("g1"), Limits(memory=50 * MiB))
     cgroups.append(cg)
