@@ -183,9 +183,13 @@ def test_network_create_ls_run_rm():
 
 
 def _host_subnet() -> str:
-    """A subnet the host routes to, not through a bridge of ours (e.g. eth0's)."""
-    return next(str(route) for iface, route in networks.host_routes()
-                if not iface.startswith("nbc"))
+    """A subnet the host routes to, not through a bridge of ours (e.g. eth0's); the test is
+    skipped on a machine with none (the v2 VM has only loopback)."""
+    routes = [str(route) for iface, route in networks.host_routes()
+              if not iface.startswith("nbc")]
+    if not routes:
+        pytest.skip("this machine routes no subnet of its own (only loopback)")
+    return routes[0]
 
 
 @pytest.mark.parametrize("args, fragment", [
