@@ -71,6 +71,11 @@ def _check_controllers(limits: Limits, layout: Layout) -> None:
                 f"not offer (cgroup {layout.version}); run without {option}, or see "
                 "`nbcontainer info`"
             )
+    if limits.memory_swap not in (None, -1) and not layout.swap_accounting:
+        # Without swap accounting the limit would be silently not enforced.
+        raise FeatureMissingError(
+            "--memory-swap needs swap accounting, which this kernel has off (no memsw / "
+            "memory.swap.max files); run without --memory-swap, or boot with swapaccount=1")
 
 
 def _available_cpus(start: str, files: tuple[str, ...]) -> str:
