@@ -12,7 +12,10 @@ The root is ``$NBCONTAINER_ROOT`` or ``/var/lib/nbcontainer``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 DEFAULT_ROOT = "/var/lib/nbcontainer"
@@ -49,3 +52,16 @@ def images_dir(root: Path) -> Path:
 def tmp_dir(root: Path) -> Path:
     """Staging directory for atomic publishes."""
     return root / "tmp"
+
+
+@contextlib.contextmanager
+def directory_lock(directory: Path) -> Iterator[None]:
+    """An exclusive flock(2) on ``directory/.lock`` for the duration (the directory is made,
+    root-only, if missing): one writer at a time over the records kept there."""
+    base = ensure_dir(directory, 0o700)
+    fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import ipaddress
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nbcontainer import _netlink
 from nbcontainer.errors import NetworkError, UsageError
 from nbcontainer.net import files, nat
-from nbcontainer.paths import containers_dir, ensure_dir
+from nbcontainer.paths import containers_dir, directory_lock
 from nbcontainer.spec import DEFAULT_NETWORK, NET_MODES
 
 DEFAULT_BRIDGE = "nbc0"
@@ -49,16 +48,9 @@ def networks_dir(root: Path) -> Path:
     return root / "networks"
 
 
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
+def _locked(root: Path) -> contextlib.AbstractContextManager[None]:
     """The lock over every network record of the store (leases are taken under it)."""
-    base = ensure_dir(networks_dir(root), 0o700)
-    fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return directory_lock(networks_dir(root))
 
 
 def _path(root: Path, name: str) -> Path:

@@ -8,18 +8,16 @@ recycled pid is never mistaken for the supervisor or the container.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nbcontainer.errors import ContainerNotFoundError, UsageError
-from nbcontainer.paths import containers_dir, ensure_dir, store_root
+from nbcontainer.paths import containers_dir, directory_lock, store_root
 
 
 def process_start_time(pid: int) -> int | None:
@@ -175,16 +173,9 @@ def find(root: Path | None, ref: str) -> ContainerState:
     )
 
 
-@contextlib.contextmanager
-def records_lock(root: Path) -> Iterator[None]:
+def records_lock(root: Path) -> contextlib.AbstractContextManager[None]:
     """An exclusive lock over container creation, so two names can never be taken twice."""
-    base = ensure_dir(containers_dir(root))
-    fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return directory_lock(containers_dir(root))
 
 
 def reserve(root: Path, name: str | None, image: str, command: list[str],
