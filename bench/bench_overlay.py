@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nbcontainer import _libc, rootfs  # noqa: E402
+from nbcontainer import _libc  # noqa: E402
+from nbcontainer.child import rootfs  # noqa: E402
 
 
 def make_layers(base: Path, count: int) -> list[str]:
