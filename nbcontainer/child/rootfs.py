@@ -199,8 +199,7 @@ def bind_devices(root: str, devices: Sequence[Sequence[str]]) -> None:
 
 def hide_path(root: str, path: str) -> None:
     """Cover ``path`` under ``root``: a directory with an empty read-only tmpfs, a file with
-    ``/dev/null`` (read-only), if it exists and is not a symlink (the supervisor resolved
-    those)."""
+    ``/dev/null``, if it exists and is not a symlink (the supervisor resolved those)."""
     target = os.path.join(root, path.lstrip("/"))
     if os.path.islink(target):
         return
@@ -208,8 +207,7 @@ def hide_path(root: str, path: str) -> None:
         mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
               "size=0,mode=000")
     elif os.path.exists(target):
-        mount("/dev/null", target, None, MS_BIND)
-        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        mount("/dev/null", target, None, MS_BIND)  # reads as empty; a write goes nowhere
 
 
 def pivot(root: str) -> None:

@@ -213,6 +213,10 @@ class ContainerMagics(Magics):
         self.named: dict[str, tuple[Any, ContainerSpec]] = {}
         self.last: list[tuple[str, Any]] = []
         self.owner = f"kernel:{os.getpid()}"
+        from nbcontainer.runtime.zygote import Zygote
+
+        # Every Python cell's bootstrap uses the -i/-o data format: the zygote imports it once.
+        Zygote.preload("nbcontainer.notebook.dataformat")
         if not can_build():
             self.magics["cell"].pop("containerfile", None)
         atexit.register(self.shutdown)

@@ -39,8 +39,12 @@ MAX_REASON = 2000
 _BOOTSTRAP = r"""
 def _nbc_main():
     import sys, os, types, linecache, traceback
-    fmt = types.ModuleType("_nbc_dataformat")
-    exec(compile(@SOURCE@, "<nbcontainer dataformat>", "exec"), fmt.__dict__)
+    # A zygote's forked interpreter has the format imported already (Zygote.preload): a cell
+    # then compiles and imports nothing of it; any other interpreter compiles this copy.
+    fmt = sys.modules.get("nbcontainer.notebook.dataformat")
+    if fmt is None:
+        fmt = types.ModuleType("_nbc_dataformat")
+        exec(compile(@SOURCE@, "<nbcontainer dataformat>", "exec"), fmt.__dict__)
     ns = sys.modules["__main__"].__dict__
     ns.pop("_nbc_main", None)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import os
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,18 +29,37 @@ HOME_SECRETS = (".ssh", ".gnupg", ".docker", ".aws", ".azure", ".kube", ".config
                 ".vault-token", ".local/share/jupyter/runtime", ".jupyter")
 
 
+#: The system and home paths change rarely: looked up again after this many seconds (a cell
+#: per second would otherwise pay ~40 stat calls each time). Kernel run directories and the
+#: store are looked up at every start.
+CACHE_SECONDS = 10.0
+_cache: tuple[float, list[str]] | None = None
+
+
+def _existing(candidates: list[str]) -> set[str]:
+    return {os.path.realpath(p) for p in candidates if os.path.lexists(p)}
+
+
+def _system_and_homes() -> list[str]:
+    global _cache
+    now = time.monotonic()
+    if _cache is None or now - _cache[0] > CACHE_SECONDS:
+        candidates = list(SYSTEM_SECRETS)
+        for home in ["/root", *glob.glob("/home/*")]:
+            candidates += [os.path.join(home, name) for name in HOME_SECRETS]
+        _cache = (now, sorted(_existing(candidates)))
+    return _cache[1]
+
+
 def host_secrets(store: Path) -> list[str]:
     """The existing paths the ``host`` image hides, resolved on the host, sorted."""
-    candidates: list[str] = [*SYSTEM_SECRETS, str(store)]
-    for home in ["/root", *glob.glob("/home/*")]:
-        candidates += [os.path.join(home, name) for name in HOME_SECRETS]
+    fresh = [str(store)]
     runtime_dir = os.environ.get("JUPYTER_RUNTIME_DIR")
     if runtime_dir:
-        candidates.append(runtime_dir)
+        fresh.append(runtime_dir)
     # Other container kernels' relay directories (their connection keys and sockets).
-    candidates += glob.glob(os.path.join(tempfile.gettempdir(), f"{KERNEL_RUNDIR_PREFIX}*"))
-    found = {os.path.realpath(p) for p in candidates if os.path.lexists(p)}
-    return sorted(found)
+    fresh += glob.glob(os.path.join(tempfile.gettempdir(), f"{KERNEL_RUNDIR_PREFIX}*"))
+    return sorted(set(_system_and_homes()) | _existing(fresh))
 
 
 def exposed(hidden: Iterable[str], volume_targets: Iterable[str]) -> list[str]:

@@ -70,12 +70,12 @@ def _become_helper(zygote: Channel, message: Spawn, fds: list[int]) -> None:
     init.main(ctl)
 
 
-def serve(fd: int) -> None:
+def serve(fd: int, preload: list[str] | tuple[str, ...] = ()) -> None:
     """The zygote's loop: fork a helper per request, reap them, exit with the supervisor."""
-    # Preload everything a helper needs, and what a Python payload's bootstrap imports (the
-    # magics' pickled program): every fork then finds them imported.
+    # Preload everything a helper needs, and what a Python payload's bootstrap imports:
+    # every fork then finds them imported.
+    import importlib
     import linecache  # noqa: F401
-    import pickle  # noqa: F401
     import traceback  # noqa: F401
     import types  # noqa: F401
 
@@ -83,6 +83,8 @@ def serve(fd: int) -> None:
     from nbcontainer.child import helper as init
 
     del init, cgroups
+    for name in preload:  # what the supervisor's payloads import (Zygote.preload)
+        importlib.import_module(name)
     parent = os.getppid()
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
@@ -174,6 +176,14 @@ class Zygote:
 
     _lock = threading.Lock()
     _current: Zygote | None = None
+    #: Modules every zygote imports before it forks anything (a front end's payloads' imports,
+    #: e.g. the -i/-o data format): each fork then finds them imported, not compiled anew.
+    preloaded: set[str] = set()
+
+    @classmethod
+    def preload(cls, *modules: str) -> None:
+        """Have zygotes started from now on import ``modules`` (by name: no import here)."""
+        cls.preloaded.update(modules)
 
     def __init__(self) -> None:
         import json
@@ -186,12 +196,14 @@ class Zygote:
         # it forks) starts with an empty environment, so nothing of the supervisor's (a hub's
         # API token, cloud credentials) is in any /proc/N/environ inside.
         code = ("import sys, json; sys.path[:] = json.loads(sys.argv[2]); "
-                "from nbcontainer.runtime.zygote import serve; serve(int(sys.argv[1]))")
+                "from nbcontainer.runtime.zygote import serve; "
+                "serve(int(sys.argv[1]), json.loads(sys.argv[3]))")
         path = [_package_parent(), *(p for p in sys.path if p)]
         env = {k: os.environ[k] for k in ("PYTHONHOME",) if k in os.environ}
         try:
             self.process: subprocess.Popen[bytes] = subprocess.Popen(
-                [sys.executable, "-c", code, str(theirs.fileno()), json.dumps(path)],
+                [sys.executable, "-c", code, str(theirs.fileno()), json.dumps(path),
+                 json.dumps(sorted(self.preloaded))],
                 executable=sealed_interpreter(), env=env,
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=None, close_fds=True,
