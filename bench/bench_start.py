@@ -184,8 +184,10 @@ def main() -> int:
                   f"cgroup.controllers lists any controller; here it reads {ctrl!r})")
     print("Same work on every side except [a] and [b]: namespaces pid,net,ipc,uts,mount,cgroup; "
           f"memory {MEMORY >> 20} MiB, pids {PIDS}, 1 CPU; an overlay over the busybox layer.")
-    print("Differences left: crun/runc also apply the OCI default devices cgroup rules, "
-          "RLIMIT_NOFILE 1024 and a read-only /sys/fs/cgroup mount; crun makes its cgroup at "
+    print("Differences left: nbcontainer also installs Docker's default seccomp filter "
+          "(`crun spec`'s config has none) and joins a session keyring of its own; crun/runc "
+          "also mount /sys/fs/cgroup read-only (all apply a device allowlist, RLIMIT_NOFILE "
+          "1024 and no_new_privs); crun makes its cgroup at "
           "each hierarchy's root (/NAME), runc and nbcontainer below their own cgroup; the "
           "bench mounts the OCI runtimes' overlay from this process (a mount(2) call, no "
           "fork); the CLI is a whole new interpreter per start.")
