@@ -19,6 +19,32 @@ import pytest
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
+def capture(command: list[str], container: dict[str, object] | None = None,
+            **options: object) -> tuple[int, str, str]:
+    """Run a container to its end; (exit code, stdout, stderr). ``options`` are make_spec's,
+    ``container`` the Container's keyword arguments (e.g. ``python=``, ``zygote=``). Shared by
+    the integration and security tests: ``from conftest import capture``."""
+    import subprocess
+
+    from nbcontainer import Container, make_spec
+
+    r_out, w_out = os.pipe()
+    r_err, w_err = os.pipe()
+    c = Container(make_spec(command, **options), stdout=w_out, stderr=w_err,
+                  stdin=subprocess.DEVNULL, **(container or {}))  # type: ignore[arg-type]
+    try:
+        c.start()
+    finally:
+        os.close(w_out)
+        os.close(w_err)
+    try:
+        result = c.wait()
+    finally:
+        c.cleanup()
+    with os.fdopen(r_out) as f_out, os.fdopen(r_err) as f_err:
+        return result.exit_code, f_out.read(), f_err.read()
+
+
 def cgroup_version() -> str:
     """``v2`` when /sys/fs/cgroup is a cgroup2 mount, ``v1`` otherwise (v1 or hybrid)."""
     with open("/proc/self/mountinfo") as f:

@@ -16,31 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import capture
 
 from nbcontainer import Container, make_spec, run
 from nbcontainer.errors import ContainerError, UsageError
 
 pytestmark = pytest.mark.root
-
-
-def capture(spec_cmd: list[str], container: dict[str, object] | None = None,
-            **options: object) -> tuple[int, str, str]:
-    """Run a container, return (exit code, stdout, stderr); ``container``: Container kwargs."""
-    r_out, w_out = os.pipe()
-    r_err, w_err = os.pipe()
-    c = Container(make_spec(spec_cmd, **options), stdout=w_out, stderr=w_err,
-                  stdin=subprocess.DEVNULL, **(container or {}))
-    try:
-        c.start()
-    finally:
-        os.close(w_out)
-        os.close(w_err)
-    try:
-        result = c.wait()
-    finally:
-        c.cleanup()
-    with os.fdopen(r_out) as f_out, os.fdopen(r_err) as f_err:
-        return result.exit_code, f_out.read(), f_err.read()
 
 
 def sh(script: str, **options: object) -> tuple[int, str, str]:

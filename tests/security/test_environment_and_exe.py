@@ -14,8 +14,8 @@ import subprocess
 import sys
 
 import pytest
+from conftest import capture
 
-from nbcontainer import Container, make_spec
 from nbcontainer.runtime.zygote import Zygote
 
 pytestmark = pytest.mark.root
@@ -42,24 +42,6 @@ CHECK_EXE = (
     "    verdict = f'refused {err.errno}'\n"
     "print(target, '|', verdict)\n"
 )
-
-
-def _run_python(code: str, **spec: object) -> tuple[int, str, str]:
-    r_out, w_out = os.pipe()
-    r_err, w_err = os.pipe()
-    c = Container(make_spec([], **spec), python=code, zygote=True, stdout=w_out,
-                  stderr=w_err, stdin=subprocess.DEVNULL)
-    try:
-        c.start()
-    finally:
-        os.close(w_out)
-        os.close(w_err)
-    try:
-        result = c.wait()
-    finally:
-        c.cleanup()
-    with os.fdopen(r_out) as out, os.fdopen(r_err) as err:
-        return result.exit_code, out.read(), err.read()
 
 
 @pytest.fixture
@@ -128,3 +110,8 @@ def test_the_sealed_copy_refuses_writes_even_when_nothing_runs_it() -> None:
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)
+
+
+def _run_python(code: str, **spec: object) -> tuple[int, str, str]:
+    """A Python body through the zygote, as a notebook cell runs."""
+    return capture([], container={"python": code, "zygote": True}, **spec)

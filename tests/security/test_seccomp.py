@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import capture
 
 from nbcontainer.runtime.container import Container
 from nbcontainer.seccomp_profile import DEFAULT_PROFILE_PATH
@@ -75,26 +76,6 @@ with open("/proc/self/status") as f:
             out[key] = value.strip()
 print(json.dumps(out))
 """
-
-
-def capture(command: list[str], container: dict[str, object] | None = None,
-            **options: object) -> tuple[int, str, str]:
-    """Run a container, return (exit code, stdout, stderr); ``container``: Container kwargs."""
-    r_out, w_out = os.pipe()
-    r_err, w_err = os.pipe()
-    c = Container(make_spec(command, **options), stdout=w_out, stderr=w_err,
-                  stdin=subprocess.DEVNULL, **(container or {}))  # type: ignore[arg-type]
-    try:
-        c.start()
-    finally:
-        os.close(w_out)
-        os.close(w_err)
-    try:
-        result = c.wait()
-    finally:
-        c.cleanup()
-    with os.fdopen(r_out) as f_out, os.fdopen(r_err) as f_err:
-        return result.exit_code, f_out.read(), f_err.read()
 
 
 def probe(zygote: bool = False, **options: object) -> dict[str, str]:
