@@ -80,6 +80,9 @@ def resolve(text: str, layers: Sequence[str], image: str = "the image") -> User:
     entry = next((e for e in passwd if len(e) >= 7 and
                   (e[0] == user_text or (user_text.isdigit() and e[2] == user_text))), None)
     if entry is not None:
+        if not (entry[2].isdigit() and entry[3].isdigit()):
+            raise UsageError(f"-u: the passwd file of {image} has a malformed entry for "
+                             f"{user_text}; use a numeric UID:GID")
         uid, gid, home = int(entry[2]), int(entry[3]), entry[5] or "/"
     elif user_text.isdigit():
         uid, gid = int(user_text), 0
@@ -92,7 +95,7 @@ def resolve(text: str, layers: Sequence[str], image: str = "the image") -> User:
             gid = int(group_text)
         else:
             groups = _entries(_image_file(layers, "etc/group"))
-            match = next((g for g in groups if g[0] == group_text), None)
+            match = next((g for g in groups if g[0] == group_text and g[2].isdigit()), None)
             if match is None:
                 raise UsageError(f"-u: unable to find group {group_text}: no matching entries "
                                  f"in the group file of {image}; use a numeric GID")

@@ -115,3 +115,17 @@ def test_exec_into_a_user_namespace_container_is_its_root() -> None:
     uid, gid, groups = inside.stdout.splitlines()
     assert (uid, gid) == ("0", "0") and groups.split(":", 1)[1].strip() == ""
     assert init.stdout.split()[1] == "0"  # the same root as the container's first process
+
+
+def test_a_malformed_passwd_entry_is_an_error_in_words(tmp_path: Path) -> None:
+    """The image's passwd file is untrusted data: a non-numeric uid is a sentence, not a crash."""
+    from nbcontainer.errors import UsageError
+    from nbcontainer.runtime import users
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("app:x:notanumber:0:app:/home/app:/bin/sh\n")
+    (tmp_path / "etc/group").write_text("grp:x:oops:\n")
+    with pytest.raises(UsageError, match="malformed entry for app"):
+        users.resolve("app", [str(tmp_path)], "img")
+    with pytest.raises(UsageError, match="unable to find group grp"):
+        users.resolve("0:grp", [str(tmp_path)], "img")
