@@ -76,10 +76,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
     try:
         container.start()
-        if spec.network is not None:
+        if spec.network is not None and args.net is not None:
             from nbcontainer.net import nat
 
-            if not nat.forwarding():  # Docker warns the same way; the setting is the machine's
+            # Docker warns the same way; the setting is the machine's. Only when a network
+            # was asked for by name: the default one is quiet (`info` reports it).
+            if not nat.forwarding():
                 _err(f"warning: {nat.FORWARDING_OFF}")
         for signum in received:
             container.send_signal(signum)
@@ -143,12 +145,14 @@ def cmd_ps(args: argparse.Namespace) -> int:
         for st in rows:
             _out(st.id)
         return 0
-    table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "ADDRESS", "PORTS",
+              "NAMES")]
     for st in rows:
         command = " ".join(st.command)
         command = command if len(command) <= 30 else command[:27] + "..."
+        net = st.network if st.is_running() and st.network else {}
         table.append((st.id, st.image, f'"{command}"', _ago(st.created), _status_text(st),
-                      st.name or ""))
+                      net.get("address", ""), ", ".join(net.get("ports", [])), st.name or ""))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for row in table:
         _out("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())

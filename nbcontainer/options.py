@@ -99,11 +99,16 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("ns", ("--ns",), "LIST",
               "namespaces: comma list of uts,ipc,pid,mount,net,user,cgroup, or all, or none "
               "(default uts,ipc,pid,mount,cgroup)", field="namespaces"),
-    RunOption("net", ("--net",), "MODE",
-              "host (share the host's network), none (own netns, loopback), bridge (own netns "
-              "on the default bridge nbc0: an address, a default route, names) or the name "
-              "of a network made with `nbcontainer network create`",
-              field="namespaces"),
+    RunOption("net", ("--net", "--network"), "MODE",
+              "bridge (the default: own netns on the bridge nbc0, an address, a default route, "
+              "names), none (own netns, loopback only), host (the host's network: its "
+              "loopback services too), container:NAME (another container's), or the name of a "
+              "network made with `nbcontainer network create`; with --ns and no --net, net "
+              "in the list means a bare netns", field="net"),
+    RunOption("publish", ("-p", "--publish"), "[IP:]HPORT:CPORT[/PROTO]",
+              "publish a container port on the host, e.g. 8080:80 (host address default "
+              "127.0.0.1; 0.0.0.0:8080:80 for every address), repeatable",
+              kind="list", field="publish"),
     RunOption("image", ("--image",), "NAME",
               "image for the rootfs (default host); none = run on the host's /",
               front_ends=frozenset({MAGIC, KERNEL}), field="image"),

@@ -185,6 +185,9 @@ class Config(Message):
     #: run on a network: {"ifname", "address", "prefixlen", "gateway"}, for the first process
     #: to configure its side of the veth pair (the supervisor made the pair before Attached)
     net: dict | None = None
+    #: run with ``--net container:NAME``: the pid whose network namespace the helper joins
+    #: (instead of unsharing one) before it forks the first process
+    join_net: int | None = None
 
 
 class Prefork(Message):

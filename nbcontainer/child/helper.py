@@ -412,6 +412,11 @@ def main(fd: int) -> None:
     if cfg.mode == "exec":
         join_pid, join = cfg.join_pid or 0, cfg.join
         _or_report(chan, lambda: _join_namespaces(join_pid, join))
+    elif cfg.join_net:
+        # --net container:NAME: that container's network namespace, not a new one.
+        join_net = cfg.join_net
+        _or_report(chan, lambda: _join_namespaces(join_net, ["net"]))
+        ns.discard("net")
     me = os.getpid()
     child, status_fd = _fork_first_process(chan, ns, run=cfg.mode == "run")
     if child == 0:

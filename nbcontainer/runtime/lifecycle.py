@@ -39,7 +39,7 @@ def teardown(cgroup: Cgroup | None, directory: Path | None = None, *,
     finally:
         try:
             if root is not None and state is not None and state.network:
-                networks.release(root, state.network, state.id)
+                networks.release(state.network, state.id)
         finally:
             if directory is not None:
                 shutil.rmtree(directory, ignore_errors=True)
