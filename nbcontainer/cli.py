@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nbcontainer.errors import ContainerError, UsageError
-from nbcontainer.options import CLI, add_run_options, spec_from_args
+from nbcontainer.options import CLI, add_run_options, did_you_mean, spec_from_args
 from nbcontainer.paths import store_root
 from nbcontainer.spec import format_size
 
@@ -31,10 +31,18 @@ class ArgumentError(UsageError):
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that raises instead of exiting, so errors become exit status 125."""
+    """An ArgumentParser that raises instead of exiting, so errors become exit status 125.
+
+    No abbreviations (``--mem`` is an alias, not a prefix: Docker's flags are exact too),
+    and a misspelled option or command gets "did you mean ...?".
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise ArgumentError(f"{message} (see `{self.prog} --help`)")
+        raise ArgumentError(f"{did_you_mean(message, self)} (see `{self.prog} --help`)")
 
 
 def _out(text: str = "") -> None:
@@ -59,7 +67,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         cid = detach.start_detached(spec, root, auto_remove=args.rm)
         _out(cid)
         return 0
-    container = Container(spec, root=root, keep=False if args.rm else None)
+    # Like `docker run --name`: a named container's record stays (ps -a, logs, commit) until
+    # `nbcontainer rm`; --rm or no name removes it with the run.
+    container = Container(spec, root=root, keep=spec.name is not None and not args.rm)
     received: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
@@ -198,13 +208,13 @@ def cmd_rm(args: argparse.Namespace) -> int:
     from nbcontainer.runtime import manage
 
     status = 0
-    for ref in args.containers:
+    for ref in args.containers:  # like docker rm: go on with the others, fail at the end
         try:
             manage.remove(ref, force=args.force, root=store_root(args.root))
             _out(ref)
         except ContainerError as err:
             _err(str(err))
-            status = 1
+            status = err.exit_status  # 125, as stop, exec and logs exit for an unknown name
     return status
 
 
@@ -418,10 +428,25 @@ def main(argv: Sequence[str] | None = None, root: str | os.PathLike[str] | None 
     except ContainerError as err:
         _err(str(err))
         return err.exit_status
+    except PermissionError as err:
+        # The one place a raw EACCES/EPERM becomes a sentence: the store and the cgroups are
+        # root's (0700), so without root every command that reads them ends here.
+        _err(permission_sentence(argv, err))
+        return 125
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 141
+
+
+def permission_sentence(argv: Sequence[str], err: PermissionError) -> str:
+    """What a permission error means for the command that hit it, in one sentence."""
+    command = " ".join(["nbcontainer", *[a for a in argv[:1] if not a.startswith("-")]])
+    what = f"{err.filename}" if err.filename else "a file of the store"
+    if os.geteuid() != 0:
+        return (f"needs root: `{command}` cannot open {what} (the store and the cgroups "
+                "belong to root); run it as root, e.g. with sudo")
+    return f"`{command}`: permission denied on {what}: {err.strerror}"
 
 
 def entry() -> None:

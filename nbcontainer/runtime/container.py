@@ -605,8 +605,10 @@ class Container(ContainerProcess):
     log
         Send stdout and stderr to the container's log file (``nbcontainer logs``).
     keep
-        Keep the container (its record and upper directory) after it ends; the default is
-        to keep it only when it has a name.
+        Keep the container (its record and upper directory) after it ends, for ``ps -a``,
+        ``logs`` and ``commit``, until ``nbcontainer rm``. Default False: :meth:`cleanup`
+        removes everything, its name included (jupyter_client's meaning of cleanup), so a
+        program can run again with the same name. The CLI keeps a named ``run`` as Docker does.
     cgroup_parent
         Where its cgroup goes; default: under the caller's own cgroup.
     owner
@@ -618,7 +620,7 @@ class Container(ContainerProcess):
 
     def __init__(self, spec: ContainerSpec, *, root: str | os.PathLike[str] | None = None,
                  stdin: StdStream = None, stdout: StdStream = None, stderr: StdStream = None,
-                 pass_fds: Sequence[int] = (), log: bool = False, keep: bool | None = None,
+                 pass_fds: Sequence[int] = (), log: bool = False, keep: bool = False,
                  cgroup_parent: str | None = None, owner: str | None = None,
                  detached: bool = False, idle: bool = False, python: str | None = None,
                  zygote: bool | None = None) -> None:
@@ -628,7 +630,7 @@ class Container(ContainerProcess):
         self.python = python
         self.idle = idle
         self.root = store_root(root)
-        self.keep = spec.name is not None if keep is None else keep
+        self.keep = bool(keep)
         self.log = log
         self.owner = owner
         self.detached = detached

@@ -75,8 +75,8 @@ def test_parse_command_takes_the_rest_of_the_line(cm):
 
 
 def test_plot_flags(cm):
-    assert cm.parse("--plot").plot == "always"
-    assert cm.parse("--no-plot").plot == "never"
+    assert cm.parse("--plot").plot == "on"
+    assert cm.parse("--no-plot").plot == "off"
     assert cm.parse("").plot is None
     with pytest.raises(UsageError, match="not allowed with argument"):
         cm.parse("--plot --no-plot")
