@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -69,7 +70,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     # Like `docker run --name`: a named container's record stays (ps -a, logs, commit) until
     # `nbcontainer rm`; --rm or no name removes it with the run.
-    container = Container(spec, root=root, keep=spec.name is not None and not args.rm)
+    stdio: dict[str, Any] = {}
+    if spec.tty:
+        # The container's stdio is its own terminal (runtime/terminal.py): nothing inside
+        # holds this process's terminal, not even during setup.
+        stdio = dict.fromkeys(("stdin", "stdout", "stderr"), subprocess.DEVNULL)
+    container = Container(spec, root=root, keep=spec.name is not None and not args.rm, **stdio)
     received: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
@@ -93,7 +99,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 _err(f"warning: {nat.FORWARDING_OFF}")
         for signum in received:
             container.send_signal(signum)
-        result = container.wait()
+        if container.console is not None:
+            from nbcontainer.runtime import terminal
+
+            # Like docker: stdin goes in with -i, or when it is the user's terminal.
+            result = terminal.relay(container, forward_stdin=args.interactive
+                                    or os.isatty(0))
+        else:
+            result = container.wait()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -338,9 +351,9 @@ def build_parser(extras: bool = True) -> argparse.ArgumentParser:
     run.add_argument("-i", "--interactive", action="store_true",
                      help="accepted for Docker compatibility: stdin is always passed through")
     run.add_argument("-t", "--tty", action="store_true",
-                     help="accepted for Docker compatibility: the container gets this "
-                          "process's own stdin/stdout/stderr, so a terminal stays a terminal "
-                          "(TERM is set)")
+                     help="give the container a terminal of its own (a pseudo-terminal, its "
+                          "controlling terminal: job control, Ctrl-C, window size), relayed "
+                          "to this one in raw mode; TERM is set")
     run.add_argument("image", help="image: host, busybox, scratch, none, or a stored image")
     run.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
     run.set_defaults(func=cmd_run)

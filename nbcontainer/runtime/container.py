@@ -39,6 +39,7 @@ from nbcontainer.protocol import (
     Channel,
     ChannelClosed,
     Config,
+    Console,
     Error,
     Exit,
     Go,
@@ -225,6 +226,8 @@ class ContainerProcess:
         self._timed_out = False
         self._cleaned = False
         self.pid: int | None = None
+        #: ``run -t``: the master side of the container's terminal (the caller relays it)
+        self.console: int | None = None
         self.cgroup: cgroups.Cgroup | None = None
         #: The cgroup's counters when this run or exec began (None: a new cgroup, all zero).
         self._base: cgroups.CgroupStats | None = None
@@ -302,6 +305,8 @@ class ContainerProcess:
                 self._on_pid(self.pid)
                 self._before_attached(self.pid)
                 chan.send(Attached())
+            elif isinstance(msg, Console):
+                continue  # the terminal's master, kept by _recv
             elif isinstance(msg, Ready):
                 break
             elif isinstance(msg, Error):
@@ -364,7 +369,12 @@ class ContainerProcess:
         """The helper's next message during setup; SetupError in words if there is none."""
         assert self._chan is not None
         try:
-            return self._chan.recv()
+            msg, fds = self._chan.recv_with_fds()
+            if isinstance(msg, Console) and fds and self.console is None:
+                self.console = fds.pop(0)
+            for fd in fds:  # only a Console message carries one
+                os.close(fd)
+            return msg
         except TimeoutError:
             raise SetupError(f"container setup did not finish within {SETUP_TIMEOUT:g} s") \
                 from None
@@ -572,6 +582,10 @@ class ContainerProcess:
             if self._helper_pidfd is not None:
                 os.close(self._helper_pidfd)
                 self._helper_pidfd = None
+            if self.console is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self.console)
+                self.console = None
             self._release()
             with _PENDING_LOCK:
                 _PENDING.discard(threading.current_thread())
@@ -790,6 +804,7 @@ class Container(ContainerProcess):
             seccomp=self._seccomp,
             init=spec.init,
             detached=self.detached,
+            tty=spec.tty and not self.detached,
             net=None if self._network is None else {
                 k: self._network[k] for k in ("ifname", "address", "prefixlen", "gateway")},
         )
