@@ -94,11 +94,17 @@ def relay(container: Any, stdin: int = 0, stdout: int = 1, forward_stdin: bool =
                     _write_all(master, data)
                 else:  # end of input: what Ctrl-D at the start of a line would send
                     reading_stdin = False
-                    _write_all(master, bytes([termios.tcgetattr(master)[6][termios.VEOF]]))
+                    _write_all(master, _eof_char(master))
             if container.poll() is not None:
                 break
         _drain(master, stdout)
     return container.wait()
+
+
+def _eof_char(master: int) -> bytes:
+    """The terminal's VEOF character (Ctrl-D unless changed)."""
+    char = termios.tcgetattr(master)[6][termios.VEOF]
+    return char if isinstance(char, bytes) else bytes([char])
 
 
 def _pump(master: int, stdout: int) -> bool:

@@ -154,7 +154,10 @@ def test_install_writes_a_kernelspec_jupyter_lists(jupyter_path: Path) -> None:
     from jupyter_client.kernelspec import KernelSpecManager
 
     specs = KernelSpecManager().get_all_specs()
-    assert specs["nbc-test"]["spec"]["display_name"] == "Python 3 (container)"
+    # No --display-name: derived from the name (and options), so profiles differ.
+    assert specs["nbc-test"]["spec"]["display_name"] == "Python 3 (container nbc-test)"
+    assert specs["nbc-test-nonet"]["spec"]["display_name"] == \
+        "Python 3 (container nbc-test-nonet: net none)"
     spec = specs["nbc-test-200m"]["spec"]
     assert spec["display_name"] == "Python 3 (container, 200 MiB)"
     assert "--memory=200m" in spec["argv"]
