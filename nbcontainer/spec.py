@@ -77,7 +77,22 @@ def parse_cpus(text: str | float) -> float:
         raise UsageError(f"--cpus: {text!r} is out of range; use a number above 0, e.g. 0.5")
     if value < 0.01:
         raise UsageError(f"--cpus: {text!r} is too small; the minimum is 0.01")
+    available = available_cpus()
+    if value > available:
+        # Docker's check and words: a quota above the CPUs there are would never bind.
+        raise UsageError(f"--cpus: {text!r} is out of range: the range of CPUs is from 0.01 "
+                         f"to {available}.00, as there are only {available} CPUs available")
     return value
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as Go's runtime.NumCPU counts)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def parse_int(text: str | int, option: str, minimum: int, maximum: int | None = None) -> int:

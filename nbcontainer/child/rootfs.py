@@ -247,9 +247,12 @@ def setup(
     """The whole recipe: private propagation, overlay, volumes, /proc /sys /dev, pivot, masks."""
     make_private()
     root = mount_overlay(container_dir, layers)
+    bind_volumes(root, volumes)
+    # After the volumes: a volume above a hidden path (the container kernel binds the
+    # notebook's directory, say /root) must not uncover it (/root/.ssh). One at or below a
+    # hidden path exposes it on purpose; the supervisor left those out of ``hide``.
     for path in hide:
         hide_path(root, path)
-    bind_volumes(root, volumes)
     mount_proc_sys(root)
     mount_dev(root)
     bind_devices(root, devices)

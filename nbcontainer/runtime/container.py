@@ -42,6 +42,7 @@ from nbcontainer.protocol import (
     Channel,
     ChannelClosed,
     Config,
+    Console,
     Error,
     Exit,
     Go,
@@ -228,6 +229,8 @@ class ContainerProcess:
         self._timed_out = False
         self._cleaned = False
         self.pid: int | None = None
+        #: ``run -t``: the master side of the container's terminal (the caller relays it)
+        self.console: int | None = None
         self.cgroup: cgroups.Cgroup | None = None
         #: The cgroup's counters when this run or exec began (None: a new cgroup, all zero).
         self._base: cgroups.CgroupStats | None = None
@@ -305,6 +308,8 @@ class ContainerProcess:
                 self._on_pid(self.pid)
                 self._before_attached(self.pid)
                 chan.send(Attached())
+            elif isinstance(msg, Console):
+                continue  # the terminal's master, kept by _recv
             elif isinstance(msg, Ready):
                 break
             elif isinstance(msg, Error):
@@ -367,7 +372,12 @@ class ContainerProcess:
         """The helper's next message during setup; SetupError in words if there is none."""
         assert self._chan is not None
         try:
-            return self._chan.recv()
+            msg, fds = self._chan.recv_with_fds()
+            if isinstance(msg, Console) and fds and self.console is None:
+                self.console = fds.pop(0)
+            for fd in fds:  # only a Console message carries one
+                os.close(fd)
+            return msg
         except TimeoutError:
             raise SetupError(f"container setup did not finish within {SETUP_TIMEOUT:g} s") \
                 from None
@@ -575,6 +585,10 @@ class ContainerProcess:
             if self._helper_pidfd is not None:
                 os.close(self._helper_pidfd)
                 self._helper_pidfd = None
+            if self.console is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self.console)
+                self.console = None
             self._release()
             with _PENDING_LOCK:
                 _PENDING.discard(threading.current_thread())
@@ -608,8 +622,10 @@ class Container(ContainerProcess):
     log
         Send stdout and stderr to the container's log file (``nbcontainer logs``).
     keep
-        Keep the container (its record and upper directory) after it ends; the default is
-        to keep it only when it has a name.
+        Keep the container (its record and upper directory) after it ends, for ``ps -a``,
+        ``logs`` and ``commit``, until ``nbcontainer rm``. Default False: :meth:`cleanup`
+        removes everything, its name included (jupyter_client's meaning of cleanup), so a
+        program can run again with the same name. The CLI keeps a named ``run`` as Docker does.
     cgroup_parent
         Where its cgroup goes; default: under the caller's own cgroup.
     owner
@@ -621,7 +637,7 @@ class Container(ContainerProcess):
 
     def __init__(self, spec: ContainerSpec, *, root: str | os.PathLike[str] | None = None,
                  stdin: StdStream = None, stdout: StdStream = None, stderr: StdStream = None,
-                 pass_fds: Sequence[int] = (), log: bool = False, keep: bool | None = None,
+                 pass_fds: Sequence[int] = (), log: bool = False, keep: bool = False,
                  cgroup_parent: str | None = None, owner: str | None = None,
                  detached: bool = False, idle: bool = False, python: str | None = None,
                  zygote: bool | None = None) -> None:
@@ -631,7 +647,7 @@ class Container(ContainerProcess):
         self.python = python
         self.idle = idle
         self.root = store_root(root)
-        self.keep = spec.name is not None if keep is None else keep
+        self.keep = bool(keep)
         self.log = log
         self.owner = owner
         self.detached = detached
@@ -810,6 +826,7 @@ class Container(ContainerProcess):
             seccomp=self._seccomp,
             init=spec.init,
             detached=self.detached,
+            tty=spec.tty and not self.detached,
             net=None if self._network is None else {
                 k: self._network[k] for k in ("ifname", "address", "prefixlen", "gateway")},
             join_net=self._join_net,

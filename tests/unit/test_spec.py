@@ -191,3 +191,16 @@ def test_hostname_needs_a_uts_namespace():
     with pytest.raises(UsageError, match="uts"):
         make_spec(["true"], ns="pid", hostname="box")
     assert make_spec(["true"], ns="uts", hostname="box").hostname == "box"
+
+
+def test_cpus_beyond_the_cpus_there_are_is_refused_in_dockers_words():
+    import os
+
+    from nbcontainer.spec import available_cpus, parse_cpus
+
+    n = len(os.sched_getaffinity(0))
+    assert available_cpus() == n
+    assert parse_cpus(str(n)) == n
+    with pytest.raises(UsageError, match=rf"range of CPUs is from 0.01 to {n}.00, as there "
+                                         rf"are only {n} CPUs available"):
+        parse_cpus("1000" if n < 1000 else str(n + 1))
