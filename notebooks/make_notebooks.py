@@ -102,9 +102,11 @@ NB01 = [
     code("""
     if CAN_RUN:
         course.side_by_side(course.namespaces_of(), inside)
-        # The default --ns is uts,ipc,pid,mount,cgroup: those five differ, net and user do not.
+        # The default --ns is uts,ipc,pid,mount,cgroup, and the default network (--net bridge)
+        # adds net: those six differ; user (and time) do not.
         assert inside["uts"] != course.namespaces_of()["uts"]
-        assert inside["net"] == course.namespaces_of()["net"]
+        assert inside["net"] != course.namespaces_of()["net"]
+        assert inside["user"] == course.namespaces_of()["user"]
     """),
     md("""
     ## UTS: the hostname
@@ -1042,7 +1044,10 @@ NB04 = [
     """),
     md("""
     From the host, the container's root is an overlay whose lower layers are the store's layer
-    directories, reached through the short `l/N` links:
+    directories, reached through the short `l/N` links. On a network (the default) one more,
+    tiny layer sits on top: the container's *init layer*, empty files that serve as mount points
+    for its own `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (Docker's `-init` layer), so
+    that they never land in the container's upper layer, and never in a `commit`:
     """),
     code("""
     from nbcontainer import Container, make_spec
@@ -1056,7 +1061,9 @@ NB04 = [
             links = sorted((c.dir / "l").iterdir(), key=lambda p: int(p.name))
             for link in links:
                 print(f"  l/{link.name} -> {os.readlink(link)}")
-            assert [os.readlink(l) for l in links] == list(resolve("handmade").layers)
+            targets = [os.readlink(l) for l in links]
+            assert targets[:-1] == list(resolve("handmade").layers)
+            assert targets[-1] == str(c.dir / "init")  # the init layer, on top
         finally:
             c.kill(); c.wait(); c.cleanup()
     """),

@@ -174,6 +174,10 @@ def oom_kills_since(base: cgroups.CgroupStats | None, now: cgroups.CgroupStats |
     return kills, "limit" if own else "outside"
 
 
+#: overlayfs stacks at most this many lower layers (OVL_MAX_STACK).
+MAX_LOWER_LAYERS = 500
+
+
 def _make_config(**values: Any) -> Config:
     """The helper's config; a value of the wrong type (a damaged record) is a SetupError."""
     try:
@@ -795,9 +799,11 @@ class Container(ContainerProcess):
                                                      image is not None)
             volumes = files + volumes
         layers = list(self._image_layers)
-        if files and image is not None and layers != ["/"]:
-            # The mount points, above the image (the host's / has them; and overlayfs refuses
-            # a layer inside another one of the same mount: ELOOP).
+        if files and image is not None and layers != ["/"] and len(layers) < MAX_LOWER_LAYERS:
+            # The mount points, above the image. Not over the host's / (it has them, and
+            # overlayfs refuses a layer inside another layer of the same mount: ELOOP), nor over
+            # an image that uses every lower layer an overlay can stack (its mount points then
+            # land in the upper layer).
             layers.append(net_files.init_layer(cdir))
         hide = (hidden.exposed(hidden.host_secrets(self.root), (v.container for v in spec.volumes))
                 if image is not None and image.layers == ("/",) else [])

@@ -93,8 +93,9 @@ def tree(top: str) -> dict[str, tuple]:
 def start_changed(store: ImageStore, script: str, name: str | None = None,
                   keep: bool = False) -> Container:
     """A busybox container that made CHANGES and now sleeps (until killed)."""
+    # --net none: CHANGES edits /etc/hostname, which on a network is the network's own file.
     c = Container(make_spec(["sh", "-c", script + "\nexec sleep 1000"], image="busybox",
-                            name=name), root=store.root, keep=keep,
+                            name=name, net="none"), root=store.root, keep=keep,
                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     c.start()
     deadline = time.monotonic() + 20

@@ -61,7 +61,7 @@ def test_pid_namespace_without_rootfs_keeps_host_proc():
 
 
 def test_namespace_inodes_differ_from_host():
-    names = ["uts", "ipc", "pid", "mnt", "cgroup"]
+    names = ["uts", "ipc", "pid", "mnt", "cgroup", "net"]  # net: the default bridge's
     script = "; ".join(f"readlink /proc/self/ns/{n}" for n in names)
     code, out, _ = sh(script)
     assert code == 0
@@ -69,9 +69,11 @@ def test_namespace_inodes_differ_from_host():
     host = [os.readlink(f"/proc/self/ns/{n}") for n in names]
     for name, a, b in zip(names, inside, host, strict=False):
         assert a != b, f"{name} namespace should differ"
-    # Not created -> shared with the host.
-    code, out, _ = sh("readlink /proc/self/ns/net")
+    # Not created -> shared with the host (here with --net host).
+    code, out, _ = capture(["readlink", "/proc/self/ns/net"], image="none", net="host")
     assert out.strip() == os.readlink("/proc/self/ns/net")
+    code, out, _ = sh("readlink /proc/self/ns/user")
+    assert out.strip() == os.readlink("/proc/self/ns/user")
 
 
 def test_ipc_namespace_hides_host_message_queue():
@@ -150,7 +152,8 @@ def test_host_image_copy_on_write_leaves_host_untouched(tmp_path):
     assert not os.path.exists(marker)
     code, out, _ = capture(["sh", "-c", f"echo inside > {marker}; cat {marker}; "
                                           "echo x >> /etc/hostname; rm -f /etc/hosts; "
-                                          "test -e /etc/hosts || echo gone"], image="host")
+                                          "test -e /etc/hosts || echo gone"], image="host",
+                          net="none")  # on a network, /etc/hosts is its own (a bind mount)
     assert code == 0 and out.split() == ["inside", "gone"]
     assert not os.path.exists(marker)
     assert os.path.exists("/etc/hosts")
