@@ -101,6 +101,7 @@ ALLOWED = {
     "doctor": {"cgroups", "images", "child", "runtime"},
 }
 BOTTOM = {"errors", "spec", "options", "capnames", "paths", "_libc", "protocol", "__main__",
+          "reference",
           "seccomp_profile", "_netlink"}
 
 

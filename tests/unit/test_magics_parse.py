@@ -98,7 +98,7 @@ def test_comparison_values_make_one_labelled_spec_each(cm):
     ("--memory 50m,100m --cpus 1,2", "compare one option at a time"),
     ("--memory 50m,,100m", "empty value"),
     ("--memory 50m,100m --name web", "cannot use --name"),
-    ("--image 'Bad Image'", "invalid image name"),
+    ("--image 'Bad Image'", "invalid image reference"),
     ("-i x sh", "Python bodies only"),
     ("-o 1x", "not a Python variable name"),
     ("--mem '100m", "No closing quotation"),
