@@ -23,7 +23,8 @@ from nbcontainer.spec import format_size
 
 # Modules that add their own subcommands through ``add_commands(subparsers)``.
 COMMAND_MODULES = ("nbcontainer.images.commands", "nbcontainer.building.commands",
-                   "nbcontainer.kernel.commands", "nbcontainer.net.commands")
+                   "nbcontainer.kernel.commands", "nbcontainer.net.commands",
+                   "nbcontainer.registry.commands")
 
 
 class ArgumentError(UsageError):
@@ -331,7 +332,8 @@ def build_parser(extras: bool = True) -> argparse.ArgumentParser:
                      help="accepted for Docker compatibility: the container gets this "
                           "process's own stdin/stdout/stderr, so a terminal stays a terminal "
                           "(TERM is set)")
-    run.add_argument("image", help="image: host, busybox, scratch, none, or a stored image")
+    run.add_argument("image", help="image: host, busybox, scratch, none, a stored image, or a "
+                                   "registry reference (pulled when missing, see --pull)")
     run.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
     run.set_defaults(func=cmd_run)
 

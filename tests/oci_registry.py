@@ -148,11 +148,8 @@ class CountingProxy:
                     fail = proxy.faults.fail_next > 0
                     if fail:
                         proxy.faults.fail_next -= 1
-                    cut = None
-                    if "/blobs/sha256:" in self.path and self.command == "GET" and (
-                            proxy.faults.cut_blob_after is not None):
-                        cut, proxy.faults.cut_blob_after = proxy.faults.cut_blob_after, None
-                        proxy.faults.cuts += 1
+                    cut = proxy.faults.cut_blob_after if (
+                        "/blobs/sha256:" in self.path and self.command == "GET") else None
                 if fail:
                     self.send_response(proxy.faults.fail_status)
                     self.send_header("Content-Length", "0")
@@ -166,6 +163,13 @@ class CountingProxy:
                 resp = conn.getresponse()
                 data = resp.read()
                 conn.close()
+                if cut is not None:
+                    with proxy.lock:  # cut the first blob longer than the limit, once
+                        if len(data) > cut and proxy.faults.cut_blob_after is not None:
+                            proxy.faults.cut_blob_after = None
+                            proxy.faults.cuts += 1
+                        else:
+                            cut = None
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):

@@ -235,6 +235,8 @@ class RegistryClient:
         (or streams, with ``stream``) the body and releases it.
         """
         target = url or self.base + path
+        if url:
+            check_allowed(urlsplit(url).netloc)
         authed = False
         attempt = 0
         while True:
