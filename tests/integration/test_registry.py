@@ -265,7 +265,8 @@ def test_basic_auth_login_pull_logout(tmp_path: Path, store: Path, docker_config
         _seed(registry.address, tmp_path, "team/app", creds="alice:s3cret")
         ref = f"{registry.address}/team/app:v1"
         p = nbc("pull", ref, root=store)
-        assert p.returncode == 125 and "unauthorized" in p.stderr and "nbcontainer login" in p.stderr
+        assert p.returncode == 125 and "unauthorized" in p.stderr
+        assert "nbcontainer login" in p.stderr
         p = nbc("login", "-u", "alice", "--password-stdin", registry.address, input="wrong\n",
                 root=store)
         assert p.returncode == 125 and "login to" in p.stderr and "unauthorized" in p.stderr
