@@ -340,3 +340,19 @@ def test_push_then_skopeo_inspect(world: World, store: Path, tmp_path: Path) -> 
     world.proxy.reset()
     p = nbc("push", "busybox", world.ref("test/pushed:v2"), root=store)
     assert p.returncode == 0 and world.proxy.count("uploads", "POST") == 0
+
+
+def test_pull_by_digest_alone_is_kept_under_its_digest(world: World, store: Path) -> None:
+    name = world.ref("test/two")
+    result = pull(f"{name}@{world.digests['two']}", root=store)
+    assert result.record.tag == "" and result.record.ref == f"{name}@{world.digests['two']}"
+    assert ImageStore(store).find_image(f"{name}:v1") is None
+    line = [x for x in nbc("images", root=store).stdout.splitlines() if x.startswith(name)]
+    assert line and line[0].split()[1:3] == ["<none>", world.digests["two"][:19]]
+    code, out, _ = capture(["cat", "/etc/name"], container={"root": str(store)},
+                           image=f"{name}@{world.digests['two']}", pull="never", ns="mount,pid")
+    assert (code, out) == (0, "two\n")
+    with pytest.raises(RegistryError, match="manifest unknown: .* has no manifest test/two@"):
+        pull(f"{name}@sha256:{'0' * 64}", root=store)
+    p = nbc("rmi", f"{name}@{world.digests['two']}", root=store)
+    assert p.returncode == 0 and stored(store)[:2] == (set(), set()), p.stderr
