@@ -267,13 +267,48 @@ class ContainerMagics(Magics):
                              f"drop the COMMAND ({' '.join(args.command)}) or -i/-o")
         return out
 
+    def pull_first(self, runs: list[tuple[str, ContainerSpec]]) -> list[tuple[str, ContainerSpec]]:
+        """Apply ``--pull`` once for the cell, with its progress in one display updated in
+        place; the containers then find the image stored (and do not pull it again)."""
+        if not runs or not runs[0][1].has_rootfs or runs[0][1].name in self.named:
+            return runs
+        from nbcontainer.notebook.pullprogress import DisplayProgress
+        from nbcontainer.registry.policy import ensure_image
+
+        spec = runs[0][1]
+        try:
+            pulled = ensure_image(spec.image, spec.pull, spec.platform, self.store(),
+                                  DisplayProgress())
+        except errors.ImageNotFoundError as err:
+            raise UsageError(str(err)) from None
+        except errors.ContainerError as err:
+            raise ContainerCellError(f"the image could not be pulled: {err}") from None
+        if pulled is None:
+            return runs
+        return [(label, s.with_(pull="missing")) for label, s in runs]
+
+    def pull_line(self, argv: list[str]) -> None:
+        """``%container pull [--platform P] REF`` with one display updated in place."""
+        from nbcontainer.cli import build_parser
+        from nbcontainer.notebook.pullprogress import DisplayProgress
+        from nbcontainer.reference import parse
+        from nbcontainer.registry.pull import pull
+
+        try:
+            args = build_parser().parse_args(["pull", *argv])
+            ref = parse(args.reference)
+            pull(ref, platform=args.platform, root=self.store(), progress=DisplayProgress())
+        except errors.ContainerError as err:
+            raise UsageError(f"%container pull: {err}") from None
+        print(str(ref))
+
     # -- %%container ---------------------------------------------------------------------------
 
     @cell_magic("container")  # type: ignore[arg-type]
     def container_cell(self, line: str, cell: str) -> None:
         """Run the cell in a container; see ``%%container?``."""
         args = self.parse(line)
-        runs = self.specs(args)
+        runs = self.pull_first(self.specs(args))
         python_body = not args.command
         try:
             inputs = parse_names(",".join(args.inputs or []), "-i")
@@ -472,6 +507,9 @@ class ContainerMagics(Magics):
             return
         if sub == "exec":
             self.exec_line(argv[1:])
+            return
+        if sub == "pull":
+            self.pull_line(argv[1:])
             return
         if sub == "run":
             raise UsageError("%container run: use the cell magic instead: `%%container [OPTIONS] "

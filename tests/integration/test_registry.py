@@ -28,6 +28,7 @@ from oci_registry import (
     write_image,
     write_layout,
 )
+from test_magics_kernel import Kernel, kernel  # noqa: F401 (the fixture)
 
 from nbcontainer.errors import ImageNotFoundError, RegistryError
 from nbcontainer.images.store import ImageStore
@@ -356,3 +357,24 @@ def test_pull_by_digest_alone_is_kept_under_its_digest(world: World, store: Path
         pull(f"{name}@sha256:{'0' * 64}", root=store)
     p = nbc("rmi", f"{name}@{world.digests['two']}", root=store)
     assert p.returncode == 0 and stored(store)[:2] == (set(), set()), p.stderr
+
+
+def test_notebook_pull_one_display_updated_in_place_then_a_cell_in_the_image(
+        world: World, kernel: Kernel) -> None:  # noqa: F811 (the imported fixture)
+    ref = world.ref("test/three:v1")
+    cell = kernel.run(f"%container pull {ref}", timeout=120)
+    assert cell.reply["status"] == "ok", cell.stream("stderr")
+    first = [m["content"] for _, m in cell.of("display_data")]
+    updates = [m["content"] for _, m in cell.of("update_display_data")]
+    assert len(first) == 1 and updates
+    assert {c["transient"]["display_id"] for c in first + updates} == {
+        first[0]["transient"]["display_id"]}
+    final = updates[-1]["data"]["text/plain"]
+    assert "Pull complete" in final and "Digest: sha256:" in final
+    assert cell.stream().strip() == f"{world.proxy.address}/test/three:v1"
+    cell = kernel.run(f"%%container --image {ref} --pull never --ns mount,pid sh\ncat /etc/name",
+                      timeout=120)
+    assert cell.reply["status"] == "ok" and cell.stream() == "three\n", cell.stream("stderr")
+    assert not cell.of("display_data")  # nothing pulled, nothing shown
+    cell = kernel.run(f"%%container --image {world.ref('test/nope:v1')} sh\ntrue", timeout=120)
+    assert cell.error is not None and "manifest unknown" in cell.error["evalue"]
