@@ -67,6 +67,10 @@ USER_ERRORS = (errors.UsageError, errors.ImageNotFoundError, errors.ContainerNot
                errors.NotRootError)
 
 
+#: What runs a Python body on any image but host/none: the image's own interpreter.
+IMAGE_PYTHON = "python3"
+
+
 def run_option_traits() -> dict[str, Any]:
     """A configurable trait per run option of the magics (the defaults of every cell)."""
     traits: dict[str, Any] = {}
@@ -261,6 +265,10 @@ class ContainerMagics(Magics):
                                       **override)
             except errors.ContainerError as err:
                 raise UsageError(str(err)) from None
+            if python_body and spec.image not in ("host", "none"):
+                # The kernel's interpreter is a host path: an image runs its own python3, found
+                # on the image's PATH (the bootstrap and the -i/-o format are Python 3.8+).
+                spec = spec.with_(command=tuple(python_command(IMAGE_PYTHON)))
             out.append((label, spec))
         if (args.inputs or args.outputs) and not python_body:
             raise UsageError("-i/-o move Python variables and work with Python bodies only; "
@@ -382,8 +390,8 @@ class ContainerMagics(Magics):
         interpreter."""
         if python_body and run.result.exit_code == 127 and run.spec.image not in ("host",
                                                                                  "none"):
-            return (f" (a Python body runs the kernel's interpreter {sys.executable}, which image "
-                    f"{run.spec.image} does not have; give a COMMAND, e.g. "
+            return (f" (a Python body on an image runs the image's own {IMAGE_PYTHON}, and image "
+                    f"{run.spec.image} has none on its PATH; give a COMMAND, e.g. "
                     f"`%%container --image {run.spec.image} sh`)")
         return ""
 

@@ -65,6 +65,14 @@ def test_parse_python_body_uses_the_kernels_interpreter(cm):
     assert spec.image == "host"
 
 
+def test_python_body_on_an_image_runs_the_images_python3(cm):
+    for image in ("busybox", "localhost:5000/team/py:3.11"):
+        [(_, spec)] = cm.specs(cm.parse(f"--image {image}"))
+        assert spec.command[0] == "python3" and spec.command[-1] == BOOTSTRAP
+    [(_, spec)] = cm.specs(cm.parse("--image none"))
+    assert spec.command[0] == sys.executable
+
+
 def test_parse_command_takes_the_rest_of_the_line(cm):
     args = cm.parse('--image busybox --memory 64m sh -c "echo a b" --not-an-option')
     [(_, spec)] = cm.specs(args)
