@@ -254,16 +254,19 @@ def _download(client: RegistryClient, ref: Reference, wanted: dict[str, int | No
                           advance=lambda n: progress.advance(digest, n))
         progress.layer(digest, "Download complete")
 
-    with ThreadPoolExecutor(max_workers=MAX_CONCURRENT_DOWNLOADS,
-                            thread_name_prefix="nbcontainer-pull") as pool:
+    pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_DOWNLOADS,
+                              thread_name_prefix="nbcontainer-pull")
+    try:
         futures = [pool.submit(one, d, s) for d, s in wanted.items()]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        wait(futures, return_when=FIRST_EXCEPTION)
         failed = next((f for f in futures if f.done() and f.exception() is not None), None)
         if failed is not None:
-            client.abort.set()
-            for f in futures:
-                f.cancel()
-    if failed is not None:
-        err = failed.exception()
-        assert err is not None
-        raise err
+            err = failed.exception()
+            assert err is not None
+            raise err
+    except BaseException:
+        # A failure or an interrupt (Ctrl-C): the other downloads stop at their next chunk.
+        client.abort.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -122,3 +122,16 @@ esac
     (config_dir / "config.json").write_text(json.dumps({"credsStore": "missing-helper"}))
     with pytest.raises(RegistryError, match="docker-credential-missing-helper is not on PATH"):
         cred.get_credentials("localhost:5000")
+
+
+def test_a_registry_that_is_not_there_is_a_network_error_naming_it(tmp_path: Path) -> None:
+    """Port 1 on the loopback: connection refused, retried, then one sentence."""
+    from nbcontainer.registry.pull import pull
+
+    client = RegistryClient("127.0.0.1:1", retries=2, backoff=0.01)
+    with pytest.raises(RegistryError, match=r"network error talking to registry 127\.0\.0\.1:1 "
+                                            r"\(127\.0\.0\.1:1\): .*[Rr]efused"):
+        pull("127.0.0.1:1/x:y", root=tmp_path / "store", client=client)
+    assert client.counters["manifest"] == 3  # the first try and two retries
+    assert not (tmp_path / "store" / "images").exists() or not os.listdir(
+        tmp_path / "store" / "images")
