@@ -57,7 +57,7 @@ from nbcontainer.runtime.sealed import sealed_interpreter
 from nbcontainer.runtime.spare import Spare, spares
 from nbcontainer.runtime.state import ContainerState
 from nbcontainer.runtime.zygote import ForkedHelper, Zygote
-from nbcontainer.spec import ContainerSpec
+from nbcontainer.spec import BUILTIN_IMAGES, ContainerSpec
 
 if TYPE_CHECKING:
     from nbcontainer.registry.progress import Progress
@@ -692,9 +692,11 @@ class Container(ContainerProcess):
                     "exist (it is the host's own directory); choose an existing one, or an image"
                 )
         ensure_dir(self.root, 0o711)
-        if spec.has_rootfs:
+        if spec.has_rootfs and spec.image.removesuffix(":latest") not in BUILTIN_IMAGES and (
+                not spec.image.startswith("sha256:")):
             # --pull: a registry image missing from the store is pulled before anything of the
-            # container exists (a failed pull leaves nothing behind).
+            # container exists (a failed pull leaves nothing behind). Built-ins never are, and
+            # do not even import the registry code.
             from nbcontainer.registry.policy import ensure_image
 
             ensure_image(spec.image, spec.pull, spec.platform, self.root, self.pull_progress)
