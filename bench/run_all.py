@@ -46,6 +46,9 @@ BENCHMARKS = [
     ("images", "Commit, import and tar writing next to GNU tar (tmpfs and disk)",
      "bench_images.py", [],
      ["--files", "500", "--big-mib", "10", "--rounds", "1", "--gap", "0"]),
+    ("registry", "Pull from a local registry vs skopeo copy + umoci unpack; a second pull",
+     "bench_registry.py", [],
+     ["--layers", "3", "--layer-mib", "2", "--rounds", "1", "--gap", "0"]),
 ]
 
 

@@ -24,7 +24,8 @@ from nbcontainer.spec import format_size
 
 # Modules that add their own subcommands through ``add_commands(subparsers)``.
 COMMAND_MODULES = ("nbcontainer.images.commands", "nbcontainer.building.commands",
-                   "nbcontainer.kernel.commands", "nbcontainer.net.commands")
+                   "nbcontainer.kernel.commands", "nbcontainer.net.commands",
+                   "nbcontainer.registry.commands")
 
 
 class ArgumentError(UsageError):
@@ -358,7 +359,8 @@ def build_parser(extras: bool = True) -> argparse.ArgumentParser:
                      help="give the container a terminal of its own (a pseudo-terminal, its "
                           "controlling terminal: job control, Ctrl-C, window size), relayed "
                           "to this one in raw mode; TERM is set")
-    run.add_argument("image", help="image: host, busybox, scratch, none, or a stored image")
+    run.add_argument("image", help="image: host, busybox, scratch, none, a stored image, or a "
+                                   "registry reference (pulled when missing, see --pull)")
     run.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
     run.set_defaults(func=cmd_run)
 

@@ -55,3 +55,7 @@ class ImageError(ContainerError):
 
 class UnsafeLayerError(ImageError):
     """A layer tried to write outside its root or carried a forbidden entry."""
+
+
+class RegistryError(ImageError):
+    """A registry refused, lacked or garbled what a pull/push/login asked for; says which."""

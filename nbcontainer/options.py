@@ -110,8 +110,16 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               "127.0.0.1; 0.0.0.0:8080:80 for every address), repeatable",
               kind="list", field="publish"),
     RunOption("image", ("--image",), "NAME",
-              "image for the rootfs (default host); none = run on the host's /",
+              "image for the rootfs (default host): a built-in, a stored image or a registry "
+              "reference, pulled when missing (see --pull); none = run on the host's /",
               front_ends=frozenset({MAGIC, KERNEL}), field="image"),
+    RunOption("pull", ("--pull",), "POLICY",
+              "when to pull a registry image: missing (default: only if not in the store), "
+              "always (check the registry for a newer manifest) or never",
+              field="pull"),
+    RunOption("platform", ("--platform",), "OS/ARCH[/VARIANT]",
+              "the platform to pull from a multi-platform image, e.g. linux/arm64 (default: "
+              "this machine's)", field="platform"),
     RunOption("hostname", ("--hostname",), "NAME", "hostname inside", field="hostname"),
     RunOption("env", ("-e", "--env"), "K=V", "environment variable (repeatable)",
               kind="list", field="env", fixed=False),

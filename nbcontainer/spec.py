@@ -15,11 +15,16 @@ from typing import Any
 
 from nbcontainer.capnames import ALL_CAPS, DEFAULT_CAPS
 from nbcontainer.errors import UsageError
+from nbcontainer.reference import parse as parse_reference
+from nbcontainer.reference import parse_platform
 from nbcontainer.seccomp_profile import load_profile_file
 
 NAMESPACES = ("uts", "ipc", "pid", "mount", "net", "user", "cgroup")
 DEFAULT_NAMESPACES = frozenset({"uts", "ipc", "pid", "mount", "cgroup"})
 NET_MODES = ("host", "none")
+#: Image names that are never registry references (built-ins and ``none``).
+BUILTIN_IMAGES = ("host", "scratch", "none", "busybox")
+PULL_POLICIES = ("missing", "always", "never")
 #: The network ``--net bridge`` joins; any other name is a user-defined network.
 DEFAULT_NETWORK = "bridge"
 
@@ -439,6 +444,10 @@ class ContainerSpec:
     net_container: str | None = None
     #: ``-p``: ports published on the host (only on a network).
     publish: tuple[Port, ...] = ()
+    #: When to pull a registry image: ``missing`` (default), ``always`` or ``never``.
+    pull: str = "missing"
+    #: ``OS/ARCH[/VARIANT]`` to pick from a multi-platform image; None: this machine's.
+    platform: str | None = None
 
     @property
     def net(self) -> str:
@@ -519,6 +528,8 @@ def make_spec(
     tty: bool = False,
     security_opt: list[str] | None = None,
     publish: list[str] | None = None,
+    pull: str | None = None,
+    platform: str | None = None,
 ) -> ContainerSpec:
     """Validate options given in the user's syntax and build a :class:`ContainerSpec`.
 
@@ -589,12 +600,15 @@ def make_spec(
     cmd = tuple(str(c) for c in command)
     if any("\0" in c for c in cmd):
         raise UsageError("command: arguments must not contain NUL bytes")
-    if not image or not re.match(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$",
-                                 image):
-        raise UsageError(
-            f"image: invalid image name {image!r}; use lower-case letters, digits, . _ / -, "
-            "with an optional :tag, e.g. busybox or busybox:latest"
-        )
+    if image not in BUILTIN_IMAGES:
+        try:
+            parse_reference(str(image))
+        except UsageError as err:
+            raise UsageError(f"image: {err}") from None
+    if pull not in (None, "", *PULL_POLICIES):
+        raise UsageError(f"--pull: invalid policy {pull!r}; use missing (the default), always "
+                         "or never")
+    plat = None if platform in (None, "") else str(parse_platform(str(platform)))
     return ContainerSpec(
         command=cmd,
         image=image,
@@ -617,6 +631,8 @@ def make_spec(
         network=network,
         net_container=net_container,
         publish=ports,
+        pull=pull or "missing",
+        platform=plat,
     )
 
 

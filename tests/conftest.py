@@ -18,6 +18,11 @@ import pytest
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
+# No test may ever contact a registry on the internet: a name that is not stored would otherwise
+# be pulled from Docker Hub. The client refuses any registry not listed here (subprocesses
+# inherit it). The tests' own registries listen on 127.0.0.1.
+os.environ["NBCONTAINER_REGISTRY_ALLOW"] = "127.0.0.1,localhost"
+
 
 def capture(command: list[str], container: dict[str, object] | None = None,
             **options: object) -> tuple[int, str, str]:

@@ -76,7 +76,7 @@ def resolve(name: str, root: str | os.PathLike[str] | None = None) -> ResolvedIm
             raise ImageNotFoundError(f"no image with id {name} in the store (its layers may "
                                      "have been removed by `nbcontainer gc`)")
         return to_resolved(by_id, store)
-    record = store.find_image(name)
+    record = store.find_image(name) or _find_normalised(store, name)
     if record is None and base == "busybox" and tag == "latest":
         record = ensure_busybox(store)
     if record is None:
@@ -87,6 +87,21 @@ def resolve(name: str, root: str | os.PathLike[str] | None = None) -> ResolvedIm
             + " (see `nbcontainer images`, or add one with `nbcontainer import`)"
         )
     return to_resolved(record, store)
+
+
+def _find_normalised(store: ImageStore, name: str) -> ImageRecord | None:
+    """A pulled image named in another spelling (``docker.io/library/python:3.12`` is stored
+    as ``python:3.12``; ``x@sha256:...`` by its manifest digest)."""
+    from nbcontainer.errors import UsageError
+    from nbcontainer.reference import parse
+
+    try:
+        ref = parse(name)
+    except UsageError:
+        return None
+    if ref.digest:
+        return store.find_image(f"{ref.familiar_name}@{ref.digest}")
+    return store.find_image(f"{ref.familiar_name}:{ref.tag}")
 
 
 def to_resolved(record: ImageRecord, store: ImageStore) -> ResolvedImage:
@@ -117,7 +132,7 @@ def stored_record(name: str, store: ImageStore) -> ImageRecord:
         if by_id is None:
             raise ImageNotFoundError(f"no image with id {name} in the store")
         return by_id
-    record = store.find_image(name)
+    record = store.find_image(name) or _find_normalised(store, name)
     if record is None and base == "busybox" and tag == "latest":
         record = ensure_busybox(store)
     return record if record is not None else store.get_image(name)

@@ -54,12 +54,15 @@ def cmd_images(args: argparse.Namespace) -> int:
     store = ImageStore(getattr(args, "root", None))
     records = store.list_images()
     users = Counter(d for r in records for d in set(r.layers))
-    rows = [["REPOSITORY", "TAG", "IMAGE ID", "LAYERS", "SIZE", "SHARED", "UNIQUE", "CREATED"]]
+    rows = [["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "LAYERS", "SIZE", "SHARED", "UNIQUE",
+             "CREATED"]]
     for r in records:
         sizes = {d: store.layer_meta(d).size for d in set(r.layers)}
         shared = sum(s for d, s in sizes.items() if users[d] > 1)
         total = sum(sizes.values())
-        rows.append([r.name, r.tag, r.id.removeprefix("sha256:")[:12], str(len(r.layers)),
+        digest = r.digest if args.digests else r.digest[:19]
+        rows.append([r.name, r.tag or "<none>", digest or "<none>",
+                     r.id.removeprefix("sha256:")[:12], str(len(r.layers)),
                      human_size(total), human_size(shared), human_size(total - shared),
                      human_age(r.created)])
     print(_table(rows))
@@ -96,8 +99,9 @@ def cmd_rmi(args: argparse.Namespace) -> int:
     """Remove images; print what was untagged and which layers were deleted."""
     store = ImageStore(getattr(args, "root", None))
     for ref in args.images:
-        removed = store.remove_image(ref)
-        print(f"Untagged: {ref}")
+        untagged, removed = store.remove(ref, force=args.force)
+        for name in untagged:
+            print(f"Untagged: {name}")
         for diff_id in removed:
             print(f"Deleted: {diff_id}")
     return 0
@@ -106,6 +110,7 @@ def cmd_rmi(args: argparse.Namespace) -> int:
 def add_commands(subparsers: Any) -> None:
     """Register images, history, import, save and rmi on argparse subparsers."""
     p = subparsers.add_parser("images", help="list stored images, with shared vs unique size")
+    p.add_argument("--digests", action="store_true", help="show manifest digests in full")
     p.set_defaults(func=cmd_images)
 
     p = subparsers.add_parser("history", help="show the layers and steps of an image")
@@ -126,5 +131,8 @@ def add_commands(subparsers: Any) -> None:
     p.set_defaults(func=cmd_save)
 
     p = subparsers.add_parser("rmi", help="remove images (layers go when nothing uses them)")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="NAME[:TAG], NAME@sha256:DIGEST, or sha256:ID|DIGEST")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="an id or digest naming several images removes them all")
     p.set_defaults(func=cmd_rmi)

@@ -292,7 +292,14 @@ def import_image(path: str | os.PathLike[str], name: str,
 
 
 def _import_plan(store: ImageStore, source: Source, plan: Plan, repo: str, tag: str,
-                 limits: ExtractLimits) -> ImageRecord:
+                 limits: ExtractLimits, *, trust_present: bool = False, digest: str = "",
+                 reference: str = "") -> ImageRecord:
+    """Check and extract a plan's layers, then publish them and the record together.
+
+    ``trust_present``: a layer whose diff_id is already in the store is used as it is, without
+    reading its blob (a pull does not even fetch it: the diff_id comes from a config whose
+    digest the verified manifest names). ``digest`` and ``reference`` are recorded for a pull.
+    """
     diff_ids = (plan.config.get("rootfs") or {}).get("diff_ids") or []
     if not isinstance(diff_ids, list) or len(diff_ids) != len(plan.layers):
         raise ImageError(f"{plan.source}: the config lists {len(diff_ids)} diff_ids for "
@@ -305,6 +312,9 @@ def _import_plan(store: ImageStore, source: Source, plan: Plan, repo: str, tag: 
         for i, (blob, diff_id) in enumerate(zip(plan.layers, diff_ids, strict=True)):
             if diff_id in staged:
                 metas.append(staged[diff_id][1])
+                continue
+            if store.has_layer(diff_id) and trust_present:
+                metas.append(store.layer_meta(diff_id))
                 continue
             if store.has_layer(diff_id):
                 got = _extract_blob(source, blob, None, limits)
@@ -326,6 +336,7 @@ def _import_plan(store: ImageStore, source: Source, plan: Plan, repo: str, tag: 
         for stage, meta in staged.values():
             store.publish_layer(stage, meta)
         record = record_from_config(repo, tag, plan.config_digest, plan.config, metas, plan.source)
+        record.digest, record.reference = digest, reference
         store.put_image(record)
     return record
 

@@ -125,10 +125,15 @@ class ImageRecord:
     architecture: str = "amd64"
     os: str = "linux"
     source: str = ""
+    #: The registry manifest's digest (``sha256:...``) when pulled; "" otherwise.
+    digest: str = ""
+    #: Where it was pulled from, fully qualified (``docker.io/library/python:3.12``).
+    reference: str = ""
 
     @property
     def ref(self) -> str:
-        return f"{self.name}:{self.tag}"
+        """``name:tag``, or ``name@sha256:...`` for an image pulled by digest alone."""
+        return f"{self.name}:{self.tag}" if self.tag else f"{self.name}@{self.digest}"
 
     def to_json(self) -> str:
         return json.dumps({"schema": 1, **asdict(self)}, indent=1, sort_keys=True)
@@ -246,7 +251,9 @@ class ImageStore:
 
     # images -----------------------------------------------------------------------------
     def _record_path(self, name: str, tag: str) -> Path:
-        return self.images / (quote(f"{name}:{tag}", safe="") + ".json")
+        """``name:tag``'s record; ``tag`` ``@sha256:...`` is a by-digest record's key."""
+        sep = "" if tag.startswith("@") else ":"
+        return self.images / (quote(f"{name}{sep}{tag}", safe="") + ".json")
 
     def put_image(self, record: ImageRecord) -> None:
         """Write (or replace) an image record atomically; its layers must be in the store."""
@@ -254,13 +261,20 @@ class ImageStore:
             if not self.has_layer(diff_id):
                 raise ImageError(f"image {record.ref} names layer {diff_id}, not in the store")
         self._ensure()
-        path = self._record_path(record.name, record.tag)
+        path = self._record_path(record.name, record.tag or f"@{record.digest}")
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
         tmp.write_text(record.to_json())
         os.replace(tmp, path)
 
     def find_image(self, ref: str) -> ImageRecord | None:
-        """The record for ``name[:tag]``, or None (no validation beyond the split)."""
+        """The record for ``name[:tag]`` or ``name[:tag]@digest``, or None.
+
+        A digest matches the manifest digest of a pulled image of that name, whatever its tag.
+        """
+        if "@" in ref:
+            name, digest = _split(ref.split("@", 1)[0])[0], ref.split("@", 1)[1]
+            return next((r for r in self.list_images()
+                         if r.name == name and r.digest == digest), None)
         name, tag = _split(ref)
         try:
             return ImageRecord.from_json(self._record_path(name, tag).read_text())
@@ -364,15 +378,39 @@ class ImageStore:
 
     def remove_image(self, ref: str) -> list[str]:
         """Remove an image record, then every layer nothing else uses; return removed diff_ids."""
-        name, tag = _split(ref)
+        return self.remove(ref)[1]
+
+    def matching(self, ref: str) -> list[ImageRecord]:
+        """The records ``ref`` names: ``name[:tag]``, ``name@digest``, or a bare
+        ``sha256:<hex>`` that is an image id or a pulled manifest digest (all such records)."""
+        if _HEX64.fullmatch(ref.removeprefix("sha256:")) and ref.startswith("sha256:"):
+            found = [r for r in self.list_images() if ref in (r.id, r.digest)]
+            if not found:
+                raise ImageNotFoundError(f"no image with id or digest {ref} in the store (see "
+                                         "`nbcontainer images`)")
+            return found
+        return [self.get_image(ref)]
+
+    def remove(self, ref: str, force: bool = False) -> tuple[list[str], list[str]]:
+        """Untag what ``ref`` names (see :meth:`matching`), then delete layers nothing uses.
+
+        A digest or id naming several tagged images removes them all only with ``force``, as
+        ``docker rmi -f`` does. Returns (untagged refs, removed diff_ids).
+        """
+        name, _tag = _split(ref)
         if name in BUILTIN_NAMES:
             raise ImageError(f"{name} is a built-in image and cannot be removed")
         with self.lock(exclusive=True):
-            self.get_image(ref)
-            self._record_path(name, tag).unlink()
+            records = self.matching(ref)
+            if len(records) > 1 and not force:
+                refs = ", ".join(r.ref for r in records)
+                raise ImageError(f"{ref} names {len(records)} images ({refs}); remove them by "
+                                 "name, or all of them with `rmi -f`")
+            for record in records:
+                self._record_path(record.name, record.tag or f"@{record.digest}").unlink()
             removed = self._drop_unreferenced()
             self._drop_stale_states()
-            return removed
+            return [r.ref for r in records], removed
 
     def _drop_unreferenced(self) -> list[str]:
         """Delete layers no image and no container uses (caller holds the exclusive lock)."""

@@ -72,6 +72,10 @@ USER_ERRORS = (errors.UsageError, errors.ImageNotFoundError, errors.ContainerNot
                errors.NotRootError)
 
 
+#: What runs a Python body on any image but host/none: the image's own interpreter.
+IMAGE_PYTHON = "python3"
+
+
 def run_option_traits() -> dict[str, Any]:
     """A configurable trait per run option of the magics (the defaults of every cell)."""
     traits: dict[str, Any] = {}
@@ -364,11 +368,50 @@ class ContainerMagics(Magics):
                                       **override)
             except errors.ContainerError as err:
                 raise UsageError(str(err)) from None
+            if python_body and spec.image not in ("host", "none"):
+                # The kernel's interpreter is a host path: an image runs its own python3, found
+                # on the image's PATH (the bootstrap and the -i/-o format are Python 3.8+).
+                spec = spec.with_(command=tuple(python_command(IMAGE_PYTHON)))
             out.append((label, spec))
         if (args.inputs or args.outputs) and not python_body:
             raise UsageError("-i/-o move Python variables and work with Python bodies only; "
                              f"drop the COMMAND ({' '.join(args.command)}) or -i/-o")
         return out
+
+    def pull_first(self, runs: list[tuple[str, ContainerSpec]]) -> list[tuple[str, ContainerSpec]]:
+        """Apply ``--pull`` once for the cell, with its progress in one display updated in
+        place; the containers then find the image stored (and do not pull it again)."""
+        if not runs or not runs[0][1].has_rootfs or runs[0][1].name in self.named:
+            return runs
+        from nbcontainer.notebook.pullprogress import DisplayProgress
+        from nbcontainer.registry.policy import ensure_image
+
+        spec = runs[0][1]
+        try:
+            pulled = ensure_image(spec.image, spec.pull, spec.platform, self.store(),
+                                  DisplayProgress())
+        except errors.ImageNotFoundError as err:
+            raise UsageError(str(err)) from None
+        except errors.ContainerError as err:
+            raise ContainerCellError(f"the image could not be pulled: {err}") from None
+        if pulled is None:
+            return runs
+        return [(label, s.with_(pull="missing")) for label, s in runs]
+
+    def pull_line(self, argv: list[str]) -> None:
+        """``%container pull [--platform P] REF`` with one display updated in place."""
+        from nbcontainer.cli import build_parser
+        from nbcontainer.notebook.pullprogress import DisplayProgress
+        from nbcontainer.reference import parse
+        from nbcontainer.registry.pull import pull
+
+        try:
+            args = build_parser().parse_args(["pull", *argv])
+            ref = parse(args.reference)
+            pull(ref, platform=args.platform, root=self.store(), progress=DisplayProgress())
+        except errors.ContainerError as err:
+            raise UsageError(f"%container pull: {err}") from None
+        print(str(ref))
 
     # -- %%container ---------------------------------------------------------------------------
 
@@ -380,7 +423,7 @@ class ContainerMagics(Magics):
             args = self.parse(line)
         except HelpShown:
             return
-        runs = self.specs(args)
+        runs = self.pull_first(self.specs(args))
         python_body = not args.command
         try:
             inputs = parse_names(",".join(args.inputs or []), "-i")
@@ -457,8 +500,8 @@ class ContainerMagics(Magics):
         interpreter."""
         if python_body and run.result.exit_code == 127 and run.spec.image not in ("host",
                                                                                  "none"):
-            return (f" (a Python body runs the kernel's interpreter {sys.executable}, which image "
-                    f"{run.spec.image} does not have; give a COMMAND, e.g. "
+            return (f" (a Python body on an image runs the image's own {IMAGE_PYTHON}, and image "
+                    f"{run.spec.image} has none on its PATH; give a COMMAND, e.g. "
                     f"`%%container --image {run.spec.image} sh`)")
         return ""
 
@@ -595,6 +638,9 @@ class ContainerMagics(Magics):
             return
         if sub == "exec":
             self.exec_line(argv[1:])
+            return
+        if sub == "pull":
+            self.pull_line(argv[1:])
             return
         if sub == "run":
             raise UsageError("%container run: use the cell magic instead: `%%container [OPTIONS] "

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from nbcontainer import cgroups
 from nbcontainer.errors import (
@@ -61,7 +61,10 @@ from nbcontainer.runtime.sealed import sealed_interpreter
 from nbcontainer.runtime.spare import Spare, spares
 from nbcontainer.runtime.state import ContainerState
 from nbcontainer.runtime.zygote import ForkedHelper, Zygote
-from nbcontainer.spec import ContainerSpec
+from nbcontainer.spec import BUILTIN_IMAGES, ContainerSpec
+
+if TYPE_CHECKING:
+    from nbcontainer.registry.progress import Progress
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 # -I -S: no site, no user paths, no environment: the fastest start for a stdlib-only helper.
@@ -650,6 +653,8 @@ class Container(ContainerProcess):
         self.spec = spec
         self.python = python
         self.idle = idle
+        #: Receives the events of a pull ``--pull`` starts (default: lines on stderr).
+        self.pull_progress: Progress | None = None
         self.root = store_root(root)
         self.keep = bool(keep)
         self.log = log
@@ -712,6 +717,14 @@ class Container(ContainerProcess):
                     "exist (it is the host's own directory); choose an existing one, or an image"
                 )
         ensure_dir(self.root, 0o711)
+        if spec.has_rootfs and spec.image.removesuffix(":latest") not in BUILTIN_IMAGES and (
+                not spec.image.startswith("sha256:")):
+            # --pull: a registry image missing from the store is pulled before anything of the
+            # container exists (a failed pull leaves nothing behind). Built-ins never are, and
+            # do not even import the registry code.
+            from nbcontainer.registry.policy import ensure_image
+
+            ensure_image(spec.image, spec.pull, spec.platform, self.root, self.pull_progress)
         # Until the record lists the image's layers, `rmi`/`gc` must not delete them: hold the
         # image store's shared lock from resolving the name to saving the record.
         with _image_lock(self.root, spec.image):

@@ -363,9 +363,9 @@ def test_timeout_containerfile_and_the_image_and_rm_lines(kernel: Kernel, tmp_pa
     assert image_id is not None
 
     images = kernel.run("%container images").stream().splitlines()
-    assert images[0].split()[:3] == ["REPOSITORY", "TAG", "IMAGE"]
+    assert images[0].split()[:4] == ["REPOSITORY", "TAG", "DIGEST", "IMAGE"]
     lesson = [line.split() for line in images if line.startswith("lesson ")]
-    assert lesson and lesson[0][:4] == ["lesson", "v1", image_id.group(1), "3"], images
+    assert lesson and lesson[0][:5] == ["lesson", "v1", "<none>", image_id.group(1), "3"], images
     history = kernel.run("%container history lesson:v1").stream().splitlines()
     assert history[0].split()[:3] == ["IMAGE", "CREATED", "CREATED"]
     assert history[1].startswith(image_id.group(1)) and 'CMD ["cat", "/hello.txt"]' in history[1]

@@ -360,7 +360,7 @@ def test_init_reaps_zombies_and_forwards_signals():
     ({"volumes": ["relative:/x"]}, "absolute"),
     ({"user": "bob smith"}, "invalid user"),
     ({"cap_add": ["FLY"]}, "unknown capability"),
-    ({"image": "Bad Name"}, "invalid image name"),
+    ({"image": "Bad Name"}, "invalid image reference"),
 ])
 def test_bad_options_raise_usage_error(options, fragment):
     with pytest.raises(UsageError, match=fragment):

@@ -89,11 +89,14 @@ def _layer(module: str) -> str:
 #: What each part may import (besides the pure bottom: errors, spec, options, capnames, paths,
 #: _libc, protocol). Front ends -> building -> runtime -> {cgroups, images, child}.
 ALLOWED = {
-    "notebook": {"runtime", "cgroups", "images", "building", "cli", "child", "kernel"},
-    "kernel": {"runtime", "cgroups", "images", "notebook", "child"},
-    "cli": {"runtime", "cgroups", "images", "building", "doctor", "kernel", "child", "net"},
+    "notebook": {"runtime", "cgroups", "images", "building", "cli", "child", "kernel",
+                 "registry"},
+    "kernel": {"runtime", "cgroups", "images", "notebook", "child", "registry"},
+    "cli": {"runtime", "cgroups", "images", "building", "doctor", "kernel", "child", "net",
+            "registry"},
     "building": {"runtime", "images", "cgroups", "child"},
-    "runtime": {"cgroups", "images", "child", "net"},
+    "runtime": {"cgroups", "images", "child", "net", "registry"},
+    "registry": {"images"},
     "net": set(),
     "child": {"cgroups"},  # a spare's helper leaves its cgroup (lazily, forked by the zygote)
     "cgroups": set(),
@@ -101,6 +104,7 @@ ALLOWED = {
     "doctor": {"cgroups", "images", "child", "runtime", "net"},
 }
 BOTTOM = {"errors", "spec", "options", "capnames", "paths", "_libc", "protocol", "__main__",
+          "reference",
           "seccomp_profile", "_netlink"}
 
 

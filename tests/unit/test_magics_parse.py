@@ -65,6 +65,14 @@ def test_parse_python_body_uses_the_kernels_interpreter(cm):
     assert spec.image == "host"
 
 
+def test_python_body_on_an_image_runs_the_images_python3(cm):
+    for image in ("busybox", "localhost:5000/team/py:3.11"):
+        [(_, spec)] = cm.specs(cm.parse(f"--image {image}"))
+        assert spec.command[0] == "python3" and spec.command[-1] == BOOTSTRAP
+    [(_, spec)] = cm.specs(cm.parse("--image none"))
+    assert spec.command[0] == sys.executable
+
+
 def test_parse_command_takes_the_rest_of_the_line(cm):
     args = cm.parse('--image busybox --memory 64m sh -c "echo a b" --not-an-option')
     [(_, spec)] = cm.specs(args)
@@ -98,7 +106,7 @@ def test_comparison_values_make_one_labelled_spec_each(cm):
     ("--memory 50m,100m --cpus 1,2", "compare one option at a time"),
     ("--memory 50m,,100m", "empty value"),
     ("--memory 50m,100m --name web", "cannot use --name"),
-    ("--image 'Bad Image'", "invalid image name"),
+    ("--image 'Bad Image'", "invalid image reference"),
     ("-i x sh", "Python bodies only"),
     ("-o 1x", "not a Python variable name"),
     ("--mem '100m", "No closing quotation"),

@@ -1,0 +1,1 @@
+"""Registries: the OCI distribution client, pull, push, login (docs/images.md, "Registries")."""
