@@ -285,12 +285,18 @@ NB01 = [
             c.kill(); c.wait(); c.cleanup()
     """),
     md(f"""
-    ## Network: only `lo`
+    ## Network: a namespace of its own
 
-    A new network namespace ({man('network_namespaces')}) starts with a single interface, the
-    loopback, and no routes. `--net none` gives the container such a namespace (with `lo` up).
-    Connecting it to the world takes a veth pair and a bridge (what Docker's default network
-    does), which this course does not need.
+    A new network namespace ({man('network_namespaces')}) has its own interfaces, addresses,
+    routes, ports and firewall rules. It starts with the loopback `lo` (down) and no routes.
+    `--net none` gives the container such a namespace, with `lo` brought up.
+
+    It may hold a few more interfaces: some kernel modules create a *fallback device* in every
+    network namespace, e.g. `tunl0` (module `ipip`), `sit0` (`sit`), `gre0`, `gretap0` and
+    `erspan0` (`ip_gre`), `ip6tnl0` (`ip6_tunnel`), `ip_vti0` (`ip_vti`). They exist only
+    because the module is loaded on this host, they are down, have no address and carry
+    nothing until someone configures them. So the rule is "only `lo` is up", not "only `lo`
+    exists".
     """),
     code("""
     %%container --net none --image busybox sh
@@ -298,7 +304,303 @@ NB01 = [
     ip addr 2>/dev/null || cat /proc/net/dev
     """),
     code("""
+    # Check: which interfaces does a new network namespace hold, and which of them are up?
+    FALLBACK_DEVICES = {"tunl0": "ipip", "sit0": "sit", "gre0": "ip_gre", "gretap0": "ip_gre",
+                        "erspan0": "ip_gre", "ip6tnl0": "ip6_tunnel", "ip6gre0": "ip6_gre",
+                        "ip_vti0": "ip_vti", "ip6_vti0": "ip6_vti"}
+    IFF_UP = 0x1  # <linux/if.h>: the interface is administratively up
+    if CAN_RUN:
+        _, out = course.run_capture(
+            ["sh", "-c", "for n in /sys/class/net/*; do echo ${n##*/} $(cat $n/flags); done"],
+            image="busybox", net="none")
+        flags = {name: int(value, 16) for name, value in map(str.split, out.splitlines())}
+        up = sorted(name for name, value in flags.items() if value & IFF_UP)
+        print("up:", up)
+        for name in sorted(set(flags) - set(up)):
+            module = FALLBACK_DEVICES.get(name)
+            why = f"the fallback device of module {module}" if module else "not a known fallback"
+            print(f"down: {name} ({why})")
+        assert up == ["lo"], f"only the loopback should be up in a new namespace, not {up}"
+    """),
+    code("""
     print("interfaces on the host:", sorted(os.listdir("/sys/class/net")))
+    """),
+    md("""
+    ## Two containers and a bridge, by hand
+
+    The seed ends its network-namespace lesson with
+    *在宿主机上搭建网桥后，就能很方便地实现容器之间的通信*
+    (with a bridge on the host, containers can talk to each other). Let us do exactly that, by
+    hand, with `ip` from iproute2, and map each step to the seed's Go code
+    (`network/bridge.go` and `network/network.go`, which call the same kernel interface,
+    rtnetlink, through the `netlink` library):
+
+    | step | by hand, on the host | the seed's Go code |
+    | --- | --- | --- |
+    | 1. two containers with an empty network namespace | `Container(make_spec(..., net="none"))` | `CLONE_NEWNET` in the container's clone flags |
+    | 2. a bridge (a virtual switch) | `ip link add BR type bridge`, `ip link set BR up` | `createBridgeInterface`: `netlink.LinkAdd(&netlink.Bridge{...})`; `setInterfaceUP` |
+    | 3. a veth pair per container, host end on the bridge | `ip link add H type veth peer name C`, `ip link set H master BR`, `ip link set H up` | `Connect`: `netlink.Veth{LinkAttrs{MasterIndex: br.Index}, PeerName: "cif-..."}`, `LinkAdd`, `LinkSetUp` |
+    | 4. the other end into the container | `ip link set C netns PID` | `enterContainerNetns`: `netlink.LinkSetNsFd(peer, fd of /proc/PID/ns/net)` |
+    | 5. address it and bring it up, inside | `nsenter -t PID -n ip addr add ...`, `... ip link set eth0 up` | `netns.Set(fd)`, then `setInterfaceIP`, `setInterfaceUP(peer)`, `setInterfaceUP("lo")` |
+
+    A veth pair is a virtual cable: what goes in one end comes out of the other, even when the
+    two ends are in different network namespaces. A bridge is a virtual switch: it learns
+    which MAC address is behind which port and forwards frames between its ports.
+
+    First, the bookkeeping that keeps the host clean whatever happens below. The names carry
+    this kernel's PID, so two copies of this notebook running at once on one machine (a class
+    on a shared root JupyterHub) get separate bridges. `demo_cleanup()` removes the containers,
+    the veth pairs and the bridge; it is idempotent, runs now (for what a crashed earlier run
+    left behind), at the end of the section, and at kernel exit (`atexit`), so a cell that
+    fails half-way cannot leave a bridge on the host.
+    """),
+    code("""
+    import atexit
+    import re
+    import shlex
+
+    TAG = str(os.getpid())
+    BRIDGE = f"demo-br{TAG}"                        # link names are at most 15 characters
+    HOST_END = {"a": f"demo{TAG}a", "b": f"demo{TAG}b"}  # the veth ends that stay on the host
+    DEMO_LINK = re.compile(r"demo-br(\\d+)|demo(\\d+)[ab]")
+    DEMO_CONTAINERS = []
+
+
+    def host(command):
+        \"\"\"Run one command on the host, shown as in a shell; an error if it fails.\"\"\"
+        print("#", command)
+        done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=10)
+        print(done.stdout + done.stderr, end="")
+        if done.returncode != 0:
+            raise RuntimeError(f"{command!r} failed with status {done.returncode}")
+        return done.stdout
+
+
+    def demo_links():
+        \"\"\"This demo's links on the host: name -> PID of the kernel that made them.\"\"\"
+        found = {}
+        for name in os.listdir("/sys/class/net"):
+            match = DEMO_LINK.fullmatch(name)
+            if match:
+                found[name] = int(match.group(1) or match.group(2))
+        return found
+
+
+    def demo_cleanup():
+        \"\"\"Remove this demo's containers, veths and bridge, and those of dead kernels.\"\"\"
+        while DEMO_CONTAINERS:
+            DEMO_CONTAINERS.pop().cleanup()  # kills it if it still runs; idempotent
+        # The host ends first (deleting one end of a veth pair deletes both), then the bridge.
+        for name, owner in sorted(demo_links().items(), key=lambda item: "-br" in item[0]):
+            if owner == os.getpid() or not os.path.exists(f"/proc/{owner}"):
+                subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
+
+
+    if CAN_RUN:
+        demo_cleanup()
+        atexit.register(demo_cleanup)
+        print("bridge:", BRIDGE, "| host ends:", ", ".join(HOST_END.values()))
+    """),
+    md("""
+    **Step 1.** Two long-running containers, each in a network namespace of its own with
+    nothing in it but `lo` (`--net none`). From the host, a container is its first process:
+    its PID is the handle every later step uses (`/proc/PID/ns/net`).
+    """),
+    code("""
+    if CAN_RUN:
+        for _ in "ab":
+            DEMO_CONTAINERS.append(Container(
+                make_spec(["sleep", "600"], image="busybox", net="none"),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL).start())
+        A, B = DEMO_CONTAINERS
+        for label, c in (("a", A), ("b", B)):
+            print(f"container {label}: id {c.id}, host PID {c.pid}, "
+                  f"{os.readlink(f'/proc/{c.pid}/ns/net')}")
+        print(f"the host: {os.readlink('/proc/self/ns/net')}")
+    """),
+    md("""
+    **Step 2.** Choose addresses. Any private subnet works between two containers on their own
+    bridge, but one that a host route already covers would be ambiguous (and would break the
+    host's routing the moment the bridge got an address, as the seed's gateway does). The
+    kernel's IPv4 routing table is `/proc/net/route` (addresses in hex, in the machine's byte
+    order); the default route (`0.0.0.0/0`) is "everything else" and claims no subnet.
+    """),
+    code("""
+    import ipaddress
+    import socket
+    import struct
+
+
+    def host_routes():
+        \"\"\"(interface, network) of every IPv4 route of the host but the default one.\"\"\"
+        routes = []
+        with open("/proc/net/route") as f:
+            next(f)  # the header line
+            for line in f:
+                iface, dest, _gw, _flags, _refcnt, _use, _metric, mask = line.split()[:8]
+                addr = socket.inet_ntoa(struct.pack("=I", int(dest, 16)))
+                netmask = socket.inet_ntoa(struct.pack("=I", int(mask, 16)))
+                net = ipaddress.IPv4Network(f"{addr}/{netmask}")
+                if net.prefixlen > 0:
+                    routes.append((iface, net))
+        return routes
+
+
+    ROUTES = host_routes()
+    for iface, net in ROUTES:
+        print(f"host route: {str(net):<18} dev {iface}")
+    CANDIDATES = ["10.250.0.0/24", "172.31.250.0/24", "192.168.250.0/24"]
+    SUBNET = next((ipaddress.IPv4Network(c) for c in CANDIDATES
+                   if not any(ipaddress.IPv4Network(c).overlaps(net) for _, net in ROUTES)), None)
+    assert SUBNET is not None, f"each of {CANDIDATES} overlaps a host route: add another one"
+    hosts = list(SUBNET.hosts())
+    A_ADDR, B_ADDR = str(hosts[1]), str(hosts[2])  # .1 is left for a gateway, as the seed does
+    print(f"subnet {SUBNET}: container a is {A_ADDR}, container b is {B_ADDR}")
+    """),
+    md("""
+    **Step 3.** On the host: the bridge, and a veth pair per container. The host end goes on the
+    bridge; the other end moves into the container's network namespace (`ip link set C netns
+    PID`), where the host no longer sees it: an interface belongs to exactly one network
+    namespace.
+    """),
+    code("""
+    if CAN_RUN:
+        host(f"ip link add {BRIDGE} type bridge")
+        host(f"ip link set {BRIDGE} up")
+        for side, c in (("a", A), ("b", B)):
+            peer = f"cif{TAG}{side}"  # the container end; the seed names it cif-<id>
+            host(f"ip link add {HOST_END[side]} type veth peer name {peer}")
+            host(f"ip link set {peer} netns {c.pid}")
+            host(f"ip link set {HOST_END[side]} master {BRIDGE}")
+            host(f"ip link set {HOST_END[side]} up")
+        print("the host still sees a container end:",
+              any(name.startswith(f"cif{TAG}") for name in os.listdir("/sys/class/net")))
+    """),
+    md("""
+    **Step 4.** Inside each container: rename its end to `eth0` (names are per namespace, so
+    every container can have an `eth0`), give it its address and bring it up. The container
+    cannot do this itself: configuring interfaces needs `CAP_NET_ADMIN`, which Docker's default
+    capability set (and ours) leaves out. So the host (the runtime) does it by entering the
+    container's network namespace and only that one: `nsenter -t PID -n` runs the host's `ip`
+    there, as the seed's `netns.Set` does for its own thread.
+    """),
+    code("""
+    if CAN_RUN:
+        for side, c, addr in (("a", A, A_ADDR), ("b", B, B_ADDR)):
+            inside = f"nsenter -t {c.pid} -n"
+            host(f"{inside} ip link set cif{TAG}{side} name eth0")
+            host(f"{inside} ip addr add {addr}/{SUBNET.prefixlen} dev eth0")
+            host(f"{inside} ip link set eth0 up")
+    """),
+    md("""
+    **Seen from the host:** the bridge with its two ports. `@ifN` names the index of the
+    peer, which lives in another namespace (`link-netnsid`).
+    """),
+    code("""
+    if CAN_RUN:
+        host(f"ip link show master {BRIDGE}")
+        if shutil.which("bridge"):  # the bridge's view: each port's forwarding state
+            print(*(line for line in host("bridge link show").splitlines()
+                    if f"master {BRIDGE} " in line), sep="\\n")
+    """),
+    md("**Seen from inside** each container (busybox's `ip`): `lo`, and `eth0` with its address."),
+    code("""
+    %container exec {A.id} ip addr
+    %container exec {B.id} ip addr
+    """),
+    md("""
+    **Ping both ways** (ICMP echo; `-c 2 -W 2` keeps it bounded). The containers were given no
+    route: the address's `/24` is a directly connected network, so the kernel asks with ARP
+    who has the other address, the bridge floods the question to its ports and learns where
+    each answer came from.
+    """),
+    code("""
+    %container exec {A.id} ping -c 2 -W 2 {B_ADDR}
+    %container exec {B.id} ping -c 2 -W 2 {A_ADDR}
+    """),
+    code("""
+    # What the bridge learned: the containers' MAC addresses, each behind its port.
+    if CAN_RUN and shutil.which("bridge"):
+        learned = [line for line in host(f"bridge fdb show br {BRIDGE}").splitlines()
+                   if "permanent" not in line]
+        print("learned:", *learned, sep="\\n  ")
+    """),
+    md("""
+    **TCP both ways** with busybox `nc`: one container listens (`nc -l -p PORT`, stopped by
+    `timeout` after 10 s at most), the other connects and sends a line; the listener prints
+    what it received. The client retries for a moment, since the listener needs a few
+    milliseconds to bind its port.
+    """),
+    code("""
+    import tempfile
+
+
+    def tcp_line(server, client, address, text, port=7000):
+        \"\"\"Send ``text`` from ``client`` to a listener in ``server``; return what it got.\"\"\"
+        # The listener's stdin is a pipe held open until the end: when its stdin ends, busybox
+        # nc closes its sending half, and the client could hang up before sending its line.
+        stdin_r, stdin_w = os.pipe()
+        with tempfile.TemporaryFile() as got, os.fdopen(stdin_w, "wb"):
+            try:
+                listener = server.exec(["timeout", "10", "nc", "-l", "-p", str(port)],
+                                       stdin=stdin_r, stdout=got, stderr=got)
+            finally:
+                os.close(stdin_r)
+            try:
+                send = (f"for i in $(seq 30); do echo '{text}' | nc -w 2 {address} {port} "
+                        "&& exit 0; sleep 0.1; done; exit 1")
+                sent = client.exec(["sh", "-c", send], stdin=subprocess.DEVNULL).wait(timeout=30)
+                assert sent.ok, f"could not connect to {address}:{port}: {sent}"
+                listener.wait(timeout=15)
+            finally:
+                listener.cleanup()
+            got.seek(0)
+            return got.read().decode()
+
+
+    if CAN_RUN:
+        received = tcp_line(B, A, B_ADDR, "hello from a")
+        print(f"b ({B_ADDR}) received: {received!r}")
+        assert received == "hello from a\\n"
+        received = tcp_line(A, B, A_ADDR, "hello from b")
+        print(f"a ({A_ADDR}) received: {received!r}")
+        assert received == "hello from b\\n"
+    """),
+    md("""
+    That is the whole trick behind a container network. `--net bridge` (nbcontainer's
+    default network, bridge `nbc0`, see `nbcontainer/net/`) does the same for you, without
+    running `ip`: one netlink request per container creates the veth pair with `eth0` already
+    in the container's namespace and the host end on the bridge (steps 3 and 4 at once), and
+    the container's first process sets its own address and route before it drops its capabilities
+    (step 5). It also adds what a container needs to reach *beyond* its bridge, which the
+    seed adds too:
+
+    - the bridge gets the subnet's first address (the seed's `setInterfaceIP` in
+      `initBridge`; `nbc0` has `10.88.0.1`), and each container a default route through it
+      (the seed's `netlink.RouteAdd`), so the host is its gateway;
+    - outbound NAT: a `MASQUERADE` rule for the subnet (the seed's `setupIPTables`;
+      nbcontainer keeps its rules in a chain of its own, `NBCONTAINER-POSTROUTING`), with
+      IPv4 forwarding on the host (a global setting nbcontainer reads but never writes);
+    - addresses leased from the subnet and released on every way out (the seed's `ipam.go`),
+      and names in each container's `/etc/hosts`, so containers find each other by name.
+
+    Docker's `docker0` is the same design. One catch on hosts that run Docker: with the
+    `br_netfilter` module loaded, bridged frames also pass the firewall's `FORWARD` chain,
+    which Docker sets to `DROP`; there, a hand-made bridge like this one needs an `ACCEPT`
+    rule for its traffic.
+
+    **Clean up.** Removing the containers ends their network namespaces, which takes their
+    veth ends with them; the host ends and the bridge are deleted explicitly (the kernel
+    destroys a dead namespace's devices asynchronously, so we do not wait for it).
+    """),
+    code("""
+    if CAN_RUN:
+        demo_cleanup()
+        atexit.unregister(demo_cleanup)
+        left = sorted(name for name, owner in demo_links().items() if owner == os.getpid())
+        print("left on the host:", left or "nothing")
+        assert not left, f"the demo left {left} behind"
     """),
     md("""
     ## Exercise
@@ -1441,11 +1743,13 @@ NB06 = [
     ## Exercise
 
     Which profile has no network? Start the `course-nonet` kernel and check, from inside it,
-    that its only network interface is `lo`. Fill in the code to run inside the kernel (the
-    answer is filled in so the notebook runs unattended).
+    that the only network interface that is up is `lo` (a new network namespace may also hold
+    fallback tunnel devices such as `tunl0`, which are down: see 01). Fill in the code to run
+    inside the kernel (the answer is filled in so the notebook runs unattended).
     """),
     code("""
-    my_code = "import os; print(sorted(os.listdir('/sys/class/net')))"
+    my_code = ("import os; print(sorted(n for n in os.listdir('/sys/class/net') "
+               "if int(open(f'/sys/class/net/{n}/flags').read(), 16) & 0x1))  # IFF_UP")
     """),
     code("""
     if CAN_RUN:

@@ -5,18 +5,22 @@ temporary directory and pointing at this interpreter (the kernel inherits this s
 store, ``NBCONTAINER_ROOT``). nbclient stops at the first error in a cell that is not tagged
 ``raises-exception``; the test also checks that every tagged cell really raised (the lesson
 shows its OOM kill), that the cgroups notebook keeps the live memory plot as an image/png, and
-that the kernel is shut down before the test ends, so the autouse leak check sees every named
-container, cgroup and mount the notebook made gone.
+that the kernel is shut down before the test ends, gracefully as Jupyter does (so its atexit
+hooks run: the magics remove their named containers, 01 its hand-made bridge, also after a
+failed cell), so the autouse leak check sees every named container, cgroup, mount and link the
+notebook made gone; bridges, which the leak check leaves out, are checked here.
 
 A second run executes every notebook as an unprivileged user (uid 65534), as on Binder: the
 first cell must say that containers cannot run and every later cell must skip, not crash.
-``test_committed_without_outputs`` needs neither root nor a kernel.
+``test_committed_without_outputs`` and ``test_committed_match_generator`` need neither root
+nor a kernel.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -76,8 +80,8 @@ def execute(path: Path, kernel_dir: Path, name: str, km_class: type[KernelManage
     try:
         client.execute()
     finally:
-        if km.has_kernel:  # nbclient shuts it down; make sure, so the leak check is fair
-            km.shutdown_kernel(now=True)
+        if km.has_kernel:  # we own km, so nbclient leaves it running; graceful, as Jupyter
+            km.shutdown_kernel(now=False)  # (a shutdown request, a kill after 5 s)
     return nb, time.monotonic() - start
 
 
@@ -97,6 +101,26 @@ def pngs(nb: Any) -> int:
                if "image/png" in out.get("data", {}))
 
 
+def bridges() -> set[str]:
+    """The host's bridges. The autouse leak check leaves bridges out (nbcontainer keeps its own
+    ``nbc0``/``nbc-*`` like docker0), so the notebook test checks the ones a lesson makes by
+    hand (01's ``demo-br<kernel pid>``) itself."""
+    return {name for name in os.listdir("/sys/class/net")
+            if os.path.isdir(f"/sys/class/net/{name}/bridge")}
+
+
+def left_bridges(before: set[str]) -> list[str]:
+    """Bridges made since ``before`` that are neither nbcontainer's own nor a running kernel's
+    (01 names its bridge after its kernel's PID, so a class, or a test run next to this one,
+    can run the lesson at the same time)."""
+    def foreign(name: str) -> bool:
+        match = re.fullmatch(r"demo-br(\d+)", name)
+        return bool(match) and os.path.exists(f"/proc/{match.group(1)}")
+
+    return sorted(b for b in bridges() - before
+                  if b != "nbc0" and not b.startswith("nbc-") and not foreign(b))
+
+
 def test_committed_without_outputs() -> None:
     """The notebooks in the repository carry no outputs or execution counts."""
     assert len(NOTEBOOKS) >= 5, f"expected the course notebooks in {NOTEBOOK_DIR}"
@@ -107,6 +131,25 @@ def test_committed_without_outputs() -> None:
             if cell.cell_type == "code":
                 assert not cell.outputs, f"{path.name} cell {cell.id} has outputs"
                 assert cell.execution_count is None, f"{path.name} cell {cell.id} was executed"
+
+
+def test_committed_match_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every committed notebook is what notebooks/make_notebooks.py writes (edit the generator,
+    then run it: a hand edit of an .ipynb, or a forgotten regeneration, fails here)."""
+    import importlib.util
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    spec = importlib.util.spec_from_file_location("make_notebooks",
+                                                  NOTEBOOK_DIR / "make_notebooks.py")
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    assert sorted(generator.NOTEBOOKS) == [p.stem for p in NOTEBOOKS]
+    for name, cells in generator.NOTEBOOKS.items():
+        expected = json.loads(nbformat.writes(generator.build(name, cells)))
+        committed = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
+        assert committed == expected, f"{name}.ipynb differs from the generator's output: " \
+            "run `.venv/bin/python notebooks/make_notebooks.py` and commit the result"
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +173,9 @@ def no_bytecode(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_notebook_runs_as_root(path: Path, kernel_dir: Path) -> None:
     """Run All as root: no error outside ``raises-exception`` cells, and those do raise."""
+    before = bridges()
     nb, seconds = execute(path, kernel_dir, "course-python3")
+    assert not left_bridges(before), f"{path.name} left bridges: {left_bridges(before)}"
     print(f"{path.name}: {seconds:.1f} s")
     errors = errors_of(nb)
     untagged = [e for e in errors if "raises-exception" not in e[1]]
