@@ -104,6 +104,10 @@ def _abandon_spare(spare: Prefork) -> None:
     """
     from nbcontainer import cgroups
 
+    # A spare on a network has its veth pair here: delete it now (a namespace's devices
+    # otherwise go only when the kernel gets round to destroying the namespace).
+    with contextlib.suppress(OSError):
+        _netlink.delete_link("eth0")
     cgroups.leave(spare.leave)
     with contextlib.suppress(Exception):
         cgroups.cgroup_from_paths(spare.cgroup, spare.paths).remove(timeout=1.0)

@@ -407,34 +407,29 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def collect(root: Path, alive: Callable[[str], bool]) -> list[str]:
-    """gc of store ``root``: release the leases (and veths) of its containers for which
-    ``alive(id)`` is False, and those of stores that no longer exist.
+def collect(alive: Callable[[Path, str], bool]) -> list[str]:
+    """gc: release the leases (and veths) of containers that are gone, of every store.
 
-    ``alive`` is asked afresh for each lease, so a container started while gc runs (its record
-    and lease newer than gc's list of containers) keeps its address. Another store's live
-    containers are that store's business.
+    ``alive(store, id)`` says whether container ``id`` of store ``store`` still has a
+    supervisor (or is being made). It is asked afresh for each lease, so a container started
+    while gc runs keeps its address. A lease of a store that no longer exists is released; a
+    spare's lease is kept while the supervisor that made it lives.
     """
     actions: list[str] = []
     if not networks_dir().is_dir():
         return actions
     for network in list_networks():
         for address, lease in list(network["leases"].items()):
-            if "spare_of" in lease:  # a spare's: kept while its supervisor lives
+            if "spare_of" in lease:
                 if _process_alive(lease["spare_of"]):
                     continue
-                release({"network": network["name"], "address": address,
-                         "veth": lease["veth"]}, lease["container"])
-                actions.append(f"released {address} of network {network['name']} "
-                               f"(spare of the gone process {lease['spare_of']})")
-                continue
-            owner = lease.get("root")
-            if owner is not None and Path(owner) != root and Path(owner).is_dir():
-                continue
-            if (owner is None or Path(owner) == root) and alive(lease["container"]):
-                continue
+                why = f"spare of the gone process {lease['spare_of']}"
+            else:
+                owner = Path(lease["root"]) if lease.get("root") else None
+                if owner is not None and owner.is_dir() and alive(owner, lease["container"]):
+                    continue
+                why = f"container {lease['container']} is gone"
             release({"network": network["name"], "address": address,
                      "veth": lease["veth"]}, lease["container"])
-            actions.append(f"released {address} of network {network['name']} "
-                           f"(container {lease['container']} is gone)")
+            actions.append(f"released {address} of network {network['name']} ({why})")
     return actions

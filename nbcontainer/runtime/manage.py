@@ -185,7 +185,8 @@ def gc(root: Path | None = None) -> list[str]:
                 actions.append(f"could not remove what {st.short} left: {err}")
             if remove:
                 actions.append(f"removed {st.short}")
-    actions += networks.collect(root, lambda cid: cid in live or _alive(root, cid))
+    actions += networks.collect(
+        lambda store, cid: (store == root and cid in live) or _alive(store, cid))
     actions += _remove_orphan_cgroups(live | (set(os.listdir(base)) if base.is_dir() else set()))
     return actions
 

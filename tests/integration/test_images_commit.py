@@ -107,7 +107,8 @@ def start_changed(store: ImageStore, script: str, name: str | None = None,
 
 
 def start_idle(image: str, store: ImageStore) -> Container:
-    c = Container(make_spec(["sleep", "1000"], image=image), root=store.root,
+    # --net none: the comparison is of the image's files (a network brings its /etc files).
+    c = Container(make_spec(["sleep", "1000"], image=image, net="none"), root=store.root,
                   stdin=subprocess.DEVNULL)
     c.start()
     while not os.path.isdir(f"/proc/{c.pid}/root/etc"):
