@@ -269,3 +269,21 @@ def test_without_idmapped_mounts_the_fallback_is_said_once_in_words(tmp_path: Pa
     assert p.stderr.count("cannot make idmapped mounts") == 1, p.stderr  # once per process
     assert p.stderr.count("touch: /etc/x: Permission denied") == 2
     assert "Traceback" not in p.stderr
+
+
+def test_commit_records_the_ids_files_have_inside_not_the_host_range() -> None:
+    name, image = "userns-commit", "userns-committed:1"
+    p = nbc("run", "--name", name, "--ns", NS, "busybox", "sh", "-c",
+            "echo a > /created; echo b > /owned; chown 1000:2000 /owned")
+    try:
+        assert p.returncode == 0, p.stderr
+        st = record(name)
+        upper = store() / "containers" / st["id"] / "upper"
+        assert upper.joinpath("owned").stat().st_uid == st["userns"]["uid"] + 1000
+        c = nbc("commit", name, image)
+        assert c.returncode == 0, c.stderr
+        q = nbc("run", image, "stat", "-c", "%u:%g", "/created", "/owned")
+        assert q.stdout.split() == ["0:0", "1000:2000"], (q.stdout, q.stderr)
+    finally:
+        nbc("rm", "-f", name)
+        nbc("rmi", image)
