@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import capture
 
 pytestmark = [pytest.mark.root, pytest.mark.userns]
 
@@ -287,3 +288,12 @@ def test_commit_records_the_ids_files_have_inside_not_the_host_range() -> None:
     finally:
         nbc("rm", "-f", name)
         nbc("rmi", image)
+
+
+def test_containers_forked_by_the_zygote_and_from_a_spare_are_idmapped_too(
+        idmapped: bool) -> None:
+    for _ in range(3):  # the first forks a helper; the next ones may adopt a spare
+        code, out, err = capture(["sh", "-c", "stat -c %u:%g /etc/passwd; id -u"],
+                                 {"zygote": True}, image="busybox", ns=NS)
+        assert code == 0, err
+        assert out.split() == ["0:0" if idmapped else "65534:65534", "0"], (out, err)
