@@ -11,13 +11,14 @@ import contextlib
 import importlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from nbcontainer.errors import ContainerError, UsageError
-from nbcontainer.options import CLI, add_run_options, spec_from_args
+from nbcontainer.options import CLI, add_run_options, did_you_mean, spec_from_args
 from nbcontainer.paths import store_root
 from nbcontainer.spec import format_size
 
@@ -31,10 +32,18 @@ class ArgumentError(UsageError):
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that raises instead of exiting, so errors become exit status 125."""
+    """An ArgumentParser that raises instead of exiting, so errors become exit status 125.
+
+    No abbreviations (``--mem`` is an alias, not a prefix: Docker's flags are exact too),
+    and a misspelled option or command gets "did you mean ...?".
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise ArgumentError(f"{message} (see `{self.prog} --help`)")
+        raise ArgumentError(f"{did_you_mean(message, self)} (see `{self.prog} --help`)")
 
 
 def _out(text: str = "") -> None:
@@ -59,7 +68,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         cid = detach.start_detached(spec, root, auto_remove=args.rm)
         _out(cid)
         return 0
-    container = Container(spec, root=root, keep=False if args.rm else None)
+    # Like `docker run --name`: a named container's record stays (ps -a, logs, commit) until
+    # `nbcontainer rm`; --rm or no name removes it with the run.
+    stdio: dict[str, Any] = {}
+    if spec.tty:
+        # The container's stdio is its own terminal (runtime/terminal.py): nothing inside
+        # holds this process's terminal, not even during setup.
+        stdio = dict.fromkeys(("stdin", "stdout", "stderr"), subprocess.DEVNULL)
+    container = Container(spec, root=root, keep=spec.name is not None and not args.rm, **stdio)
     received: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
@@ -76,14 +92,23 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
     try:
         container.start()
-        if spec.network is not None:
+        if spec.network is not None and args.net is not None:
             from nbcontainer.net import nat
 
-            if not nat.forwarding():  # Docker warns the same way; the setting is the machine's
+            # Docker warns the same way; the setting is the machine's. Only when a network
+            # was asked for by name: the default one is quiet (`info` reports it).
+            if not nat.forwarding():
                 _err(f"warning: {nat.FORWARDING_OFF}")
         for signum in received:
             container.send_signal(signum)
-        result = container.wait()
+        if container.console is not None:
+            from nbcontainer.runtime import terminal
+
+            # Like docker: stdin goes in with -i, or when it is the user's terminal.
+            result = terminal.relay(container, forward_stdin=args.interactive
+                                    or os.isatty(0))
+        else:
+            result = container.wait()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -143,12 +168,14 @@ def cmd_ps(args: argparse.Namespace) -> int:
         for st in rows:
             _out(st.id)
         return 0
-    table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "ADDRESS", "PORTS",
+              "NAMES")]
     for st in rows:
         command = " ".join(st.command)
         command = command if len(command) <= 30 else command[:27] + "..."
+        net = st.network if st.is_running() and st.network else {}
         table.append((st.id, st.image, f'"{command}"', _ago(st.created), _status_text(st),
-                      st.name or ""))
+                      net.get("address", ""), ", ".join(net.get("ports", [])), st.name or ""))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for row in table:
         _out("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
@@ -198,13 +225,13 @@ def cmd_rm(args: argparse.Namespace) -> int:
     from nbcontainer.runtime import manage
 
     status = 0
-    for ref in args.containers:
+    for ref in args.containers:  # like docker rm: go on with the others, fail at the end
         try:
             manage.remove(ref, force=args.force, root=store_root(args.root))
             _out(ref)
         except ContainerError as err:
             _err(str(err))
-            status = 1
+            status = err.exit_status  # 125, as stop, exec and logs exit for an unknown name
     return status
 
 
@@ -328,9 +355,9 @@ def build_parser(extras: bool = True) -> argparse.ArgumentParser:
     run.add_argument("-i", "--interactive", action="store_true",
                      help="accepted for Docker compatibility: stdin is always passed through")
     run.add_argument("-t", "--tty", action="store_true",
-                     help="accepted for Docker compatibility: the container gets this "
-                          "process's own stdin/stdout/stderr, so a terminal stays a terminal "
-                          "(TERM is set)")
+                     help="give the container a terminal of its own (a pseudo-terminal, its "
+                          "controlling terminal: job control, Ctrl-C, window size), relayed "
+                          "to this one in raw mode; TERM is set")
     run.add_argument("image", help="image: host, busybox, scratch, none, or a stored image")
     run.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
     run.set_defaults(func=cmd_run)
@@ -418,10 +445,25 @@ def main(argv: Sequence[str] | None = None, root: str | os.PathLike[str] | None 
     except ContainerError as err:
         _err(str(err))
         return err.exit_status
+    except PermissionError as err:
+        # The one place a raw EACCES/EPERM becomes a sentence: the store and the cgroups are
+        # root's (0700), so without root every command that reads them ends here.
+        _err(permission_sentence(argv, err))
+        return 125
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 141
+
+
+def permission_sentence(argv: Sequence[str], err: PermissionError) -> str:
+    """What a permission error means for the command that hit it, in one sentence."""
+    command = " ".join(["nbcontainer", *[a for a in argv[:1] if not a.startswith("-")]])
+    what = f"{err.filename}" if err.filename else "a file of the store"
+    if os.geteuid() != 0:
+        return (f"needs root: `{command}` cannot open {what} (the store and the cgroups "
+                "belong to root); run it as root, e.g. with sudo")
+    return f"`{command}`: permission denied on {what}: {err.strerror}"
 
 
 def entry() -> None:

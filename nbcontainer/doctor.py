@@ -38,6 +38,32 @@ def _root_propagation() -> str:
     return "unknown"
 
 
+def _network_checks() -> list[Check]:
+    """The default bridge, the NAT backend and IPv4 forwarding (``--net bridge``)."""
+    from nbcontainer.net import nat, networks
+
+    default = next(n for n in networks.list_networks() if n["name"] == "bridge")
+    made = os.path.exists(f"/sys/class/net/{default['bridge']}")
+    checks = [
+        Check("network bridge", True,
+              f"{default['bridge']} {default['subnet']} gateway {default['gateway']}, "
+              + ("up" if made else "made on first use")
+              + f"; {len(networks.list_networks())} network(s), records in "
+              f"{networks.networks_dir()}", required=False),
+    ]
+    backend = nat.backend()
+    checks.append(Check("outbound NAT", backend != "none",
+                        f"{backend}, chain {nat.CHAIN} of the nat table",
+                        "apt-get install iptables; without it containers reach only their "
+                        "network", required=False))
+    on = nat.forwarding()
+    checks.append(Check("IPv4 forwarding", on, "on" if on else
+                        "off: containers reach each other and the host, not beyond",
+                        "sysctl net.ipv4.ip_forward=1 (a machine-wide setting nbcontainer "
+                        "never changes)", required=False))
+    return checks
+
+
 def report(store: Path) -> list[Check]:
     """Every check, in the order a person would fix them."""
     from nbcontainer import cgroups
@@ -82,6 +108,7 @@ def report(store: Path) -> list[Check]:
     checks.append(Check("busybox", busybox is not None,
                         busybox or "not found: the busybox image is unavailable",
                         "apt-get install busybox-static", required=False))
+    checks += _network_checks()
     existing = store if store.exists() else store.parent
     try:
         free = shutil.disk_usage(existing).free

@@ -99,11 +99,16 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("ns", ("--ns",), "LIST",
               "namespaces: comma list of uts,ipc,pid,mount,net,user,cgroup, or all, or none "
               "(default uts,ipc,pid,mount,cgroup)", field="namespaces"),
-    RunOption("net", ("--net",), "MODE",
-              "host (share the host's network), none (own netns, loopback), bridge (own netns "
-              "on the default bridge nbc0: an address, a default route, names) or the name "
-              "of a network made with `nbcontainer network create`",
-              field="namespaces"),
+    RunOption("net", ("--net", "--network"), "MODE",
+              "bridge (the default: own netns on the bridge nbc0, an address, a default route, "
+              "names), none (own netns, loopback only), host (the host's network: its "
+              "loopback services too), container:NAME (another container's), or the name of a "
+              "network made with `nbcontainer network create`; with --ns and no --net, net "
+              "in the list means a bare netns", field="net"),
+    RunOption("publish", ("-p", "--publish"), "[IP:]HPORT:CPORT[/PROTO]",
+              "publish a container port on the host, e.g. 8080:80 (host address default "
+              "127.0.0.1; 0.0.0.0:8080:80 for every address), repeatable",
+              kind="list", field="publish"),
     RunOption("image", ("--image",), "NAME",
               "image for the rootfs (default host); none = run on the host's /",
               front_ends=frozenset({MAGIC, KERNEL}), field="image"),
@@ -233,3 +238,66 @@ def parse_env_list(items: list[str] | None) -> dict[str, str]:
     from nbcontainer.spec import parse_env
 
     return dict(parse_env(item) for item in (items or ()))
+
+
+def option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every ``--flag`` of ``parser`` and of its subcommands, at any depth."""
+    import argparse
+
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(s for s in action.option_strings if s.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= option_strings(sub)
+    return found
+
+
+def did_you_mean(message: str, parser: argparse.ArgumentParser) -> str:
+    """argparse's ``message`` with "did you mean --xyz?" for a misspelled option or command.
+
+    Every front end's parser calls this from its ``error`` (Python 3.14's argparse has
+    ``suggest_on_error``; this is the same idea for 3.10+).
+    """
+    import argparse
+    import difflib
+    import re
+
+    unknown = re.match(r"unrecognized arguments: (.*)", message)
+    if unknown:
+        flags = sorted(option_strings(parser))
+        for word in unknown.group(1).split():
+            flag = word.split("=", 1)[0]
+            if flag.startswith("--"):
+                close = difflib.get_close_matches(flag, flags, n=1, cutoff=0.6)
+                if close:
+                    return f"{message}; did you mean {close[0]}?"
+        return message
+    choice = re.search(r"invalid choice: '([^']*)'", message)
+    if choice:
+        choices = [c for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+                   for c in a.choices]
+        choices += re.findall(r"'([^']*)'", message.split("choose from", 1)[-1])
+        close = difflib.get_close_matches(choice.group(1), choices, n=1, cutoff=0.6)
+        if close:
+            return f"{message}; did you mean {close[0]}?"
+    return message
+
+
+#: The live memory plot's setting, spelled the same in every front end: the magics' traitlet
+#: ``ContainerMagics.plot``, the kernel's ``--plot`` and ``%memplot``. (``%%container --plot``
+#: and ``--no-plot`` are per-cell shorthands for ``on`` and ``off``.)
+PLOT_MODES = ("auto", "on", "off")
+#: Older spellings, still accepted: the traitlet used always/never.
+PLOT_ALIASES = {"always": "on", "never": "off"}
+
+
+def plot_mode(text: str) -> str:
+    """``auto``, ``on`` or ``off`` from any accepted spelling (UsageError otherwise)."""
+    from nbcontainer.errors import UsageError
+
+    word = str(text).strip().lower()
+    word = PLOT_ALIASES.get(word, word)
+    if word not in PLOT_MODES:
+        raise UsageError(f"plot: unknown mode {text!r}; use auto, on or off")
+    return word

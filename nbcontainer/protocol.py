@@ -185,6 +185,12 @@ class Config(Message):
     #: run on a network: {"ifname", "address", "prefixlen", "gateway"}, for the first process
     #: to configure its side of the veth pair (the supervisor made the pair before Attached)
     net: dict | None = None
+    #: run with ``--net container:NAME``: the pid whose network namespace the helper joins
+    #: (instead of unsharing one) before it forks the first process
+    join_net: int | None = None
+    #: ``run -t``: the first process opens a pseudo-terminal in the container's own devpts,
+    #: makes it its controlling terminal and stdio, and sends the master back (:class:`Console`)
+    tty: bool = False
 
 
 class Prefork(Message):
@@ -243,6 +249,13 @@ class UsernsMapped(Message):
     """supervisor -> child: the maps are written."""
 
     op = "ok"
+
+
+class Console(Message):
+    """child -> supervisor: the master side of the container's terminal, attached as an fd
+    (runc's console socket): the supervisor relays the user's terminal to it."""
+
+    op = "console"
 
 
 class Ready(Message):

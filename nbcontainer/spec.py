@@ -77,7 +77,22 @@ def parse_cpus(text: str | float) -> float:
         raise UsageError(f"--cpus: {text!r} is out of range; use a number above 0, e.g. 0.5")
     if value < 0.01:
         raise UsageError(f"--cpus: {text!r} is too small; the minimum is 0.01")
+    available = available_cpus()
+    if value > available:
+        # Docker's check and words: a quota above the CPUs there are would never bind.
+        raise UsageError(f"--cpus: {text!r} is out of range: the range of CPUs is from 0.01 "
+                         f"to {available}.00, as there are only {available} CPUs available")
     return value
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as Go's runtime.NumCPU counts)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def parse_int(text: str | int, option: str, minimum: int, maximum: int | None = None) -> int:
@@ -185,6 +200,59 @@ def parse_device(text: str) -> Device:
     if any(p == ".." for p in container.split("/")):
         raise UsageError(f"--device: container path {container!r} must not contain '..'")
     return Device(host, container, perms)
+
+
+@dataclass(frozen=True)
+class Port:
+    """A published port (``-p``): the host's address and port, the container's port."""
+
+    host_ip: str
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"
+
+    def __str__(self) -> str:
+        return f"{self.host_ip}:{self.host_port}->{self.container_port}/{self.protocol}"
+
+
+#: ``-p`` without HOSTIP publishes on the host's loopback only (docs/network.md says why).
+DEFAULT_PUBLISH_IP = "127.0.0.1"
+
+
+def _port_number(text: str, what: str, spec_text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise UsageError(f"-p {spec_text}: invalid {what} {text!r}; give a number from 1 to "
+                         "65535, e.g. -p 8080:80")
+    return int(text)
+
+
+def parse_publish(text: str) -> Port:
+    """Parse ``-p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp]`` (Docker's syntax, HOSTIP default
+    127.0.0.1: a notebook's container is not meant to be reachable from the LAN)."""
+    import ipaddress
+
+    body, _, proto = str(text).partition("/")
+    proto = proto or "tcp"
+    if proto not in ("tcp", "udp"):
+        raise UsageError(f"-p {text}: invalid protocol {proto!r}; use tcp or udp, "
+                         "e.g. -p 5353:53/udp")
+    parts = body.rsplit(":", 2)
+    if len(parts) == 2:
+        host_ip, (host_port, ctr_port) = DEFAULT_PUBLISH_IP, parts
+    elif len(parts) == 3:
+        host_ip, host_port, ctr_port = parts
+        host_ip = host_ip.strip("[]") or "0.0.0.0"
+        try:
+            if ipaddress.ip_address(host_ip).version != 4:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"-p {text}: invalid host address {host_ip!r}; give an IPv4 "
+                             "address, e.g. 127.0.0.1:8080:80 or 0.0.0.0:8080:80") from None
+    else:
+        raise UsageError(f"-p {text}: expected [HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp], "
+                         "e.g. -p 8080:80")
+    return Port(host_ip, _port_number(host_port, "host port", text),
+                _port_number(ctr_port, "container port", text), proto)
 
 
 def parse_volume(text: str) -> Volume:
@@ -364,14 +432,21 @@ class ContainerSpec:
     init: bool = False
     tty: bool = False
     security: Security = field(default_factory=Security)
-    #: The network joined (``bridge`` or a user-defined one); None: ``none`` or ``host``.
+    #: The network joined (``bridge`` or a user-defined one); None: ``none``, ``host`` or
+    #: another container's network namespace.
     network: str | None = None
+    #: ``--net container:NAME``: the container whose network namespace this one joins.
+    net_container: str | None = None
+    #: ``-p``: ports published on the host (only on a network).
+    publish: tuple[Port, ...] = ()
 
     @property
     def net(self) -> str:
-        """The network's name, else ``none`` with a network namespace, else ``host``."""
+        """The ``--net`` mode: a network's name, ``container:NAME``, ``none`` or ``host``."""
         if self.network is not None:
             return self.network
+        if self.net_container is not None:
+            return f"container:{self.net_container}"
         return "none" if "net" in self.namespaces else "host"
 
     @property
@@ -443,6 +518,7 @@ def make_spec(
     init: bool = False,
     tty: bool = False,
     security_opt: list[str] | None = None,
+    publish: list[str] | None = None,
 ) -> ContainerSpec:
     """Validate options given in the user's syntax and build a :class:`ContainerSpec`.
 
@@ -450,16 +526,33 @@ def make_spec(
     is allowed. Nothing outside this function is touched, so a bad option creates nothing.
     """
     namespaces = DEFAULT_NAMESPACES if ns is None else parse_namespaces(ns)
-    network = None
+    if net is None and ns is None:
+        net = DEFAULT_NETWORK  # an explicit --ns list stays literal: net in it = a bare netns
+    network = net_container = None
     if net is not None:
-        if net not in NET_MODES and not _NAME_RE.match(str(net)):
-            raise UsageError(f"--net: invalid mode {net!r}; use host, none, bridge or the name "
-                             "of a network (see `nbcontainer network ls`)")
+        net = str(net)
+        if net.startswith("container:"):
+            net_container = net.partition(":")[2]
+            if not _NAME_RE.match(net_container):
+                raise UsageError("--net container:NAME needs the name or id of a running "
+                                 "container, e.g. --net container:web")
+        elif net not in NET_MODES and not _NAME_RE.match(net):
+            raise UsageError(f"--net: invalid mode {net!r}; use bridge, none, host, "
+                             "container:NAME or the name of a network (see `nbcontainer "
+                             "network ls`)")
         if net == "host":
             namespaces = namespaces - {"net"}
         else:
             namespaces = namespaces | {"net"}
-            network = None if net == "none" else str(net)
+            network = None if net == "none" or net_container else net
+    ports = tuple(parse_publish(p) for p in (publish or ()))
+    if ports and network is None:
+        raise UsageError(f"-p needs a network, and --net {net or 'host'} has none of its own "
+                         "to publish from; use --net bridge (the default) or a network's name")
+    seen = {(p.host_ip, p.host_port, p.protocol) for p in ports}
+    if len(seen) < len(ports):
+        raise UsageError("-p: the same host address and port is published twice; give each "
+                         "published port its own host port")
     mem = None if memory in (None, "") else parse_memory(memory)
     swap = None if memory_swap in (None, "") else parse_memory_swap(memory_swap)
     if swap is not None and swap != -1:
@@ -522,12 +615,14 @@ def make_spec(
         tty=tty,
         security=parse_security_opts(security_opt),
         network=network,
+        net_container=net_container,
+        publish=ports,
     )
 
 
 def _to_json(value: object) -> object:
     """A spec value in JSON form: records as dicts, sets as sorted lists, tuples as lists."""
-    if isinstance(value, (Limits, Volume, Device, Security)):
+    if isinstance(value, (Limits, Volume, Device, Security, Port)):
         return {f.name: _to_json(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, (set, frozenset)):
         return sorted(value)
@@ -544,6 +639,7 @@ _FROM_JSON: dict[str, Callable[[Any], object]] = {
     "security": lambda d: Security(**d),
     "volumes": lambda items: tuple(Volume(**v) for v in items),
     "devices": lambda items: tuple(Device(**d) for d in items),
+    "publish": lambda items: tuple(Port(**p) for p in items),
     "env": lambda items: tuple((k, v) for k, v in items),
 }
 

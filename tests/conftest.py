@@ -155,11 +155,33 @@ def _host_mounts() -> set[str]:
 
 
 def _links() -> set[str]:
-    """Network links, bridges aside: a network's bridge is kept like docker0 (nbc0)."""
+    """Network links, bridges aside (a network's bridge is kept like docker0: nbc0), and the
+    veth of a ready spare of a live supervisor of this session (``nbs<pid><pid>``, see
+    networks.attach_spare): that is the kernel's next cell's, like the spare's cgroup."""
     if not os.path.isdir("/sys/class/net"):
         return set()
+    supervisors = {os.getpid()}
+    with contextlib.suppress(psutil.Error):
+        supervisors |= {p.pid for p in psutil.Process().children(recursive=True)}
     return {link for link in os.listdir("/sys/class/net")
-            if not os.path.isdir(f"/sys/class/net/{link}/bridge")}
+            if not os.path.isdir(f"/sys/class/net/{link}/bridge")
+            and not (link.startswith("nbs") and len(link) == 15
+                     and int(link[3:9], 16) in supervisors)}
+
+
+def _leases() -> set[str]:
+    """Addresses leased to this session's containers (the network records are the
+    machine's: other stores' leases are theirs; a spare's lease names no store)."""
+    from nbcontainer.net import networks
+
+    root = os.environ.get("NBCONTAINER_ROOT")
+    try:
+        found = networks.list_networks()
+    except Exception:  # noqa: BLE001 - an unreadable record is not this check's business
+        return set()
+    return {f"{network['name']} {address} {lease['container']}"
+            for network in found for address, lease in network["leases"].items()
+            if lease.get("root") == root}
 
 
 def _netns() -> set[str]:
@@ -261,6 +283,7 @@ def snapshot() -> dict[str, set]:
         "cgroups": _nbcontainer_cgroups(),
         "mounts": _host_mounts(),
         "links": _links(),
+        "leases": _leases(),
         "netns": _netns(),
         "containers": _containers(),
         "processes": _children(),
@@ -307,7 +330,7 @@ def clear_leftovers(extra: dict[str, set]) -> None:
                 proc.kill()
                 procs.append(proc)
     psutil.wait_procs(procs, timeout=10)
-    if extra.get("containers") or extra.get("cgroups"):
+    if extra.get("containers") or extra.get("cgroups") or extra.get("leases"):
         from nbcontainer.runtime import manage
 
         with contextlib.suppress(Exception):

@@ -95,6 +95,12 @@ def build(context_dir: str | os.PathLike[str], tag: str,
         The tagged image now in the store.
     """
     context = Path(context_dir)
+    if not context.is_dir():
+        raise UsageError(f"build: no such directory: {context}; give the build context, a "
+                         "directory holding the Containerfile and the files it copies"
+                         if not context.exists() else
+                         f"build: {context} is not a directory; give the build context, a "
+                         "directory (a Containerfile elsewhere goes with -f FILE)")
     if containerfile is None:
         found = [context / n for n in DEFAULT_FILES if (context / n).is_file()]
         if not found:

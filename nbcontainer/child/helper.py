@@ -48,6 +48,7 @@ from nbcontainer.protocol import (
     Channel,
     ChannelClosed,
     Config,
+    Console,
     Error,
     Exit,
     Go,
@@ -235,6 +236,8 @@ def _setup_child(cfg: Config, chan: Channel) -> None:
         os.setgid(0)
         os.setgroups([])
         os.setuid(0)
+    if cfg.tty:
+        open_console(chan)
     workdir = cfg.workdir or "/"
     try:
         os.chdir(workdir)
@@ -250,6 +253,40 @@ def _setup_child(cfg: Config, chan: Channel) -> None:
         caps.apply(cfg.caps, no_new_privs=cfg.no_new_privs, user=cfg.user)
     elif cfg.no_new_privs:
         _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def open_console(chan: Channel) -> None:
+    """``run -t``: a terminal of the container's own, as runc makes one.
+
+    The pseudo-terminal comes from the container's devpts instance (``/dev/ptmx`` after the
+    root is built), so ``tty`` prints a ``/dev/pts/N`` that exists inside. This process
+    starts a new session and takes the slave as its controlling terminal (setsid(2),
+    TIOCSCTTY in tty_ioctl(4)) and as stdin, stdout and stderr, so a shell gets job control
+    and Ctrl-C reaches the foreground process group; the master goes to the supervisor.
+    """
+    import fcntl  # built into the interpreter: importable after pivot_root
+
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(master, TIOCSPTLCK, b"\0\0\0\0")  # unlockpt(3)
+        # TIOCGPTPEER opens the slave from the master itself: no path lookup to race with.
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        chan.send(Console(), [master])
+    finally:
+        os.close(master)
+    os.setsid()
+    fcntl.ioctl(slave, TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+#: ioctl numbers from <asm-generic/ioctls.h>: termios is an extension module, out of reach
+#: after pivot_root, and lacks the last two anyway.
+TIOCSCTTY = 0x540E
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
 
 
 def rebind_stdio() -> None:
@@ -415,6 +452,11 @@ def main(fd: int) -> None:
     if cfg.mode == "exec":
         join_pid, join = cfg.join_pid or 0, cfg.join
         _or_report(chan, lambda: _join_namespaces(join_pid, join))
+    elif cfg.join_net:
+        # --net container:NAME: that container's network namespace, not a new one.
+        join_net = cfg.join_net
+        _or_report(chan, lambda: _join_namespaces(join_net, ["net"]))
+        ns.discard("net")
     me = os.getpid()
     child, status_fd = _fork_first_process(chan, ns, run=cfg.mode == "run")
     if child == 0:

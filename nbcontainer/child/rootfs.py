@@ -271,9 +271,12 @@ def setup(
     Returns whether the image layers are idmapped (asked for with ``idmap``)."""
     make_private()
     root, idmapped = mount_overlay(container_dir, layers, idmap)
+    bind_volumes(root, volumes)
+    # After the volumes: a volume above a hidden path (the container kernel binds the
+    # notebook's directory, say /root) must not uncover it (/root/.ssh). One at or below a
+    # hidden path exposes it on purpose; the supervisor left those out of ``hide``.
     for path in hide:
         hide_path(root, path)
-    bind_volumes(root, volumes)
     mount_proc_sys(root)
     mount_dev(root)
     bind_devices(root, devices)

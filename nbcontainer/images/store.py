@@ -280,10 +280,15 @@ class ImageStore:
 
     def list_images(self) -> list[ImageRecord]:
         out: list[ImageRecord] = []
-        if not self.images.is_dir():
+        try:
+            # listdir, not glob: an unreadable store (not root) must be an error saying so,
+            # not an empty list.
+            names = sorted(os.listdir(self.images))
+        except FileNotFoundError:
             return out
-        for path in sorted(self.images.glob("*.json")):
-            if path.name.startswith("."):
+        for name in names:
+            path = self.images / name
+            if name.startswith(".") or not name.endswith(".json"):
                 continue
             try:
                 out.append(ImageRecord.from_json(path.read_text()))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
 from nbcontainer.errors import ContainerError
-from nbcontainer.kernel.cmdline import add_kernel_options, spec_from_kernel_args
+from nbcontainer.kernel.cmdline import add_kernel_options, spec_from_kernel_args, with_notebook_dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,6 +25,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = spec_from_kernel_args(args)
         with open(args.connection_file) as f:
             connection = json.load(f)
+        note = None
+        if args.notebook_dir:
+            # Jupyter starts the kernel in the notebook's directory.
+            spec, note = with_notebook_dir(spec, os.getcwd())
+        if note:
+            sys.stderr.write(f"nbcontainer kernel: {note}\n")
     except (ContainerError, OSError, ValueError) as err:
         sys.stderr.write(f"nbcontainer kernel: {err}\n")
         return 125

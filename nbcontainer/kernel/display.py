@@ -15,9 +15,8 @@ import os
 import queue
 from typing import Any
 
-#: ``%memplot on|off|auto`` and the kernel option, mapped to the plot's modes.
-MODES = {"on": "always", "off": "never", "auto": "auto",
-         "always": "always", "never": "never"}
+#: ``%memplot`` and the kernel's ``--plot``: auto, on, off (always/never: older spellings).
+MODES = {"on": "on", "off": "off", "auto": "auto", "always": "on", "never": "off"}
 
 Frame = tuple[str, dict[str, Any], str]  # (msg_type, MIME bundle, display id)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-CHOICES = ("on", "off", "auto")
+CHOICES = ("on", "off", "auto", "always", "never")  # always/never: older spellings
 
 
 def memplot(line: str) -> None:
@@ -28,6 +28,7 @@ def memplot(line: str) -> None:
         return
     if arg not in CHOICES:
         raise UsageError(f"%memplot: unknown mode {arg!r}; use on, off or auto")
+    arg = {"always": "on", "never": "off"}.get(arg, arg)
     os.environ["NBCONTAINER_KERNEL_PLOT"] = arg
     print(f"live memory plot: {arg}")
 

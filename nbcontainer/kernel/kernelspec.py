@@ -24,6 +24,22 @@ DISPLAY_NAME = "Python 3 (container)"
 RESOURCES = Path(__file__).resolve().parent
 
 
+def display_name_for(kernel_name: str, run_options: list[str]) -> str:
+    """A display name that tells profiles apart: the kernelspec's name (unless the default)
+    and its options, e.g. ``Python 3 (container c512: memory 512m, cpus 1)``.
+
+    Jupyter's launcher shows only display names: profiles installed without
+    ``--display-name`` must not all read "Python 3 (container)".
+    """
+    parts = []
+    for option in run_options:
+        flag, _, value = option.lstrip("-").partition("=")
+        parts.append(f"{flag} {value}" if value else flag)
+    name = "" if kernel_name == KERNEL_NAME else f" {kernel_name}"
+    detail = f": {', '.join(parts)}" if parts else ""
+    return f"Python 3 (container{name}{detail})"
+
+
 def make_cmd(run_options: list[str] | None = None, executable: str | None = None) -> list[str]:
     """The kernel's ``argv``: this interpreter running :mod:`nbcontainer.kernel`."""
     return [executable or sys.executable, "-m", "nbcontainer.kernel", "-f", "{connection_file}",

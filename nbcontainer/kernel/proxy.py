@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 RUNDIR_PREFIX = KERNEL_RUNDIR_PREFIX
 SHUTDOWN_GRACE = 3.0  # seconds the kernel inside gets to answer a shutdown_request and exit
-_MEMPLOT_RE = re.compile(rb"^[ \t]*%memplot[ \t]+(on|off|auto)[ \t]*$", re.MULTILINE)
+_MEMPLOT_RE = re.compile(rb"^[ \t]*%memplot[ \t]+(on|off|auto|always|never)[ \t]*$", re.MULTILINE)
 RED, RESET = "\x1b[0;31m", "\x1b[0m"
 
 
@@ -229,8 +229,7 @@ class KernelProxy:
             return self.inner
         self.generation += 1
         env = {"NBCONTAINER_KERNEL": "1",
-               "NBCONTAINER_KERNEL_PLOT": {"always": "on", "never": "off"}.get(
-                   self.plot_mode, "auto")}
+               "NBCONTAINER_KERNEL_PLOT": self.plot_mode}
         inner = InnerKernel(self.ctx, self.spec, key=self.key, signature_scheme=self.scheme,
                             rundir=self.rundir, generation=self.generation, env=env)
         inner.start(self.owner)
@@ -319,7 +318,7 @@ class KernelProxy:
             self.note_for = header.get("msg_id")
 
     def _start_plot(self, inner: InnerKernel) -> CellPlot | None:
-        if self.plot_mode == "never" or not self.can_plot or inner.container is None \
+        if self.plot_mode == "off" or not self.can_plot or inner.container is None \
                 or inner.container.cgroup is None:
             return None
         try:
@@ -460,7 +459,6 @@ class KernelProxy:
         self._log(f"container generation {inner.generation}: {evalue}")
         pending = list(self.pending.values())
         self.pending.clear()
-        oom = bool(result and result.oom_killed)
         first_execute = True
         replay: list[Pending] = []
         for p in pending:
@@ -468,7 +466,7 @@ class KernelProxy:
                 first_execute = False
                 if self.cell is not None and self.cell.header.get("msg_id") == p.msg_id \
                         and self.cell.plot is not None:
-                    self.cell.plot.finish(force=oom)
+                    self.cell.plot.finish(force=True)  # the container died: keep its curve
                     if self.cell.plot.failed:
                         self._log(f"the memory plot failed: {self.cell.plot.failed}")
                     self.publish_frames(p.header)

@@ -11,7 +11,6 @@ import sys
 from typing import Any
 
 from nbcontainer.net import nat, networks
-from nbcontainer.paths import store_root
 
 
 def _out(text: str) -> None:
@@ -20,7 +19,7 @@ def _out(text: str) -> None:
 
 def cmd_network_create(args: argparse.Namespace) -> int:
     """``network create NAME [--subnet CIDR]``: prints the network's name."""
-    network = networks.create(store_root(args.root), args.name, args.subnet)
+    network = networks.create(args.name, args.subnet)
     _out(network["name"])
     if not nat.forwarding():
         sys.stderr.write(f"nbcontainer: warning: {nat.FORWARDING_OFF}\n")
@@ -30,7 +29,7 @@ def cmd_network_create(args: argparse.Namespace) -> int:
 def cmd_network_ls(args: argparse.Namespace) -> int:
     """``network ls``: name, bridge, subnet, gateway, containers."""
     rows = [("NAME", "BRIDGE", "SUBNET", "GATEWAY", "CONTAINERS")]
-    for network in networks.list_networks(store_root(args.root)):
+    for network in networks.list_networks():
         rows.append((network["name"], network["bridge"], network["subnet"],
                      network["gateway"], str(len(network["leases"]))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -42,7 +41,7 @@ def cmd_network_ls(args: argparse.Namespace) -> int:
 def cmd_network_rm(args: argparse.Namespace) -> int:
     """``network rm NAME...``: refused while a container uses it."""
     for name in args.names:
-        networks.remove(store_root(args.root), name)
+        networks.remove(name)
         _out(name)
     return 0
 

@@ -1,6 +1,9 @@
 """``/etc/resolv.conf``, ``/etc/hosts`` and ``/etc/hostname`` for a container on a network.
 
 Written in the container's directory and bind-mounted over the image's files, as Docker does.
+The mount points come from a small *init layer* (``<container>/init/etc/...``, empty files,
+Docker's ``-init`` layer) on top of the image's layers: without it overlayfs would create them
+in the container's upper layer, and ``commit`` would record them as the container's changes.
 ``hosts`` lists the container itself and the other containers of its network; when one joins
 or leaves, the others' files are rewritten in place (same inode), so their bind mounts see it.
 """
@@ -79,3 +82,12 @@ def rewrite_hosts(path: Path, own: tuple[str, list[str]],
     with contextlib.suppress(FileNotFoundError), open(path, "r+") as f:
         f.truncate(0)
         f.write(hosts(own, others))
+
+
+def init_layer(directory: Path) -> str:
+    """Make the container's init layer (empty mount points for the three files); its path."""
+    etc = directory / "init" / "etc"
+    etc.mkdir(parents=True, mode=0o755, exist_ok=True)
+    for name in FILES:
+        (etc / name).touch(0o644)
+    return str(directory / "init")

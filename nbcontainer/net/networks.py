@@ -1,10 +1,14 @@
-"""Networks: a bridge, a subnet, the addresses leased to containers, all kept in the store.
+"""Networks: a bridge, a subnet, the addresses leased to containers.
 
-Each network is ``<store>/networks/<name>.json`` (written atomically, under the lock
-``<store>/networks/.lock``)::
+A bridge and its addresses belong to the machine (its network namespace), not to one store:
+two stores (a user's and a test's) on one machine share ``nbc0``, so they must share its
+leases too. Each network is ``/var/lib/nbcontainer/networks/<name>.json`` (or under
+``$NBCONTAINER_NETWORKS``, for a test that runs in a network namespace of its own), written
+atomically under the lock ``networks/.lock``::
 
     {"name": "bridge", "bridge": "nbc0", "subnet": "10.88.0.0/16", "gateway": "10.88.0.1",
-     "leases": {"10.88.0.2": {"container": ID, "names": [...], "veth": "nbcID"}}}
+     "leases": {"10.88.0.2": {"container": ID, "root": STORE, "names": [...],
+                              "veth": "nbcID"}}}
 
 The default network ``bridge`` (bridge ``nbc0``, podman's 10.88.0.0/16) is made on first use;
 others by ``nbcontainer network create``. A bridge is created with its gateway address and its
@@ -20,16 +24,17 @@ import contextlib
 import errno
 import hashlib
 import ipaddress
+import itertools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from nbcontainer import _netlink
 from nbcontainer.errors import NetworkError, UsageError
 from nbcontainer.net import files, nat
-from nbcontainer.paths import containers_dir, directory_lock
+from nbcontainer.paths import DEFAULT_ROOT, containers_dir, directory_lock
 from nbcontainer.spec import DEFAULT_NETWORK, NET_MODES
 
 DEFAULT_BRIDGE = "nbc0"
@@ -43,23 +48,23 @@ Network = dict[str, Any]
 Attachment = dict[str, Any]
 
 
-def networks_dir(root: Path) -> Path:
-    """Where the network records live."""
-    return root / "networks"
+def networks_dir() -> Path:
+    """Where the machine's network records live."""
+    return Path(os.environ.get("NBCONTAINER_NETWORKS") or f"{DEFAULT_ROOT}/networks")
 
 
-def _locked(root: Path) -> contextlib.AbstractContextManager[None]:
-    """The lock over every network record of the store (leases are taken under it)."""
-    return directory_lock(networks_dir(root))
+def _locked() -> contextlib.AbstractContextManager[None]:
+    """The lock over every network record (leases are taken under it)."""
+    return directory_lock(networks_dir())
 
 
-def _path(root: Path, name: str) -> Path:
-    return networks_dir(root) / f"{name}.json"
+def _path(name: str) -> Path:
+    return networks_dir() / f"{name}.json"
 
 
-def _load(root: Path, name: str) -> Network | None:
+def _load(name: str) -> Network | None:
     try:
-        with open(_path(root, name)) as f:
+        with open(_path(name)) as f:
             data = json.load(f)
     except FileNotFoundError:
         return None
@@ -68,22 +73,22 @@ def _load(root: Path, name: str) -> Network | None:
     return data if isinstance(data, dict) else None
 
 
-def _save(root: Path, network: Network) -> None:
-    path = _path(root, network["name"])
+def _save(network: Network) -> None:
+    path = _path(network["name"])
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(network, indent=1))
     os.replace(tmp, path)
 
 
-def list_networks(root: Path) -> list[Network]:
-    """Every network of the store, by name (the default one even before its first use)."""
+def list_networks() -> list[Network]:
+    """Every network of the machine, by name (the default one even before its first use)."""
     names = {DEFAULT_NETWORK}
-    base = networks_dir(root)
+    base = networks_dir()
     if base.is_dir():
         names |= {e[:-5] for e in os.listdir(base) if e.endswith(".json")}
     found = []
     for name in sorted(names):
-        network = _load(root, name)
+        network = _load(name)
         if network is None and name == DEFAULT_NETWORK:
             network = _new_record(DEFAULT_NETWORK, DEFAULT_BRIDGE,
                                   ipaddress.IPv4Network(DEFAULT_SUBNET))
@@ -114,9 +119,9 @@ def host_routes(path: str = "/proc/net/route") -> list[tuple[str, ipaddress.IPv4
     return routes
 
 
-def _overlap(root: Path, subnet: ipaddress.IPv4Network, bridge: str, name: str) -> str | None:
+def _overlap(subnet: ipaddress.IPv4Network, bridge: str, name: str) -> str | None:
     """A sentence naming what ``subnet`` overlaps (a host route, another network), or None."""
-    for other in list_networks(root):
+    for other in list_networks():
         if other["name"] != name and subnet.overlaps(ipaddress.ip_network(other["subnet"])):
             return (f"subnet {subnet} overlaps network {other['name']!r} ({other['subnet']}); "
                     "choose another with --subnet")
@@ -152,7 +157,7 @@ def parse_subnet(text: str) -> ipaddress.IPv4Network:
     return subnet
 
 
-def create(root: Path, name: str, subnet: str | None = None) -> Network:
+def create(name: str, subnet: str | None = None) -> Network:
     """``network create NAME [--subnet CIDR]``: the record, the bridge and its NAT rule.
 
     Refuses (UsageError, nothing created) a reserved or taken name and a subnet that overlaps
@@ -163,18 +168,18 @@ def create(root: Path, name: str, subnet: str | None = None) -> Network:
     name = parse_name(name)
     if name in NET_MODES or name == DEFAULT_NETWORK or name.startswith("container"):
         raise UsageError(f"network name {name!r} is reserved; choose another")
-    with _locked(root):
-        if _load(root, name) is not None:
+    with _locked():
+        if _load(name) is not None:
             raise UsageError(f"network {name!r} already exists (see `nbcontainer network ls`)")
         bridge = bridge_name(name)
         if subnet is not None:
             net = parse_subnet(subnet)
-            problem = _overlap(root, net, bridge, name)
+            problem = _overlap(net, bridge, name)
             if problem:
                 raise UsageError(problem)
         else:
             for candidate in USER_SUBNETS.subnets(new_prefix=24):
-                if _overlap(root, candidate, bridge, name) is None:
+                if _overlap(candidate, bridge, name) is None:
                     net = candidate
                     break
             else:
@@ -182,20 +187,20 @@ def create(root: Path, name: str, subnet: str | None = None) -> Network:
         network = _new_record(name, bridge, net)
         _ensure_bridge(network)
         try:
-            _save(root, network)
+            _save(network)
         except OSError:
             _remove_bridge(network)
             raise
     return network
 
 
-def remove(root: Path, name: str, *, predefined: bool = False) -> None:
+def remove(name: str, *, predefined: bool = False) -> None:
     """``network rm NAME``: refused while containers use it; the bridge and NAT rule go too.
 
     ``predefined`` also removes the default network (a test cleaning up after itself).
     """
-    with _locked(root):
-        network = _load(root, name)
+    with _locked():
+        network = _load(name)
         if name == DEFAULT_NETWORK and not predefined:
             raise UsageError("bridge is the default network and cannot be removed")
         if network is None:
@@ -209,7 +214,7 @@ def remove(root: Path, name: str, *, predefined: bool = False) -> None:
                              "stop them first")
         _remove_bridge(network)
         with contextlib.suppress(FileNotFoundError):
-            _path(root, name).unlink()
+            _path(name).unlink()
 
 
 def _ensure_bridge(network: Network) -> int:
@@ -246,12 +251,54 @@ def _hosts_entries(network: Network, but: str) -> list[tuple[str, list[str]]]:
             if lease["container"] != but]
 
 
-def _tell_neighbours(root: Path, network: Network) -> None:
+def _tell_neighbours(network: Network) -> None:
     """Rewrite the hosts file of every container of the network (one joined or left)."""
     for address, lease in network["leases"].items():
-        path = containers_dir(root) / lease["container"] / "hosts"
+        if "root" not in lease:
+            continue
+        path = containers_dir(Path(lease["root"])) / lease["container"] / "hosts"
         own = (address, [str(n) for n in lease.get("names", [])])
         files.rewrite_hosts(path, own, _hosts_entries(network, lease["container"]))
+
+
+def _host_range(subnet: ipaddress.IPv4Network | ipaddress.IPv6Network,
+                after: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Iterator[Any]:
+    """The subnet's host addresses starting after ``after``, wrapping around once."""
+    first, last = int(subnet.network_address) + 1, int(subnet.broadcast_address) - 1
+    start = int(after) + 1 if first <= int(after) < last else first
+    for value in itertools.chain(range(start, last + 1), range(first, start)):
+        yield ipaddress.ip_address(value)
+
+
+def _lease(name: str, lease: dict[str, Any]) -> tuple[Network, Attachment]:
+    """Under the lock: take a free address of network ``name`` for ``lease`` (its bridge is
+    made when missing); return the network and the attachment."""
+    network = _load(name)
+    if network is None:
+        if name != DEFAULT_NETWORK:
+            raise UsageError(f"--net: no such network: {name} (create it with `nbcontainer "
+                             f"network create {name}`, or see `nbcontainer network ls`)")
+        network = _new_record(name, DEFAULT_BRIDGE, ipaddress.IPv4Network(DEFAULT_SUBNET))
+        problem = _overlap(ipaddress.IPv4Network(DEFAULT_SUBNET), DEFAULT_BRIDGE, name)
+        if problem:
+            raise NetworkError(f"the default network cannot be made: {problem}")
+    index = _ensure_bridge(network)
+    subnet = ipaddress.ip_network(network["subnet"])
+    taken = set(network["leases"]) | {network["gateway"]}
+    # The next free address after the last one given, as Docker's IPAM does: an address just
+    # released is not given again at once (its old namespace may still answer ARP while the
+    # kernel tears it down).
+    after = ipaddress.ip_address(str(network.get("last") or network["gateway"]))
+    hosts = [a for a in _host_range(subnet, after) if str(a) not in taken]
+    if not hosts:
+        raise NetworkError(f"network {name!r} has no free address left in {subnet}")
+    address = str(hosts[0])
+    network["last"] = address
+    network["leases"][address] = lease
+    _save(network)
+    return network, {"network": name, "address": address, "prefixlen": subnet.prefixlen,
+                     "gateway": network["gateway"], "bridge": network["bridge"],
+                     "bridge_index": index, "veth": lease["veth"], "ifname": IFNAME}
 
 
 def attach(root: Path, name: str, container: str, names: list[str],
@@ -263,34 +310,58 @@ def attach(root: Path, name: str, container: str, names: list[str],
     Returns the attachment (what :func:`plug` and :func:`release` need, kept in the
     container's record) and those volumes.
     """
-    with _locked(root):
-        network = _load(root, name)
-        if network is None:
-            if name != DEFAULT_NETWORK:
-                raise UsageError(f"--net: no such network: {name} (create it with `nbcontainer "
-                                 f"network create {name}`, or see `nbcontainer network ls`)")
-            network = _new_record(name, DEFAULT_BRIDGE, ipaddress.IPv4Network(DEFAULT_SUBNET))
-            problem = _overlap(root, ipaddress.IPv4Network(DEFAULT_SUBNET), DEFAULT_BRIDGE, name)
-            if problem:
-                raise NetworkError(f"the default network cannot be made: {problem}")
-        index = _ensure_bridge(network)
-        subnet = ipaddress.ip_network(network["subnet"])
-        taken = set(network["leases"]) | {network["gateway"]}
-        address = next((str(a) for a in subnet.hosts() if str(a) not in taken), None)
-        if address is None:
-            raise NetworkError(f"network {name!r} has no free address left in {subnet}")
-        veth = ("nbc" + container)[:15]
-        network["leases"][address] = {"container": container, "names": names, "veth": veth}
-        _save(root, network)
-        volumes: list[list[object]] = []
-        if directory is not None:
-            volumes = files.write(directory, names[0], (address, names),
-                                  _hosts_entries(network, container))
-            _tell_neighbours(root, network)
-    attachment = {"network": name, "address": address, "prefixlen": subnet.prefixlen,
-                  "gateway": network["gateway"], "bridge": network["bridge"],
-                  "bridge_index": index, "veth": veth, "ifname": IFNAME}
+    veth = ("nbc" + container)[:15]
+    with _locked():
+        network, attachment = _lease(name, {"container": container, "root": str(root),
+                                            "names": names, "veth": veth})
+        volumes = _files(network, attachment["address"], container, names, directory)
     return attachment, volumes
+
+
+def _files(network: Network, address: str, container: str, names: list[str],
+           directory: Path | None) -> list[list[object]]:
+    """Under the lock: the container's /etc files (as volumes), and its neighbours told."""
+    if directory is None:
+        return []
+    volumes = files.write(directory, names[0], (address, names),
+                          _hosts_entries(network, container))
+    _tell_neighbours(network)
+    return volumes
+
+
+def attach_spare(name: str, spare: str, supervisor: int, pid: int) -> Attachment:
+    """A spare container (runtime/spare.py) on network ``name``: an address leased to it and
+    its veth pair plugged into the network namespace of ``pid`` now, off a cell's path.
+
+    The lease names the supervisor (``spare_of``), so gc keeps it while that process lives;
+    :func:`adopt` hands it to the container that takes the spare.
+    """
+    veth = f"nbs{supervisor & 0xFFFFFF:06x}{pid & 0xFFFFFF:06x}"
+    with _locked():
+        _, attachment = _lease(name, {"container": spare, "spare_of": supervisor,
+                                      "names": [], "veth": veth})
+    attachment["spare"] = spare
+    try:
+        plug(attachment, pid)
+    except BaseException:
+        release(attachment, spare)
+        raise
+    return attachment
+
+
+def adopt(root: Path, attachment: Attachment, spare: str, container: str, names: list[str],
+          directory: Path | None) -> list[list[object]]:
+    """The spare's lease becomes ``container``'s (of store ``root``), with its names and
+    /etc files; returns those as volumes. NetworkError if the lease is not the spare's."""
+    with _locked():
+        network = _load(attachment["network"])
+        lease = None if network is None else network["leases"].get(attachment["address"])
+        if network is None or lease is None or lease["container"] != spare:
+            raise NetworkError(f"the spare's address {attachment['address']} was released")
+        network["leases"][attachment["address"]] = {
+            "container": container, "root": str(root), "names": names, "veth": lease["veth"]}
+        _save(network)
+        return _files(network, attachment["address"], container, names, directory)
 
 
 def plug(attachment: Attachment, pid: int) -> None:
@@ -303,40 +374,67 @@ def plug(attachment: Attachment, pid: int) -> None:
         raise NetworkError(f"network {attachment['network']!r}: {err.strerror or err}") from err
 
 
-def release(root: Path, attachment: Attachment, container: str) -> None:
-    """Remove the veth pair and the lease, and tell the neighbours. Idempotent."""
-    try:
-        _netlink.delete_link(attachment["veth"])
-    except OSError as err:
-        if err.errno != errno.ENODEV:
-            raise
-    with _locked(root):
-        network = _load(root, attachment["network"])
-        if network is None:
+def release(attachment: Attachment, container: str) -> None:
+    """Remove the veth pair and the lease, and tell the neighbours. Idempotent.
+
+    Nothing is done when the address is leased to another holder by now (a spare's lease
+    adopted by a container, or the address given again after an earlier release): that
+    veth is theirs.
+    """
+    with _locked():
+        network = _load(attachment["network"])
+        lease = None if network is None else network["leases"].get(attachment["address"])
+        if lease is not None and lease["container"] != container:
             return
-        lease = network["leases"].get(attachment["address"])
-        if lease is not None and lease["container"] == container:
+        try:
+            _netlink.delete_link(attachment["veth"])
+        except OSError as err:
+            if err.errno != errno.ENODEV:
+                raise
+        if network is not None and lease is not None:
             del network["leases"][attachment["address"]]
-            _save(root, network)
-            _tell_neighbours(root, network)
+            _save(network)
+            _tell_neighbours(network)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def collect(root: Path, alive: Callable[[str], bool]) -> list[str]:
-    """gc: release the leases (and veths) of containers for which ``alive(id)`` is False.
+    """gc of store ``root``: release the leases (and veths) of its containers for which
+    ``alive(id)`` is False, and those of stores that no longer exist.
 
     ``alive`` is asked afresh for each lease, so a container started while gc runs (its record
-    and lease newer than gc's list of containers) keeps its address.
+    and lease newer than gc's list of containers) keeps its address. Another store's live
+    containers are that store's business.
     """
     actions: list[str] = []
-    base = networks_dir(root)
-    if not base.is_dir():
+    if not networks_dir().is_dir():
         return actions
-    for network in list_networks(root):
+    for network in list_networks():
         for address, lease in list(network["leases"].items()):
-            if alive(lease["container"]):
+            if "spare_of" in lease:  # a spare's: kept while its supervisor lives
+                if _process_alive(lease["spare_of"]):
+                    continue
+                release({"network": network["name"], "address": address,
+                         "veth": lease["veth"]}, lease["container"])
+                actions.append(f"released {address} of network {network['name']} "
+                               f"(spare of the gone process {lease['spare_of']})")
                 continue
-            release(root, {"network": network["name"], "address": address,
-                           "veth": lease["veth"]}, lease["container"])
+            owner = lease.get("root")
+            if owner is not None and Path(owner) != root and Path(owner).is_dir():
+                continue
+            if (owner is None or Path(owner) == root) and alive(lease["container"]):
+                continue
+            release({"network": network["name"], "address": address,
+                     "veth": lease["veth"]}, lease["container"])
             actions.append(f"released {address} of network {network['name']} "
                            f"(container {lease['container']} is gone)")
     return actions

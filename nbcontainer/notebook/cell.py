@@ -4,7 +4,7 @@ its end told in words. The ``%%container`` magic and the container kernel both u
 * :class:`CellPlot` meters the container's cgroup (one :class:`~.meter.Meter` per run of the
   cell) and draws the live plot through an injected *display*: IPython's display handle in a
   kernel that runs the magics, a queue the relay publishes from in the container kernel. A
-  cell that ends with an OOM kill always keeps its last frame.
+  cell that fails or ends with an OOM kill always keeps its last frame.
 * :func:`stream_to_end` pumps a started container (or exec) to its end: stdin in, output out
   as it is produced, plot frames between reads, SIGINT then kill on interrupt, cleanup always.
 * :func:`record_line` and :func:`failure` are the resource record and the error sentence
@@ -41,7 +41,8 @@ class CellPlot:
     Parameters
     ----------
     mode
-        ``auto`` (shown once the cell has run ``after`` seconds), ``always`` or ``never``.
+        ``auto`` (shown once the cell has run ``after`` seconds), ``on`` or ``off``
+        (``always`` and ``never`` are accepted too).
     display
         Where frames go (default: IPython's display, for a kernel running the magics).
     after, fps
@@ -92,7 +93,7 @@ class CellPlot:
 
     def draw_in_background(self, interval: float = 0.1) -> CellPlot:
         """Tick from a thread of its own (for a caller whose loop cannot, like the relay)."""
-        if self.live.mode != "never" and self._thread is None:
+        if self.live.mode != "off" and self._thread is None:
             self._thread = threading.Thread(target=self._draw_loop, args=(interval,),
                                             name="nbcontainer-cell-plot", daemon=True)
             self._thread.start()
@@ -113,15 +114,21 @@ class CellPlot:
             return series
 
     def finish(self, text: str | None = None, force: bool = False) -> None:
-        """The last frame, when the plot was shown (or ``force``: an OOM kill), with ``text``
-        (default: peak, limit and OOM kills of the runs) as its text/plain."""
+        """The last frame, with ``text`` (default: peak, limit and OOM kills of the runs) as
+        its text/plain.
+
+        Drawn when the plot was shown, and always (unless the mode is ``off``) for a cell
+        that failed (``force``) or whose runs saw an OOM kill: however fast such a cell ended,
+        its curve is the explanation, so auto mode's half-second wait does not apply.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         self.end_run()
-        if force and self.live.mode != "never":
-            self.live.mode = "always"
+        force = force or any(s.oom_kills for s in self.live.finished)
+        if force and self.live.mode != "off":
+            self.live.mode = "on"
         self.live.finish(text or summary(self.live.finished))
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import functools
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -28,7 +30,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import MagicArgumentParser
+from IPython.core.magic_arguments import MagicArgumentParser, MagicHelpFormatter
 from traitlets import Bool, CaselessStrEnum, Float, List, Unicode
 
 from nbcontainer import errors
@@ -52,7 +54,10 @@ from nbcontainer.notebook.transfer import (
 )
 from nbcontainer.options import (
     MAGIC,
+    PLOT_ALIASES,
+    PLOT_MODES,
     add_run_options,
+    did_you_mean,
     given_options,
     options_for,
     per_exec_reset,
@@ -94,11 +99,73 @@ class ContainerCellError(Exception):
         return [f"{type(self).__name__}: {self}"]
 
 
+class CellInterrupted(KeyboardInterrupt):
+    """The stop button ended a magic: shown as a bare ``KeyboardInterrupt`` line.
+
+    The container was already stopped and removed; a traceback through nbcontainer's pump
+    loop would only hide that (SPEC section 4: the cell ends with KeyboardInterrupt). The
+    payload's own traceback, if Python inside printed one, is in the cell's stderr.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return ["KeyboardInterrupt" + (f": {self}" if str(self) else "")]
+
+
+# Jupyter shows the exception's class name as ``ename``: keep it the one users know.
+CellInterrupted.__name__ = CellInterrupted.__qualname__ = "KeyboardInterrupt"
+
+
+def short_interrupt(func: Any) -> Any:
+    """Turn a KeyboardInterrupt anywhere in a magic into :class:`CellInterrupted`."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CellInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise CellInterrupted() from None
+    return wrapper
+
+
+class HelpShown(Exception):
+    """A magic's ``--help`` was printed: the cell runs nothing."""
+
+
+#: ``%container SUBCOMMAND?`` (IPython would look up an object named SUBCOMMAND).
+_SUBCOMMAND_HELP = re.compile(
+    r"^(\s*)%container\s+((?:[A-Za-z][\w-]*\s+)*[A-Za-z][\w-]*)\s*\?{1,2}\s*$")
+
+
+def subcommand_help(lines: list[str]) -> list[str]:
+    """An input transformer: ``%container stats?`` becomes ``%container stats --help``.
+
+    It runs before IPython's own ``?`` handling (``input_transformers_cleanup``), which
+    would otherwise answer "Object `stats` not found". ``%container?`` alone stays IPython's
+    help for the magic.
+    """
+    return [_SUBCOMMAND_HELP.sub(r"\1%container \2 --help", line.rstrip("\n"))
+            + ("\n" if line.endswith("\n") else "") for line in lines]
+
+
+class _HelpFormatter(MagicHelpFormatter):
+    """IPython's magic help layout, without the ``%`` it puts before a prog that has one."""
+
+    def add_usage(self, usage: Any, actions: Any, groups: Any, prefix: Any = "::\n\n  ") -> None:
+        super().add_usage(usage, actions, groups, prefix)
+
+
 class _Parser(MagicArgumentParser):
     """A magic's argparse parser whose errors name the magic and point at its help."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.allow_abbrev = False  # exact flags, as the CLI's (MagicArgumentParser lacks the kwarg)
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}; see {self.prog}? for the options")
+        raise UsageError(f"{self.prog}: {did_you_mean(message, self)}; see {self.prog}? for "
+                         "the options")
 
 
 def build_cell_parser() -> _Parser:
@@ -113,9 +180,9 @@ def build_cell_parser() -> _Parser:
     )
     add_run_options(parser, MAGIC)
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--plot", dest="plot", action="store_const", const="always", default=None,
-                       help="always show the live memory plot")
-    group.add_argument("--no-plot", dest="plot", action="store_const", const="never",
+    group.add_argument("--plot", dest="plot", action="store_const", const="on", default=None,
+                       help="always show the live memory plot (plot mode on)")
+    group.add_argument("--no-plot", dest="plot", action="store_const", const="off",
                        help="never show it (default: shown when the cell runs longer than "
                             "about half a second)")
     parser.add_argument("-i", "--input", dest="inputs", action="append", metavar="VAR[,VAR]",
@@ -129,9 +196,16 @@ def build_cell_parser() -> _Parser:
     return parser
 
 
+EXEC_HELP = """usage: %container exec NAME COMMAND [ARG ...]
+
+Run COMMAND inside the running container NAME (a named container of this kernel, or one
+started elsewhere), its output streamed into the cell; a failing command raises
+ContainerCellError saying why."""
+
+
 def build_stats_parser() -> _Parser:
     """The ``%container stats`` parser."""
-    parser = _Parser(prog="%container stats",
+    parser = _Parser(prog="%container stats", add_help=True,
                      description="Live memory plot of a running named container.")
     parser.add_argument("container", metavar="NAME")
     parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
@@ -139,10 +213,34 @@ def build_stats_parser() -> _Parser:
     return parser
 
 
+def strip_comment(line: str) -> str:
+    """``line`` without a trailing shell comment: an unquoted ``#`` that starts a word.
+
+    docs/magics.md writes ``%container exec lab ls /tmp  # streamed``; as in sh(1), ``#``
+    inside a word (``-e COLOUR=#fff``) or inside quotes is not a comment.
+    """
+    quote = ""
+    escaped = False
+    for i, char in enumerate(line):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
+
+
 def split_args(line: str, prog: str) -> list[str]:
-    """Shell-split a magic's line, turning a quoting error into a UsageError."""
+    """Shell-split a magic's line (a trailing ``# comment`` dropped), turning a quoting error
+    into a UsageError."""
     try:
-        return shlex.split(line)
+        return shlex.split(strip_comment(line))
     except ValueError as err:
         raise UsageError(f"{prog}: {err} in {line!r}") from None
 
@@ -189,9 +287,11 @@ class ContainerMagics(Magics):
 
     # One configurable default per run option of the table (``volumes`` for ``-v``).
     locals().update(run_option_traits())
-    plot = CaselessStrEnum(["auto", "always", "never"], "auto",
-                           help="live memory plot: auto (cells longer than plot_after), "
-                                "always or never").tag(config=True)
+    plot = CaselessStrEnum([*PLOT_MODES, *PLOT_ALIASES], "auto",
+                           help="live memory plot: auto (cells longer than plot_after, and "
+                                "failed cells), on or off, as the kernel's --plot and "
+                                "%memplot (always/never: older spellings of on/off)").tag(
+        config=True)
     plot_after = Float(0.5, help="auto mode shows the plot once a cell ran this long (s)").tag(
         config=True)
     frame_rate = Float(1.0, help="live plot frames per second (each costs the kernel CPU "
@@ -241,8 +341,11 @@ class ContainerMagics(Magics):
         return store_root(self.store())
 
     def parse(self, line: str) -> argparse.Namespace:
-        """Parse a ``%%container`` line (UsageError on bad input)."""
-        args = self.parser.parse_args(split_args(line, "%%container"))
+        """Parse a ``%%container`` line (UsageError on bad input; HelpShown after --help)."""
+        try:
+            args = self.parser.parse_args(split_args(line, "%%container"))
+        except SystemExit:  # --help was printed: run nothing
+            raise HelpShown() from None
         if args.command[:1] == ["--"]:
             args.command = args.command[1:]
         return args
@@ -269,10 +372,14 @@ class ContainerMagics(Magics):
 
     # -- %%container ---------------------------------------------------------------------------
 
-    @cell_magic("container")  # type: ignore[arg-type]
+    @cell_magic("container")
+    @short_interrupt
     def container_cell(self, line: str, cell: str) -> None:
         """Run the cell in a container; see ``%%container?``."""
-        args = self.parse(line)
+        try:
+            args = self.parse(line)
+        except HelpShown:
+            return
         runs = self.specs(args)
         python_body = not args.command
         try:
@@ -298,7 +405,10 @@ class ContainerMagics(Magics):
                     break
         finally:
             self.last = [(r.label, r.result) for r in done if r.result is not None]
-            plot.finish("\n".join(self.record_lines()) or "container memory")
+            # A failed run keeps its last frame however fast it ended (auto mode only waits
+            # for slow cells that succeed).
+            plot.finish("\n".join(self.record_lines()) or "container memory",
+                        force=any(r.result is not None and not r.result.ok for r in done))
         self.conclude(done, outputs, python_body, plot)
 
     def record_lines(self) -> list[str]:
@@ -310,7 +420,7 @@ class ContainerMagics(Magics):
         """Interrupt, error or outputs, after everything is cleaned up and drawn."""
         if any(r.interrupted for r in done):
             sys.stderr.write("".join(f"{line}\n" for line in self.record_lines()))
-            raise KeyboardInterrupt
+            raise CellInterrupted()
         if plot.failed:
             sys.stderr.write(f"nbcontainer: the live plot failed: {plot.failed}\n")
         failed = [r for r in done if not r.result.ok]
@@ -449,7 +559,8 @@ class ContainerMagics(Magics):
 
     # -- %container ----------------------------------------------------------------------------
 
-    @line_magic("container")  # type: ignore[arg-type]
+    @line_magic("container")
+    @short_interrupt
     def container_line(self, line: str) -> None:
         """``%container SUBCOMMAND ...``: the CLI's subcommands, output into the cell.
 
@@ -460,6 +571,18 @@ class ContainerMagics(Magics):
         SUBCOMMAND``.
         """
         argv = split_args(line, "%container")
+        try:
+            self._container_line(argv)
+        except SystemExit as stop:  # argparse after --help (printed): the cell just ends
+            if stop.code not in (0, None):
+                raise UsageError(f"%container {' '.join(argv[:1])}: exited with status "
+                                 f"{stop.code}") from None
+        except PermissionError as err:  # not root: one sentence, as the CLI says it
+            from nbcontainer import cli
+
+            raise UsageError(cli.permission_sentence(argv, err)) from None
+
+    def _container_line(self, argv: list[str]) -> None:
         sub = argv[0] if argv else "--help"
         if sub == "last":
             if not self.last:
@@ -485,6 +608,9 @@ class ContainerMagics(Magics):
         """``%container exec NAME CMD ...`` with streamed output; an error if it fails."""
         from nbcontainer.runtime import state as state_mod
 
+        if argv[:1] in (["-h"], ["--help"]):
+            print(EXEC_HELP)
+            return
         if len(argv) < 2:
             raise UsageError("%container exec: give a container and a command, e.g. "
                              "`%container exec web ls /`")
@@ -505,7 +631,7 @@ class ContainerMagics(Magics):
         finally:
             pipes.close()
         if interrupted:
-            raise KeyboardInterrupt
+            raise CellInterrupted()
         if not result.ok:
             raise ContainerCellError(failure(f"{' '.join(command)} in container {name}", result))
 
@@ -519,7 +645,7 @@ class ContainerMagics(Magics):
             cgroup = manage.open_container_cgroup(st)
         except errors.ContainerError as err:
             raise UsageError(str(err)) from None
-        plot = CellPlot("always", after=0.0, fps=self.frame_rate, rate=self.sample_rate,
+        plot = CellPlot("on", after=0.0, fps=self.frame_rate, rate=self.sample_rate,
                         title=f"{st.short}: memory").watch(cgroup, st.short, new=False)
         if plot.meter is None:
             raise UsageError(f"%container stats: the cgroup of container {st.short} cannot be "
@@ -543,7 +669,8 @@ class ContainerMagics(Magics):
 
     # -- %%containerfile ------------------------------------------------------------------------
 
-    @cell_magic("containerfile")  # type: ignore[arg-type]
+    @cell_magic("containerfile")
+    @short_interrupt
     def containerfile(self, line: str, cell: str) -> None:
         """``%%containerfile NAME [BUILD OPTIONS]``: build image NAME from the cell.
 
@@ -625,6 +752,9 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = ContainerMagics(shell=ipython)
     ipython.register_magics(magics)
     _loaded = magics
+    if subcommand_help not in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.append(subcommand_help)
+    put_scripts_on_path()
     if magics.fast_start and os.geteuid() == 0:
         # Start the zygote now, while the user reads: the first cell should not wait for it,
         # and keep a helper attached to a cgroup ahead of each cell (runtime/spare.py).
@@ -632,6 +762,25 @@ def load_ipython_extension(ipython: Any) -> None:
         from nbcontainer.runtime.zygote import Zygote
 
         spares(Zygote.get()).enable()
+
+
+def put_scripts_on_path() -> str | None:
+    """Make ``!nbcontainer ...`` work in a kernel whose PATH lacks this environment's scripts.
+
+    ``.venv/bin/jupyter lab`` starts kernels with the server's PATH, which need not contain
+    ``.venv/bin`` (nobody activated the venv), so ``!nbcontainer info`` would be "command not
+    found". Prepend the scripts directory of the running interpreter when the ``nbcontainer``
+    command there is not already what PATH finds. Returns the directory added, if any.
+    """
+    import shutil
+    import sysconfig
+
+    scripts = sysconfig.get_path("scripts")
+    ours = os.path.join(scripts, "nbcontainer")
+    if not os.access(ours, os.X_OK) or shutil.which("nbcontainer") is not None:
+        return None
+    os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", os.defpath)])
+    return scripts
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -642,6 +791,8 @@ def unload_ipython_extension(ipython: Any) -> None:
         return
     magics.shutdown()
     atexit.unregister(magics.shutdown)
+    with contextlib.suppress(ValueError):
+        ipython.input_transformers_cleanup.remove(subcommand_help)
     for kind, name in (("cell", "container"), ("line", "container"), ("cell", "containerfile")):
         ipython.magics_manager.magics[kind].pop(name, None)
     with contextlib.suppress(ValueError):

@@ -230,7 +230,9 @@ class LivePlot:
 
     def __init__(self, mode: str = "auto", after: float = 0.5, fps: float = 1.0,
                  title: str = "container memory", display: Any = None) -> None:
-        self.mode = mode
+        from nbcontainer.options import plot_mode
+
+        self.mode = plot_mode(mode)  # auto, on or off (always/never: older spellings)
         self.after = after
         self.interval = 1.0 / max(0.1, fps)
         self.figure: MemoryFigure | None = None
@@ -258,7 +260,7 @@ class LivePlot:
 
     def tick(self, now: float, current: Series | None) -> None:
         """Maybe draw a frame; ``now`` is a monotonic time."""
-        if self.mode == "never":
+        if self.mode == "off":
             return
         if self._t0 is None:
             self._t0 = now
@@ -276,6 +278,6 @@ class LivePlot:
 
     def finish(self, text: str) -> None:
         """The last frame, with the summary as its text/plain; drawn when shown or forced."""
-        if self.mode == "never" or not (self.shown or self.mode == "always"):
+        if self.mode == "off" or not (self.shown or self.mode == "on"):
             return
         self._draw(list(self.finished), text)

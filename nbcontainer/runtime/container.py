@@ -26,19 +26,23 @@ from typing import IO, Any
 from nbcontainer import cgroups
 from nbcontainer.errors import (
     ContainerError,
+    ContainerNotFoundError,
     ContainerStateError,
+    NetworkError,
     NotRootError,
     SetupError,
     UsageError,
 )
 from nbcontainer.images import resolve
-from nbcontainer.net import networks
+from nbcontainer.net import files as net_files
+from nbcontainer.net import networks, ports
 from nbcontainer.paths import ensure_dir, store_root
 from nbcontainer.protocol import (
     Attached,
     Channel,
     ChannelClosed,
     Config,
+    Console,
     Error,
     Exit,
     Go,
@@ -209,6 +213,8 @@ class ContainerProcess:
         self._timed_out = False
         self._cleaned = False
         self.pid: int | None = None
+        #: ``run -t``: the master side of the container's terminal (the caller relays it)
+        self.console: int | None = None
         self.cgroup: cgroups.Cgroup | None = None
         #: The cgroup's counters when this run or exec began (None: a new cgroup, all zero).
         self._base: cgroups.CgroupStats | None = None
@@ -286,6 +292,8 @@ class ContainerProcess:
                 self._on_pid(self.pid)
                 self._before_attached(self.pid)
                 chan.send(Attached())
+            elif isinstance(msg, Console):
+                continue  # the terminal's master, kept by _recv
             elif isinstance(msg, Ready):
                 break
             elif isinstance(msg, Error):
@@ -348,7 +356,12 @@ class ContainerProcess:
         """The helper's next message during setup; SetupError in words if there is none."""
         assert self._chan is not None
         try:
-            return self._chan.recv()
+            msg, fds = self._chan.recv_with_fds()
+            if isinstance(msg, Console) and fds and self.console is None:
+                self.console = fds.pop(0)
+            for fd in fds:  # only a Console message carries one
+                os.close(fd)
+            return msg
         except TimeoutError:
             raise SetupError(f"container setup did not finish within {SETUP_TIMEOUT:g} s") \
                 from None
@@ -556,6 +569,10 @@ class ContainerProcess:
             if self._helper_pidfd is not None:
                 os.close(self._helper_pidfd)
                 self._helper_pidfd = None
+            if self.console is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self.console)
+                self.console = None
             self._release()
             with _PENDING_LOCK:
                 _PENDING.discard(threading.current_thread())
@@ -589,8 +606,10 @@ class Container(ContainerProcess):
     log
         Send stdout and stderr to the container's log file (``nbcontainer logs``).
     keep
-        Keep the container (its record and upper directory) after it ends; the default is
-        to keep it only when it has a name.
+        Keep the container (its record and upper directory) after it ends, for ``ps -a``,
+        ``logs`` and ``commit``, until ``nbcontainer rm``. Default False: :meth:`cleanup`
+        removes everything, its name included (jupyter_client's meaning of cleanup), so a
+        program can run again with the same name. The CLI keeps a named ``run`` as Docker does.
     cgroup_parent
         Where its cgroup goes; default: under the caller's own cgroup.
     owner
@@ -606,7 +625,7 @@ class Container(ContainerProcess):
 
     def __init__(self, spec: ContainerSpec, *, root: str | os.PathLike[str] | None = None,
                  stdin: StdStream = None, stdout: StdStream = None, stderr: StdStream = None,
-                 pass_fds: Sequence[int] = (), log: bool = False, keep: bool | None = None,
+                 pass_fds: Sequence[int] = (), log: bool = False, keep: bool = False,
                  cgroup_parent: str | None = None, owner: str | None = None,
                  detached: bool = False, idle: bool = False, python: str | None = None,
                  zygote: bool | None = None, give_to: Sequence[tuple[str, int]] = ()) -> None:
@@ -618,7 +637,7 @@ class Container(ContainerProcess):
         self.python = python
         self.idle = idle
         self.root = store_root(root)
-        self.keep = spec.name is not None if keep is None else keep
+        self.keep = bool(keep)
         self.log = log
         self.owner = owner
         self.detached = detached
@@ -632,6 +651,8 @@ class Container(ContainerProcess):
         self._device_rules: tuple[cgroups.DeviceRule, ...] = cgroups.DEFAULT_RULES
         self._log_file: IO[bytes] | None = None
         self._network: dict[str, Any] | None = None  # networks.attach's lease and veth
+        self._publisher: ports.Publisher | None = None  # -p: bound before anything is made
+        self._join_net: int | None = None  # --net container:NAME: that container's pid
 
     @property
     def id(self) -> str:
@@ -696,8 +717,14 @@ class Container(ContainerProcess):
             if not command and not spec.init and self.python is None:
                 raise UsageError("no command given and the image has no default command; "
                                  "give one, e.g. `nbcontainer run busybox sh -c 'echo hi'`")
-            self.state = state_mod.reserve(self.root, spec.name, spec.image, command,
-                                           auto_remove=not self.keep)
+            # A taken port fails here, before the container's record exists.
+            self._publisher = ports.Publisher(spec.publish) if spec.publish else None
+            try:
+                self.state = state_mod.reserve(self.root, spec.name, spec.image, command,
+                                               auto_remove=not self.keep)
+            except BaseException:
+                self._close_publisher()
+                raise
             try:
                 self._prepare(image, command)
             except BaseException:
@@ -754,12 +781,23 @@ class Container(ContainerProcess):
         caps = sorted(spec.capabilities())
         namespaces = sorted(spec.effective_namespaces())
         volumes = [[v.host, v.container, v.readonly] for v in spec.volumes]
+        files: list[list[object]] = []
         if spec.network is not None:
             names = [hostname] + ([spec.name] if spec.name and spec.name != hostname else [])
-            self._network, files = networks.attach(self.root, spec.network, self.state.id,
-                                                   names, cdir if image is not None else None)
+            directory = cdir if image is not None else None
+            self._network, files = self._join_network(spec.network, names, directory)
+            self._network["ports"] = [str(p) for p in spec.publish]
             self.state.network = self._network
             volumes = files + volumes  # a -v over /etc/hosts still wins
+        elif spec.net_container is not None:
+            self._join_net, files = self._network_of(spec.net_container,
+                                                     image is not None)
+            volumes = files + volumes
+        layers = list(self._image_layers)
+        if files and image is not None and layers != ["/"]:
+            # The mount points, above the image (the host's / has them; and overlayfs refuses
+            # a layer inside another one of the same mount: ELOOP).
+            layers.append(net_files.init_layer(cdir))
         hide = (hidden.exposed(hidden.host_secrets(self.root), (v.container for v in spec.volumes))
                 if image is not None and image.layers == ("/",) else [])
         self._exec_config = {
@@ -771,7 +809,7 @@ class Container(ContainerProcess):
             mode="run",
             namespaces=namespaces,
             rootfs=None if image is None else {
-                "dir": str(cdir), "layers": list(image.layers), "hide": hide,
+                "dir": str(cdir), "layers": layers, "hide": hide,
                 "idmap": None if self.idmap is None
                 else [self.idmap.uid, self.idmap.gid, self.idmap.size],
             },
@@ -789,8 +827,10 @@ class Container(ContainerProcess):
             seccomp=self._seccomp,
             init=spec.init,
             detached=self.detached,
+            tty=spec.tty and not self.detached,
             net=None if self._network is None else {
                 k: self._network[k] for k in ("ifname", "address", "prefixlen", "gateway")},
+            join_net=self._join_net,
         )
         st = self.state
         assert self.cgroup is not None
@@ -808,6 +848,49 @@ class Container(ContainerProcess):
     def _config(self) -> Config:
         return self._config_data
 
+    def _join_network(self, network: str, names: list[str], directory: Path | None,
+                      ) -> tuple[dict[str, Any], list[list[object]]]:
+        """The container's lease on ``network`` and its /etc files (as volumes).
+
+        An adopted spare's veth pair is in place already: only its lease moves to this
+        container. Should that lease have been taken back meanwhile (a gc), the spare's veth
+        goes and the container is plugged in anew.
+        """
+        assert self.state is not None
+        prepared = None if self._spare is None else self._spare.attachment
+        if prepared is not None:
+            try:
+                files = networks.adopt(self.root, prepared, prepared["spare"], self.state.id,
+                                       names, directory)
+                attachment = {k: v for k, v in prepared.items() if k != "spare"}
+                return {**attachment, "plugged": True}, files
+            except NetworkError:
+                networks.release(prepared, prepared["spare"])
+        return networks.attach(self.root, network, self.state.id, names, directory)
+
+    def _network_of(self, name: str, rootfs: bool) -> tuple[int, list[list[object]]]:
+        """``--net container:NAME``: the pid whose network namespace to join, and that
+        container's hosts and resolv.conf to bind-mount (Docker shares them the same way)."""
+        try:
+            target = state_mod.find(self.root, name)
+        except ContainerNotFoundError:
+            raise UsageError(f"--net container:{name}: no such container; start it first "
+                             "(see `nbcontainer ps`)") from None
+        if not target.is_running() or target.pid is None or "net" not in target.namespaces:
+            why = "has no network namespace of its own" if target.is_running() else \
+                "is not running"
+            raise UsageError(f"--net container:{name}: {target.name or target.short} {why}; "
+                             "give a running container started with --net bridge or none")
+        shared = state_mod.container_path(self.root, target.id)
+        files = [[str(shared / f), f"/etc/{f}", False] for f in ("hosts", "resolv.conf")
+                 if rootfs and (shared / f).exists()]
+        return target.pid, files
+
+    def _close_publisher(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
+
     def _adopt_spare(self) -> Spare | None:
         """The zygote's spare helper and cgroup, renamed and limited for this container.
 
@@ -815,9 +898,11 @@ class Container(ContainerProcess):
         zygote, attached and not detached, under the default cgroup parent.
         """
         zygote = self._zygote()
-        if zygote is None or self.detached or self.cgroup_parent is not None:
+        if zygote is None or self.detached or self.cgroup_parent is not None \
+                or self.spec.net_container is not None:
             return None
-        spare = spares(zygote).take(self.spec.limits, self.spec.effective_namespaces())
+        spare = spares(zygote).take(self.spec.limits, self.spec.effective_namespaces(),
+                                    self.spec.network)
         if spare is None:
             return None
         assert self.state is not None
@@ -846,7 +931,7 @@ class Container(ContainerProcess):
 
     def _before_attached(self, pid: int) -> None:
         """On a network: the veth pair into the first process's network namespace."""
-        if self._network is not None:
+        if self._network is not None and not self._network.get("plugged"):
             try:
                 networks.plug(self._network, pid)
             except ContainerError as err:
@@ -854,6 +939,8 @@ class Container(ContainerProcess):
 
     def _on_ready(self) -> None:
         assert self.state is not None
+        if self._publisher is not None and self._network is not None:
+            self._publisher.start(self._network["address"])
         self.state.status = "running"
         self.state.started = time.time()
         state_mod.save(self.root, self.state)
@@ -876,12 +963,18 @@ class Container(ContainerProcess):
                 state_mod.save(self.root, self.state)
 
     def _release(self) -> None:
+        self._close_publisher()
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-        lifecycle.teardown(self.cgroup,
-                           None if self.state is None or self.keep else self.dir,
-                           root=self.root, state=self.state)
+        try:
+            lifecycle.teardown(self.cgroup,
+                               None if self.state is None or self.keep else self.dir,
+                               root=self.root, state=self.state)
+        finally:
+            zygote = self._zygote() if self._spare is not None else None
+            if zygote is not None:
+                spares(zygote).refill()  # the next cell's spare, now that this one has ended
 
     def stats(self) -> cgroups.CgroupStats:
         """Current resource figures of the container's cgroup."""

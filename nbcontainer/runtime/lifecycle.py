@@ -41,7 +41,7 @@ def teardown(cgroup: Cgroup | None, directory: Path | None = None, *,
     finally:
         try:
             if root is not None and state is not None and state.network:
-                networks.release(root, state.network, state.id)
+                networks.release(state.network, state.id)
         finally:
             try:
                 # after the cgroup: no process of the container holds the ids any more

@@ -17,6 +17,10 @@ receives the container's stdio over the control socket, then its config, and goe
 That takes the attach, a fork and the namespace creation off the cell's path. cgroup v2 would
 use ``CLONE_INTO_CGROUP`` instead; there the normal path is kept.
 
+On a network (``--net bridge``, the default) the spare also leases an address and plugs its
+veth pair into the first process's network namespace ahead of time
+(:func:`nbcontainer.net.networks.attach_spare`); adopting it hands the lease to the container.
+
 A spare's cgroup is named ``spare-PID-N`` (PID: the supervisor) until it is adopted. It holds a
 live process, so ``gc`` leaves it alone; when the supervisor dies (even by SIGKILL) the waiting
 first process sees its control socket close, moves out, and removes the cgroup (and the shared
@@ -39,6 +43,7 @@ from typing import TYPE_CHECKING
 from nbcontainer import cgroups
 from nbcontainer.cgroups import Cgroup
 from nbcontainer.errors import ContainerError
+from nbcontainer.net import networks
 from nbcontainer.protocol import Channel, Left, Pid, Prefork, ProtocolError
 from nbcontainer.runtime import lifecycle
 from nbcontainer.spec import Limits
@@ -60,10 +65,17 @@ class Spare:
     cgroup: Cgroup
     pid: int  # the waiting first process
     namespaces: frozenset[str]
+    #: The network its first process is plugged into (networks.attach_spare), or None.
+    attachment: dict | None = None
+
+    @property
+    def network(self) -> str | None:
+        return None if self.attachment is None else self.attachment["network"]
 
     def discard(self) -> None:
-        """Kill its processes and remove the cgroup (the spare was not, or cannot be, used)."""
-        _discard(self.channel, self.helper, self.cgroup)
+        """Kill its processes, remove the cgroup, release the address (the spare was not, or
+        cannot be, used)."""
+        _discard(self.channel, self.helper, self.cgroup, self.attachment)
 
     def adopt(self, name: str, limits: Limits,
               devices: Sequence[cgroups.DeviceRule] = cgroups.DEFAULT_RULES) -> Cgroup:
@@ -100,7 +112,8 @@ class SparePool:
         self._spare: Spare | None = None
         self._making: threading.Thread | None = None
         self._enabled = False
-        self._namespaces: frozenset[str] | None = None
+        #: What the next spare gets: the namespaces and network the last container wanted.
+        self._want: tuple[frozenset[str], str | None] | None = None
 
     def enable(self) -> None:
         """Keep a spare ready from now on (cgroup v1 and hybrid hosts, as root, only)."""
@@ -108,10 +121,11 @@ class SparePool:
             return
         if cgroups.detect().version not in ("v1", "hybrid"):
             return
-        if self._namespaces is None:
+        if self._want is None:
             from nbcontainer.spec import make_spec
 
-            self._namespaces = make_spec([]).effective_namespaces()
+            default = make_spec([])
+            self._want = (default.effective_namespaces(), default.network)
         self._enabled = True
         self.refill()
 
@@ -125,19 +139,21 @@ class SparePool:
                                             daemon=True)
             self._making.start()
 
-    def take(self, limits: Limits, namespaces: frozenset[str]) -> Spare | None:
-        """The ready spare if it has these namespaces and the hierarchies ``limits`` need.
+    def take(self, limits: Limits, namespaces: frozenset[str],
+             network: str | None = None) -> Spare | None:
+        """The ready spare if it has these namespaces, this network and the hierarchies
+        ``limits`` need. Whoever takes it calls :meth:`refill` once its container has ended.
 
-        Never waits. A container that wants other namespaces makes the next spare follow it
-        (a notebook's cells tend to use the same options).
+        Never waits. A container that wants other namespaces or another network makes the next
+        spare follow it (a notebook's cells tend to use the same options).
         """
         with self._lock:
             spare = self._spare
             if spare is None:
-                self._namespaces = namespaces
+                self._want = (namespaces, network)
                 return None
-            if spare.namespaces != namespaces:
-                self._namespaces = namespaces
+            if (spare.namespaces, spare.network) != (namespaces, network):
+                self._want = (namespaces, network)
                 self._spare = None
                 stale: Spare | None = spare
                 spare = None
@@ -153,7 +169,11 @@ class SparePool:
         elif spare is not None and spare.helper.poll() is not None:
             spare.discard()
             spare = None
-        self.refill()
+        if spare is None:
+            self.refill()
+        # else: the container that takes it calls refill() when it has ended, so that making
+        # the next spare (a cgroup attach, a veth pair: both under kernel-wide locks) does not
+        # compete with the cell that runs now.
         return spare
 
     def close(self) -> None:
@@ -168,9 +188,9 @@ class SparePool:
             spare.discard()
 
     def _make(self) -> None:
-        assert self._namespaces is not None
+        assert self._want is not None
         try:
-            spare = make_spare(self._zygote, self._namespaces)
+            spare = make_spare(self._zygote, *self._want)
         except (OSError, ContainerError, ValueError):
             self._enabled = False  # something here does not allow it: keep the normal path
             return
@@ -181,10 +201,12 @@ class SparePool:
         spare.discard()
 
 
-def make_spare(zygote: Zygote, namespaces: frozenset[str]) -> Spare:
-    """Fork a helper, attach it to a new cgroup, have it fork a first process and leave.
+def make_spare(zygote: Zygote, namespaces: frozenset[str], network: str | None = None) -> Spare:
+    """Fork a helper, attach it to a new cgroup, have it fork a first process and leave;
+    on a ``network``, plug the first process into it.
 
-    The attach is the slow part (the RCU grace period): that is why this runs ahead of time.
+    The attach is the slow part (the RCU grace period), then the veth pair: that is why this
+    runs ahead of time.
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     channel = Channel(ours)
@@ -198,6 +220,7 @@ def make_spare(zygote: Zygote, namespaces: frozenset[str]) -> Spare:
         theirs.close()
         os.close(devnull)
     cgroup: Cgroup | None = None
+    attachment: dict | None = None
     try:
         cgroup = cgroups.create_cgroup(f"{SPARE_PREFIX}{os.getpid()}-{next(_counter)}", Limits())
         cgroup.attach(helper.pid)
@@ -215,13 +238,16 @@ def make_spare(zygote: Zygote, namespaces: frozenset[str]) -> Spare:
         ours.settimeout(None)
         if cgroup.procs() != [pid]:  # the helper could not leave: it would share the limits
             raise OSError(f"the spare's helper is still in {cgroup.name}")
+        if network is not None:
+            attachment = networks.attach_spare(network, cgroup.name, os.getpid(), pid)
     except BaseException:
-        _discard(channel, helper, cgroup)
+        _discard(channel, helper, cgroup, attachment)
         raise
-    return Spare(helper, channel, cgroup, pid, namespaces)
+    return Spare(helper, channel, cgroup, pid, namespaces, attachment)
 
 
-def _discard(channel: Channel, helper: ForkedHelper, cgroup: Cgroup | None) -> None:
+def _discard(channel: Channel, helper: ForkedHelper, cgroup: Cgroup | None,
+             attachment: dict | None = None) -> None:
     """Kill the helper, then the container's teardown, then close the control socket.
 
     In that order: a first process that saw its socket close first would abandon the spare
@@ -237,5 +263,8 @@ def _discard(channel: Channel, helper: ForkedHelper, cgroup: Cgroup | None) -> N
             if attempt:
                 break
             time.sleep(0.05)
+    if attachment is not None:
+        with contextlib.suppress(OSError, ContainerError):
+            networks.release(attachment, attachment["spare"])
     with contextlib.suppress(OSError):
         channel.close()

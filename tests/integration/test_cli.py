@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -67,6 +68,8 @@ def test_timeout_says_so():
     (["--pids-limit", "0", "busybox", "true"], "--pids-limit"),
     (["--cpuset-cpus", "999", "busybox", "true"], "CPU"),
     (["-u", "nosuchuser", "busybox", "true"], "unable to find user nosuchuser"),
+    (["--cpus", "1000", "busybox", "true"], "the range of CPUs is from 0.01 to"),
+    (["--memroy", "100m", "busybox", "true"], "did you mean --memory?"),
 ])
 def test_bad_input_exits_125_with_one_sentence_and_creates_nothing(args, fragment):
     p = nbc("run", *args)
@@ -111,7 +114,8 @@ def test_detached_lifecycle_ps_exec_logs_pause_stats_stop_rm():
         rows = st.stdout.strip().splitlines()
         assert st.returncode == 0 and rows[0].startswith("NAME") and len(rows) == 4
         assert all(row.startswith(name) for row in rows[1:])
-        assert nbc("rm", name).returncode == 1, "a running container is not removed without -f"
+        # 125 with a sentence, as every refusal of nbcontainer itself (SPEC section 3)
+        assert nbc("rm", name).returncode == 125, "a running container is not removed without -f"
         t0 = time.monotonic()
         assert nbc("stop", name).returncode == 0
         assert time.monotonic() - t0 < 8
@@ -195,6 +199,94 @@ def test_info_reports_each_feature():
     for word in ("root", "cgroups", "overlayfs", "user namespaces", "busybox"):
         assert word in p.stdout
     assert p.returncode == 0
+
+
+def test_unknown_names_and_commands_are_125_with_one_sentence(tmp_path):
+    """rm exits as stop, exec and logs do for an unknown name (SPEC section 3: 125); a
+    misspelled command is named; build of a missing directory says so."""
+    for args in (["rm", "nope"], ["rm", "-f", "nope"], ["stop", "nope"], ["logs", "nope"]):
+        p = nbc(*args)
+        assert p.returncode == 125 and "no such container" in p.stderr, (args, p.stderr)
+    p = nbc("psx")
+    assert p.returncode == 125 and "did you mean ps?" in p.stderr
+    p = nbc("build", "-t", "x", str(tmp_path / "nosuchdir"))
+    assert p.returncode == 125 and "no such directory" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_without_root_every_command_says_it_needs_root(tmp_path):
+    """Not root: the store is root's (0700), and each command says so in one sentence."""
+    store = tmp_path / "store"
+    for sub in ("containers", "images", "layers"):
+        (store / sub).mkdir(parents=True, mode=0o700)
+    (store / "images" / "busybox%3Alatest.json").write_text("{}")
+    os.chmod(tmp_path, 0o711)  # traversable, as /var/lib is; the store's dirs are not
+    env = {"NBCONTAINER_ROOT": str(store), "PATH": os.environ["PATH"], "HOME": str(tmp_path),
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    for args in (["ps"], ["gc"], ["logs", "x"], ["rm", "x"], ["stats", "x"],
+                 ["history", "busybox"], ["images"], ["stop", "x"], ["exec", "x", "ls"]):
+        p = subprocess.run([*CLI, *args], capture_output=True, text=True, user=65534,
+                           group=65534, env=env, timeout=60)
+        assert p.returncode == 125, (args, p.stderr)
+        assert p.stderr.startswith("nbcontainer: needs root: "), (args, p.stderr)
+        assert "Traceback" not in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
+
+
+def test_run_it_gives_the_container_a_terminal_of_its_own():
+    """`run -it busybox sh` on a real pty: tty names the container's /dev/pts/N, the shell has
+    job control (no warning; Ctrl-C stops a sleep and the shell goes on), the window size
+    follows SIGWINCH, the exit status is the shell's, and the terminal is restored."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execv(sys.executable, [*CLI, "run", "-it", "busybox", "sh"])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    out = b""
+
+    def read_until(marker: bytes, limit: float = 20) -> None:
+        nonlocal out
+        end = time.monotonic() + limit
+        while marker not in out and time.monotonic() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    return
+                if not data:
+                    return
+                out += data
+
+    try:
+        read_until(b"# ")
+        os.write(fd, b"tty; test -t 0 && echo is-a-tty; stty size; echo $((6*7))\r")
+        read_until(b"42\r\n")
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 120, 0, 0))
+        os.kill(pid, signal.SIGWINCH)  # what the terminal emulator does on a resize
+        time.sleep(0.3)
+        os.write(fd, b"stty size; sleep 30\r")
+        read_until(b"50 120")
+        os.write(fd, b"\x03")  # Ctrl-C: the container's terminal signals the sleep
+        os.write(fd, b"echo after-$((1+1))\r")
+        read_until(b"after-2\r\n")
+        os.write(fd, b"exit 3\r")
+        read_until(b"never", limit=10)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    text = out.decode(errors="replace")
+    assert "/dev/pts/0" in text and "is-a-tty" in text, text
+    assert "40 100" in text and "50 120" in text and "42" in text and "after-2" in text, text
+    assert "job control" not in text and "can't access tty" not in text, text
+    assert os.waitstatus_to_exitcode(status) == 3, text
+    lflag = termios.tcgetattr(fd)[3]
+    assert lflag & termios.ECHO and lflag & termios.ICANON  # raw mode was undone
+    os.close(fd)
 
 
 def test_exec_into_missing_container_is_125():

@@ -225,13 +225,13 @@ def test_bad_containerfiles_fail_before_anything_runs(store, tmp_path, text, mes
 
 def test_ownership_and_modes_from_run_survive(store, tmp_path):
     text = ("FROM busybox\nRUN mkdir -m 700 /secret && echo s > /secret/f && "
-            "chown -R 1000:1000 /secret && rm /etc/hostname && rm -r /home\n")
+            "chown -R 1000:1000 /secret && rm /etc/group && rm -r /home\n")
     record, _ = lines_of(build_from_text, text, "owned", tmp_path, root=store.root)
     layer = store.layer_fs(record.layers[-1])
     st = os.lstat(layer / "secret")
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, 1000, 1000)
     code, out = run_image("owned", store.root, [
-        "sh", "-c", "stat -c '%a %u' /secret; test -e /etc/hostname || echo gone; "
+        "sh", "-c", "stat -c '%a %u' /secret; test -e /etc/group || echo gone; "
                     "test -e /home || echo gone"])
     assert (code, out) == (0, "700 1000\ngone\ngone\n")
 

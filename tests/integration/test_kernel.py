@@ -155,7 +155,10 @@ def test_install_writes_a_kernelspec_jupyter_lists(jupyter_path: Path) -> None:
     from jupyter_client.kernelspec import KernelSpecManager
 
     specs = KernelSpecManager().get_all_specs()
-    assert specs["nbc-test"]["spec"]["display_name"] == "Python 3 (container)"
+    # No --display-name: derived from the name (and options), so profiles differ.
+    assert specs["nbc-test"]["spec"]["display_name"] == "Python 3 (container nbc-test)"
+    assert specs["nbc-test-nonet"]["spec"]["display_name"] == \
+        "Python 3 (container nbc-test-nonet: net none)"
     spec = specs["nbc-test-200m"]["spec"]
     assert spec["display_name"] == "Python 3 (container, 200 MiB)"
     assert "--memory=200m" in spec["argv"]
@@ -332,6 +335,8 @@ def test_notebook_runs_with_nbclient(tmp_path: Path) -> None:
         nbformat.v4.new_code_cell("n * 2 + 2"),
         nbformat.v4.new_code_cell("print(os.getpid())"),
         nbformat.v4.new_code_cell("from IPython.display import HTML\nHTML('<b>hi</b>')"),
+        nbformat.v4.new_code_cell("print(os.getcwd())\n"
+                                  "with open('written-inside.txt', 'w') as f: f.write('kept')"),
     ]
     client = nbclient.NotebookClient(nb, kernel_name="nbc-test", timeout=60,
                                      resources={"metadata": {"path": str(tmp_path)}})
@@ -339,3 +344,7 @@ def test_notebook_runs_with_nbclient(tmp_path: Path) -> None:
     assert nb.cells[1].outputs[0]["data"]["text/plain"] == "42"
     assert int(nb.cells[2].outputs[0]["text"]) <= 5
     assert nb.cells[3].outputs[0]["data"]["text/html"] == "<b>hi</b>"
+    # The notebook's directory is bound into the container and is its working directory: a
+    # file a cell writes there is next to the notebook afterwards, as in a normal kernel.
+    assert nb.cells[4].outputs[0]["text"].strip() == str(tmp_path)
+    assert (tmp_path / "written-inside.txt").read_text() == "kept"

@@ -48,7 +48,7 @@ def test_kernel_install_user_goes_to_home(tmp_path: Path) -> None:
     where = home / ".local/share/jupyter/kernels/nbc-user-test"
     assert f"in {where}" in p.stdout
     data = json.loads((where / "kernel.json").read_text())
-    assert data["display_name"] == "Python 3 (container)"
+    assert data["display_name"] == "Python 3 (container nbc-user-test: memory 300m)"
     assert data["argv"][1:3] == ["-m", "nbcontainer.kernel"] and data["argv"][-1] == "--memory=300m"
     assert _listed(sys.executable, env) == {**before, "nbc-user-test": str(where)}
     # `jupyter kernelspec list`, the command a user types, shows it too

@@ -174,6 +174,9 @@ def test_oom_names_the_limit_and_next_cell_works(kernel: Kernel) -> None:
     assert err is not None and err["ename"] == "ContainerCellError"
     assert "OOM-killed" in err["evalue"] and "memory limit of 50 MiB" in err["evalue"]
     assert "peak usage" in err["evalue"]
+    # It ended in well under auto mode's half second, yet keeps its plot (the explanation).
+    frames = cell.pngs("display_data") + cell.pngs("update_display_data")
+    assert frames and "OOM kills 1" in frames[-1]["data"]["text/plain"]
     after = kernel.run("%%container --mem 50m\nprint('still fine')")
     assert after.reply["status"] == "ok" and "still fine" in after.stream()
     last = kernel.run("%container last")
@@ -196,6 +199,9 @@ def test_interrupt_stops_the_container_promptly(kernel: Kernel) -> None:
                       timeout=30, on_message=interrupt_on_start)
     assert "sent" in marks
     assert cell.error is not None and cell.error["ename"] == "KeyboardInterrupt"
+    # One line, no traceback through nbcontainer's pump loop.
+    assert "nbcontainer" not in "".join(cell.error["traceback"])
+    assert len(cell.error["traceback"]) == 1
     # The loop would run 120 s: a generous bound still tells "stopped" from "ran on".
     assert cell.ended - marks["sent"] < 15
     # SIGINT reached the payload: Python inside raised KeyboardInterrupt itself.
@@ -314,7 +320,7 @@ def test_container_line_exec_and_stats_on_a_named_container(kernel: Kernel) -> N
     made = kernel.run("%%container --name watched --mem 64m --image busybox sh\n"
                       "echo ready > /tmp/flag")
     assert made.reply["status"] == "ok", made.stream("stderr")
-    ex = kernel.run("%container exec watched cat /tmp/flag")
+    ex = kernel.run("%container exec watched cat /tmp/flag  # streamed; as docs/magics.md")
     assert ex.reply["status"] == "ok" and ex.stream().strip() == "ready"
     bad = kernel.run("%container exec watched sh -c 'exit 4'")
     assert bad.error is not None and "exited with code 4" in bad.error["evalue"]
@@ -375,3 +381,32 @@ def test_timeout_containerfile_and_the_image_and_rm_lines(kernel: Kernel, tmp_pa
     assert kernel.run("%container ps -a").stream().splitlines()[1:] == []
     assert kernel.run("%container rmi lesson:v1").stream().startswith("Untagged: lesson:v1\n")
     assert store_containers() == []
+
+
+def test_nbcontainer_command_works_from_a_kernel_whose_path_lacks_the_venv(
+        tmp_path: Path) -> None:
+    """`.venv/bin/jupyter lab` without an activated venv: the kernel's PATH has no .venv/bin;
+    after %load_ext, `!nbcontainer info` still finds the command (and no other one)."""
+    import sysconfig
+
+    scripts = sysconfig.get_path("scripts")
+    if not os.access(os.path.join(scripts, "nbcontainer"), os.X_OK):
+        pytest.skip(f"no nbcontainer script in {scripts} (not an installed environment)")
+    path = ":".join(p for p in os.environ["PATH"].split(":") if p != scripts)
+    spec_dir = tmp_path / "kernels" / "nbc-path"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "nbcontainer path test", "language": "python"}))
+    ksm = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
+    km = KernelManager(kernel_name="nbc-path", kernel_spec_manager=ksm)
+    km.start_kernel(cwd=str(tmp_path), env={**os.environ, "PATH": path})
+    k = Kernel(km)
+    try:
+        before = k.run("import shutil; print(shutil.which('nbcontainer'))")
+        assert before.stream().strip() == "None"
+        k.run("%load_ext nbcontainer")
+        info = k.run("!nbcontainer info")
+        assert "cgroup" in info.stream() and "not found" not in info.stream(), info.stream()
+    finally:
+        k.close()

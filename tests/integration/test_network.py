@@ -37,8 +37,11 @@ def store() -> Path:
 
 
 def leases(name: str = "bridge") -> dict:
-    path = store() / "networks" / f"{name}.json"
-    return json.loads(path.read_text())["leases"] if path.exists() else {}
+    """This test session's leases of network ``name`` (the records are the machine's, and
+    another store may be using the same bridge meanwhile)."""
+    path = networks.networks_dir() / f"{name}.json"
+    found = json.loads(path.read_text())["leases"] if path.exists() else {}
+    return {a: lease for a, lease in found.items() if lease.get("root") == str(store())}
 
 
 def links() -> set[str]:
@@ -55,10 +58,20 @@ def remove_networks_at_the_end():
     """Leave the machine as before: no nbc0, no NBCONTAINER-POSTROUTING chain."""
     had_bridge = "nbc0" in links()
     yield
-    for network in networks.list_networks(store()):
-        networks.remove(store(), network["name"], predefined=not had_bridge)
-    assert had_bridge or "nbc0" not in links()
-    assert had_bridge or nat.CHAIN not in nat_rules()
+    assert leases() == {}
+    for network in networks.list_networks():
+        if network["name"].startswith("nbct-"):
+            networks.remove(network["name"])
+    if not had_bridge and not network_in_use("bridge"):
+        networks.remove("bridge", predefined=True)
+        assert "nbc0" not in links()
+        assert nat.CHAIN not in nat_rules()
+
+
+def network_in_use(name: str) -> bool:
+    """Whether any store's container (another test run's, say) holds an address of it."""
+    path = networks.networks_dir() / f"{name}.json"
+    return path.exists() and bool(json.loads(path.read_text())["leases"])
 
 
 def _wait_running(name: str) -> None:
@@ -251,3 +264,165 @@ def test_gc_releases_a_lease_whose_container_is_gone_and_keeps_one_being_made():
     # Its directory gone (a crash before the record was saved): released.
     actions = manage.gc(store())
     assert leases() == {} and any("deadbeef0000" in a for a in actions)
+
+
+def _record(name: str) -> dict:
+    """The state record of a named container of this session."""
+    for entry in (store() / "containers").iterdir():
+        path = entry / "state.json"
+        if path.exists():
+            record = json.loads(path.read_text())
+            if record.get("name") == name:
+                return record
+    raise AssertionError(f"no record of {name}")
+
+
+def _connect_and_read(host: str, port: int, tries: int = 50) -> bytes:
+    """Connect (retrying while the server inside starts: bounded) and read a line."""
+    for _ in range(tries):
+        try:
+            with socket.create_connection((host, port), timeout=2) as conn:
+                data = conn.recv(64)
+            if data:
+                return data
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return b""
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_default_is_the_bridge_and_an_explicit_ns_list_stays_literal():
+    default = nbc("run", "busybox", "sh", "-c", "ip -4 -o addr show eth0; ip route")
+    assert "inet 10.88." in default.stdout and "default via 10.88.0.1" in default.stdout, \
+        default.stderr
+    bare = nbc("run", "--ns", "uts,mount,net", "busybox", "sh", "-c",
+               "ip -o link | grep -c 'eth0' || true; ip -4 -o addr | grep -v ' lo ' | wc -l")
+    assert bare.stdout.split() == ["0", "0"], bare.stdout  # a bare namespace: no eth0
+    host_links = {link for link in links() if not link.startswith(("nbc", "nbs"))}
+    hosted = nbc("run", "--ns", "uts,mount", "busybox", "sh", "-c", "ls /sys/class/net")
+    assert host_links <= set(hosted.stdout.split()), hosted.stdout  # the host's network
+
+
+def test_published_tcp_and_udp_ports_reach_the_container_from_the_host():
+    tcp, udp = _free_port(), _free_port(socket.SOCK_DGRAM)
+    srv = nbc("run", "-d", "--name", "nbct-pub", "-p", f"{tcp}:80", "-p", f"{udp}:5353/udp",
+              "host", "python3", "-c",
+              "import socket, threading\n"
+              "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('', 5353))\n"
+              "def echo():\n"
+              "    while True:\n"
+              "        data, peer = u.recvfrom(64); u.sendto(data.upper(), peer)\n"
+              "threading.Thread(target=echo, daemon=True).start()\n"
+              "t = socket.create_server(('', 80))\n"
+              "while True:\n"
+              "    c, _ = t.accept(); c.sendall(b'hello over tcp\\n'); c.close()\n")
+    assert srv.returncode == 0, srv.stderr
+    try:
+        _wait_running("nbct-pub")
+        assert _connect_and_read("127.0.0.1", tcp) == b"hello over tcp\n"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(0.5)
+            reply = b""
+            for _ in range(20):  # bounded: the server may not be bound yet
+                client.sendto(b"ping", ("127.0.0.1", udp))
+                try:
+                    reply = client.recv(64)
+                    break
+                except TimeoutError:
+                    continue
+        assert reply == b"PING"
+        ps = nbc("ps").stdout
+        row = next(line for line in ps.splitlines() if "nbct-pub" in line)
+        assert f"127.0.0.1:{tcp}->80/tcp" in row and f"127.0.0.1:{udp}->5353/udp" in row
+        assert _record("nbct-pub")["network"]["address"] in row
+        # A taken port: refused before anything is made (no record, lease or link).
+        before_links, before_leases = links(), leases()
+        before_records = set(os.listdir(store() / "containers"))
+        taken = nbc("run", "-p", f"{tcp}:81", "busybox", "true")
+        assert taken.returncode == 125
+        assert f"127.0.0.1:{tcp}/tcp is already in use" in taken.stderr
+        assert len(taken.stderr.strip().splitlines()) == 1, taken.stderr
+        assert links() == before_links and leases() == before_leases
+        assert set(os.listdir(store() / "containers")) == before_records
+    finally:
+        nbc("rm", "-f", "nbct-pub")
+    # The port is free again: nothing listens after the container ended.
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", tcp))
+
+
+def test_net_container_shares_the_other_containers_network_namespace():
+    srv = nbc("run", "-d", "--name", "nbct-pod", "busybox", "sh", "-c",
+              "echo from-the-pod | nc -l -p 7070")
+    assert srv.returncode == 0, srv.stderr
+    try:
+        _wait_running("nbct-pod")
+        address = _record("nbct-pod")["network"]["address"]
+        side = nbc("run", "--net", "container:nbct-pod", "busybox", "sh", "-c",
+                   RETRY + "ip -4 -o addr show eth0; grep -c nbct-pod /etc/hosts; "
+                   "try nc 127.0.0.1 7070")
+        assert f"inet {address}/" in side.stdout, side.stderr
+        assert side.stdout.splitlines()[1:] == ["1", "from-the-pod"], side.stdout
+        assert len(leases()) == 0 or all("nbct-pod" in lease["names"]
+                                        for lease in leases().values())
+    finally:
+        nbc("rm", "-f", "nbct-pod")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "--net", "container:nbct-absent", "busybox", "true"],
+     "--net container:nbct-absent: no such container"),
+    (["run", "-p", "80", "busybox", "true"], "expected [HOSTIP:]HOSTPORT:CTRPORT"),
+    (["run", "-p", "8080:80/sctp", "busybox", "true"], "invalid protocol 'sctp'"),
+    (["run", "--net", "none", "-p", "8080:80", "busybox", "true"], "-p needs a network"),
+    (["run", "-p", "10.255.255.254:8080:80", "busybox", "true"],
+     "10.255.255.254 is not an address of this machine"),
+])
+def test_bad_network_options_are_one_sentence_and_create_nothing(args, fragment):
+    before = (links(), leases(), set(os.listdir(store() / "containers"))
+              if (store() / "containers").is_dir() else set())
+    p = nbc(*args)
+    assert p.returncode == 125 and fragment in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    after = (links(), leases(), set(os.listdir(store() / "containers"))
+             if (store() / "containers").is_dir() else set())
+    assert after == before
+
+
+def test_net_container_of_a_stopped_container_is_refused():
+    assert nbc("run", "--name", "nbct-gone", "busybox", "true").returncode == 0
+    try:
+        p = nbc("run", "--net", "container:nbct-gone", "busybox", "true")
+        assert p.returncode == 125 and "nbct-gone is not running" in p.stderr, p.stderr
+    finally:
+        nbc("rm", "nbct-gone")
+
+
+def test_a_container_on_another_network_does_not_resolve_the_first_ones_names():
+    assert nbc("network", "create", "nbct-other", "--subnet", "10.89.78.0/24").returncode == 0
+    srv = nbc("run", "-d", "--name", "nbct-private", "busybox", "sleep", "30")
+    try:
+        _wait_running("nbct-private")
+        same = nbc("run", "busybox", "grep", "-c", "nbct-private", "/etc/hosts")
+        other = nbc("run", "--net", "nbct-other", "busybox", "sh", "-c",
+                    "grep -c nbct-private /etc/hosts; ping -c 1 -W 1 nbct-private")
+        assert same.stdout.strip() == "1", same.stderr
+        assert other.stdout.splitlines()[0] == "0" and other.returncode != 0, other.stdout
+    finally:
+        nbc("rm", "-f", "nbct-private")
+        nbc("network", "rm", "nbct-other")
+    assert srv.returncode == 0
+
+
+def test_info_reports_the_bridge_nat_backend_and_forwarding():
+    out = nbc("info").stdout
+    assert "network bridge: nbc0 10.88.0.0/16 gateway 10.88.0.1" in out
+    assert "outbound NAT: iptables" in out and nat.CHAIN in out
+    assert "IPv4 forwarding: " + ("on" if nat.forwarding() else "off") in out

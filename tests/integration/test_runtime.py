@@ -676,3 +676,18 @@ def test_memory_swap_reaches_the_running_container():
     else:
         assert files["memory.limit_in_bytes"] == str(100 << 20)
         assert files["memory.memsw.limit_in_bytes"] == str(300 << 20)
+
+
+def test_the_readme_api_example_runs_twice() -> None:
+    """README's Python API: a named container, stop, cleanup; again with the same name.
+    cleanup() removes the record too (keep=False is the API's default), so the name is free."""
+    from nbcontainer import Container, make_spec
+
+    for _ in range(2):
+        c = Container(make_spec(["sleep", "60"], image="busybox", name="demo"),
+                      stdout=subprocess.DEVNULL).start()
+        e = c.exec(["sh", "-c", "echo inside"], stdout=subprocess.DEVNULL)
+        assert e.wait().exit_code == 0
+        e.cleanup()
+        c.stop(grace=2)
+        c.cleanup()

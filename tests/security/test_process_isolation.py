@@ -90,6 +90,23 @@ def test_the_host_image_hides_credentials(tmp_path: Path) -> None:
     assert exposed.returncode == 0 and "a-kernel-key" in exposed.stdout  # -v exposes on purpose
 
 
+def test_a_volume_above_a_hidden_path_does_not_uncover_it(tmp_path: Path) -> None:
+    """The container kernel binds the notebook's directory (often /root or a home): a volume
+    *above* a hidden path keeps it hidden (the escape: read /etc/shadow through `-v /etc:/etc`,
+    or the JUPYTER_RUNTIME_DIR's connection files through a bind of its parent)."""
+    runtime = tmp_path / "home" / ".local" / "share" / "jupyter" / "runtime"
+    runtime.mkdir(parents=True)
+    (runtime / "kernel-1.json").write_text('{"key": "a-kernel-key"}')
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)}
+    home = tmp_path / "home"
+    p = nbc("run", "-v", "/etc:/etc", "-v", f"{home}:{home}", "host", "sh", "-c",
+            f"wc -c < /etc/shadow; cat {runtime}/kernel-1.json; ls /etc/hostname", env=env)
+    assert p.stdout.split()[0] == "0", p.stdout + p.stderr  # still hidden inside
+    assert "a-kernel-key" not in p.stdout
+    assert "/etc/hostname" in p.stdout  # the rest of the volume is there
+    assert Path("/etc/shadow").stat().st_size > 0
+
+
 def test_a_read_only_volume_is_read_only_all_the_way_down(tmp_path: Path) -> None:
     """A tmpfs mounted below a ``:ro`` volume's source stays read-only inside too. The tmpfs
     lives in a private mount namespace of the test's own, never on the host."""

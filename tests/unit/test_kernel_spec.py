@@ -127,3 +127,51 @@ def test_death_messages_say_why() -> None:
     assert ename == "ContainerDied" and "before it answered" in evalue
     assert "No module named ipykernel" in evalue
     assert os.path.basename(kernelspec.make_cmd()[0]).startswith("python")
+
+
+def test_profiles_without_display_name_get_distinct_names(jupyter_prefix: Path) -> None:
+    for argv in (["--name", "c512", "-m", "512m"], ["--name", "c2g", "-m", "2g", "--cpus", "1"],
+                 ["--name", "plain"], []):
+        assert cli.main(["kernel", "install", "--prefix", str(jupyter_prefix), *argv]) == 0
+    names = {n: _kernel_json(jupyter_prefix, n)["display_name"]
+             for n in ("c512", "c2g", "plain", "nbcontainer")}
+    assert names == {"c512": "Python 3 (container c512: memory 512m)",
+                     "c2g": "Python 3 (container c2g: memory 2g, cpus 1)",
+                     "plain": "Python 3 (container plain)",
+                     "nbcontainer": "Python 3 (container)"}
+
+
+def test_user_alone_is_the_install_location_and_with_a_value_the_containers_user(
+        jupyter_prefix: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC section 5 keeps jupyter's `kernel install --user`; section 2 wants every alias of
+    `-u/--user` in every front end: `--user` alone is the first, `--user UID` the second."""
+    parser = cli.build_parser()
+    alone = parser.parse_args(["kernel", "install", "--user", "--name", "x"])
+    assert alone.user_install is True and alone.user is None
+    valued = parser.parse_args(["kernel", "install", "--user", "1000:1000", "--prefix", "/p"])
+    assert valued.user_install is False and valued.user == "1000:1000"
+    explicit = parser.parse_args(["kernel", "install", "--user-install", "-u", "7"])
+    assert explicit.user_install is True and explicit.user == "7"
+    assert cli.main(["kernel", "install", "--user", "--prefix", str(jupyter_prefix)]) == 125
+    assert cli.main(["kernel", "install", "--prefix", str(jupyter_prefix), "--name", "u",
+                     "--user", "1000"]) == 0
+    assert _kernel_json(jupyter_prefix, "u")["argv"][5:] == ["--user=1000"]
+
+
+def test_notebook_directory_is_bound_and_is_the_workdir(tmp_path: Path) -> None:
+    from nbcontainer.kernel.cmdline import with_notebook_dir
+    from nbcontainer.spec import Volume, make_spec
+
+    spec, note = with_notebook_dir(make_spec([]), str(tmp_path))
+    assert note is None
+    assert spec.volumes == (Volume(str(tmp_path), str(tmp_path)),)
+    assert spec.workdir == str(tmp_path)
+    mine = make_spec([], workdir="/work", volumes=[f"{tmp_path}:{tmp_path}:ro"])
+    spec, _ = with_notebook_dir(mine, str(tmp_path))
+    assert spec.volumes == mine.volumes and spec.workdir == "/work"  # the user's choice wins
+    spec, note = with_notebook_dir(make_spec([]), "/")
+    assert spec.volumes == () and note is not None and "not bound" in note
+    parser = argparse.ArgumentParser(conflict_handler="resolve")
+    add_kernel_options(parser)
+    off = parser.parse_args(["--no-notebook-dir"])
+    assert off.notebook_dir is False and run_options_argv(off) == ["--no-notebook-dir"]

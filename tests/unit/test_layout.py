@@ -98,7 +98,7 @@ ALLOWED = {
     "child": {"cgroups"},  # a spare's helper leaves its cgroup (lazily, forked by the zygote)
     "cgroups": set(),
     "images": set(),
-    "doctor": {"cgroups", "images", "child", "runtime"},
+    "doctor": {"cgroups", "images", "child", "runtime", "net"},
 }
 BOTTOM = {"errors", "spec", "options", "capnames", "paths", "_libc", "protocol", "__main__",
           "seccomp_profile", "_netlink"}

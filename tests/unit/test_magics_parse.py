@@ -75,8 +75,8 @@ def test_parse_command_takes_the_rest_of_the_line(cm):
 
 
 def test_plot_flags(cm):
-    assert cm.parse("--plot").plot == "always"
-    assert cm.parse("--no-plot").plot == "never"
+    assert cm.parse("--plot").plot == "on"
+    assert cm.parse("--no-plot").plot == "off"
     assert cm.parse("").plot is None
     with pytest.raises(UsageError, match="not allowed with argument"):
         cm.parse("--plot --no-plot")
@@ -164,3 +164,66 @@ def test_container_last_before_any_cell(ip, capsys):
     magics_mod._loaded.last = []
     ip.run_line_magic("container", "last")
     assert "no %%container cell has run yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("line, argv", [
+    ("exec lab ls /tmp  # streamed; an error if it fails", ["exec", "lab", "ls", "/tmp"]),
+    ("stats lab --duration 10  # live plot (stop button ends it)",
+     ["stats", "lab", "--duration", "10"]),
+    ("-e COLOUR=#fff sh -c 'echo #not a comment' # a comment",
+     ["-e", "COLOUR=#fff", "sh", "-c", "echo #not a comment"]),
+    ("# only a comment", []),
+    (r"""sh -c 'it'\''s # quoted' \# escaped""", ["sh", "-c", "it's # quoted", "#", "escaped"]),
+])
+def test_a_trailing_comment_never_reaches_the_command(line, argv):
+    assert magics_mod.split_args(line, "%container") == argv
+
+
+def test_container_line_with_a_comment_runs_the_subcommand(ip, capsys):
+    magics_mod._loaded.last = []
+    ip.run_line_magic("container", "last  # the record of the last cell")
+    assert "no %%container cell has run yet" in capsys.readouterr().out
+
+
+def test_subcommand_question_mark_shows_its_help(ip, capsys):
+    """`%container stats?` is the subcommand's help, not IPython's "Object not found"."""
+    assert magics_mod.subcommand_help(["%container stats?\n", "x = 1 ?\n"]) == \
+        ["%container stats --help\n", "x = 1 ?\n"]
+    result = ip.run_cell("%container stats?")
+    out = capsys.readouterr().out
+    assert result.success and "--duration SECONDS" in out and "not found" not in out
+    result = ip.run_cell("%container ps?")
+    out = capsys.readouterr().out
+    assert result.success and "--all" in out
+    result = ip.run_cell("%container exec --help")
+    assert result.success and "%container exec NAME COMMAND" in capsys.readouterr().out
+
+
+def test_misspelled_option_gets_did_you_mean(ip):
+    with pytest.raises(UsageError, match=r"did you mean --memory\?"):
+        ip.run_cell_magic("container", "--memroy 100m", "pass")
+    with pytest.raises(UsageError, match=r"did you mean --duration\?"):
+        ip.run_line_magic("container", "stats web --duraton 3")
+
+
+def test_plot_traitlet_takes_the_one_spelling_and_the_old_one(cm):
+    for value, mode in (("on", "on"), ("off", "off"), ("auto", "auto"), ("always", "on"),
+                        ("never", "off")):
+        cm.plot = value
+        from nbcontainer.notebook.cell import CellPlot
+
+        assert CellPlot(cm.plot).live.mode == mode
+
+
+def test_an_interrupt_is_one_line_without_a_traceback(ip):
+    interrupted = magics_mod.CellInterrupted()
+    assert isinstance(interrupted, KeyboardInterrupt)
+    assert type(interrupted).__name__ == "KeyboardInterrupt"  # Jupyter's ename
+    assert interrupted._render_traceback_() == ["KeyboardInterrupt"]
+
+    @magics_mod.short_interrupt
+    def deep() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(magics_mod.CellInterrupted):
+        deep()

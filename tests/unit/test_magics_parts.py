@@ -362,3 +362,33 @@ def test_pump_stops_reading_the_output_fd_past_its_limit(monkeypatch):
         pipes.close()
     assert code == 0
     assert pipes.overflowed and len(pipes.output) <= 1 << 20
+
+
+def test_a_failed_or_oom_killed_cell_keeps_its_last_frame_however_fast():
+    """auto mode waits half a second before showing a plot, but not for a cell that failed
+    or saw an OOM kill: the curve is the explanation (the README's fast OOM cell)."""
+    pytest.importorskip("matplotlib")
+    from nbcontainer.notebook.cell import CellPlot
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.handle = None
+            self.frames: list[str] = []
+
+        def show(self, png: bytes, text: str) -> None:
+            self.handle = object()
+            self.frames.append(text)
+
+    def finished(mode: str, oom_kills: int = 0, force: bool = False) -> list[str]:
+        plot = CellPlot(mode, display=Recorder())
+        s = series("", 3)
+        s.oom_kills = oom_kills
+        plot.live.finished.append(s)
+        plot.finish("final", force=force)
+        return plot.live.display.frames
+
+    assert finished("auto") == []                      # a quick cell that succeeded
+    assert finished("auto", oom_kills=1) == ["final"]  # OOM-killed after 0.08 s
+    assert finished("auto", force=True) == ["final"]   # failed (exit code, signal)
+    assert finished("off", oom_kills=1, force=True) == []
+    assert finished("never", oom_kills=1) == []        # the older spelling of off

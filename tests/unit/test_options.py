@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
@@ -108,3 +109,36 @@ def test_docs_options_md_is_the_table() -> None:
     start = doc.index("-->\n", doc.index("<!-- options:start")) + len("-->\n")
     assert doc[start:doc.index("<!-- options:end -->")] == reference_table(), \
         "docs/options.md is stale: regenerate its table (see the end of that file)"
+
+
+def test_plot_mode_one_spelling_with_old_aliases() -> None:
+    from nbcontainer.errors import UsageError
+    from nbcontainer.options import plot_mode
+
+    assert [plot_mode(t) for t in ("auto", "ON", "off", "always", "never")] == \
+        ["auto", "on", "off", "on", "off"]
+    with pytest.raises(UsageError, match="use auto, on or off"):
+        plot_mode("sometimes")
+    kernel = argparse.ArgumentParser(conflict_handler="resolve")
+    add_kernel_options(kernel)
+    assert kernel.parse_args(["--plot", "never"]).plot == "off"
+    assert kernel.parse_args(["--no-plot"]).plot == "off"
+    assert build_cell_parser().parse_args(["--plot"]).plot == "on"
+
+
+@pytest.mark.parametrize("argv, suggestion", [
+    (["run", "--memroy", "1m", "busybox"], "did you mean --memory?"),
+    (["run", "--cpu", "1", "busybox"], "did you mean --cpus?"),
+    (["ps", "--al"], "did you mean --all?"),
+    (["imagse"], "did you mean images?"),
+    (["kernel", "install", "--dispaly-name", "x"], "did you mean --display-name?"),
+])
+def test_misspellings_get_did_you_mean(argv: list[str], suggestion: str) -> None:
+    with pytest.raises(cli.ArgumentError, match=re.escape(suggestion)):
+        cli.build_parser().parse_args(argv)
+
+
+def test_no_abbreviations() -> None:
+    """`--mem` is an alias; a prefix like `--memo` is not silently taken for --memory."""
+    with pytest.raises(cli.ArgumentError, match="unrecognized arguments: --memo"):
+        cli.build_parser().parse_args(["run", "--memo", "1m", "busybox"])

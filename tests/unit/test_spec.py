@@ -11,10 +11,12 @@ from nbcontainer.spec import (
     DEFAULT_CAPS,
     DEFAULT_NAMESPACES,
     NAMESPACES,
+    Port,
     format_size,
     make_spec,
     parse_cpuset,
     parse_namespaces,
+    parse_publish,
     parse_size,
     parse_volume,
     spec_from_dict,
@@ -43,14 +45,66 @@ def test_namespaces_lists_all_none_and_unknown():
     assert parse_namespaces("mnt,network") == {"mount", "net"}
     with pytest.raises(UsageError, match="unknown namespace 'time'"):
         parse_namespaces("pid,time")
-    assert make_spec(["true"]).namespaces == DEFAULT_NAMESPACES
+    assert make_spec(["true"]).namespaces == DEFAULT_NAMESPACES | {"net"}  # the bridge
+    assert make_spec(["true"], ns="uts").namespaces == {"uts"}  # a list stays literal
 
 
 def test_net_mode_toggles_the_network_namespace():
     assert "net" in make_spec(["true"], net="none").namespaces
     assert "net" not in make_spec(["true"], ns="all", net="host").namespaces
     assert make_spec(["true"], ns="net").net == "none"
-    assert make_spec(["true"]).net == "host"  # the default stays host for now
+    assert make_spec(["true"]).net == "bridge"  # the default: a private network
+
+
+def test_an_explicit_ns_list_stays_literal_without_net():
+    bare = make_spec(["true"], ns="uts,net")
+    assert bare.net == "none" and bare.network is None and "net" in bare.namespaces
+    hosted = make_spec(["true"], ns="uts,pid")
+    assert hosted.net == "host" and "net" not in hosted.namespaces
+    assert make_spec(["true"], ns="uts", net="bridge").network == "bridge"
+
+
+def test_net_container_joins_a_named_container():
+    spec = make_spec(["true"], net="container:web")
+    assert spec.net_container == "web" and spec.network is None and spec.net == "container:web"
+    assert "net" in spec.namespaces
+    for bad in ("container:", "container:bad/name"):
+        with pytest.raises(UsageError, match="container"):
+            make_spec(["true"], net=bad)
+
+
+@pytest.mark.parametrize("text, port", [
+    ("8080:80", Port("127.0.0.1", 8080, 80, "tcp")),
+    ("0.0.0.0:8080:80", Port("0.0.0.0", 8080, 80, "tcp")),
+    ("127.0.0.2:53:5353/udp", Port("127.0.0.2", 53, 5353, "udp")),
+    (":1:2", Port("0.0.0.0", 1, 2, "tcp")),
+])
+def test_publish_syntax(text, port):
+    assert parse_publish(text) == port
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("80", "expected [HOSTIP:]HOSTPORT:CTRPORT"),
+    ("1:2:3:4", "invalid host address"),
+    ("8080:80/sctp", "invalid protocol 'sctp'"),
+    ("0:80", "invalid host port '0'"),
+    ("8080:70000", "invalid container port '70000'"),
+    ("::1:8080:80", "invalid host address"),
+    ("x:8080:80", "invalid host address 'x'"),
+])
+def test_publish_bad_syntax_is_one_sentence(text, fragment):
+    with pytest.raises(UsageError, match=re.escape(fragment)):
+        parse_publish(text)
+
+
+def test_publish_needs_a_network_and_distinct_host_ports():
+    assert make_spec(["true"], publish=["8080:80"]).publish == (Port("127.0.0.1", 8080, 80),)
+    for net in ("host", "none", "container:web"):
+        with pytest.raises(UsageError, match="-p needs a network"):
+            make_spec(["true"], net=net, publish=["8080:80"])
+    with pytest.raises(UsageError, match="published twice"):
+        make_spec(["true"], publish=["8080:80", "8080:81"])
+    assert len(make_spec(["true"], publish=["8080:80", "8080:80/udp"]).publish) == 2
 
 
 def test_net_bridge_or_a_network_name_gives_a_netns_and_the_network():
@@ -137,3 +191,16 @@ def test_hostname_needs_a_uts_namespace():
     with pytest.raises(UsageError, match="uts"):
         make_spec(["true"], ns="pid", hostname="box")
     assert make_spec(["true"], ns="uts", hostname="box").hostname == "box"
+
+
+def test_cpus_beyond_the_cpus_there_are_is_refused_in_dockers_words():
+    import os
+
+    from nbcontainer.spec import available_cpus, parse_cpus
+
+    n = len(os.sched_getaffinity(0))
+    assert available_cpus() == n
+    assert parse_cpus(str(n)) == n
+    with pytest.raises(UsageError, match=rf"range of CPUs is from 0.01 to {n}.00, as there "
+                                         rf"are only {n} CPUs available"):
+        parse_cpus("1000" if n < 1000 else str(n + 1))
