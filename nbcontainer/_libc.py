@@ -57,6 +57,8 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 _SYS_PIVOT_ROOT = 155  # x86_64
 _SYS_KEYCTL = 250
 _SYS_MOUNT_SETATTR = 442
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
 _SYS_BPF = 321
 _KEYCTL_JOIN_SESSION_KEYRING = 1
 
@@ -67,6 +69,12 @@ MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_IDMAP = 0x100000
+AT_EMPTY_PATH = 0x1000
+# open_tree(2), move_mount(2)
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _SYS_CAPSET = 126
 _SYS_CAPGET = 125
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -137,13 +145,32 @@ class _MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
-def mount_setattr(path: str, attr_set: int, recursive: bool = True) -> None:
+def mount_setattr(path: str, attr_set: int, recursive: bool = True, *, dirfd: int = AT_FDCWD,
+                  userns_fd: int = 0) -> None:
     """mount_setattr(2) (Linux 5.12): set mount attributes, on every submount with
-    ``recursive`` (``AT_RECURSIVE``), which a remount cannot do."""
-    attr = _MountAttr(attr_set, 0, 0, 0)
-    flags = AT_RECURSIVE if recursive else 0
-    _check(_libc.syscall(_SYS_MOUNT_SETATTR, AT_FDCWD, _b(path), flags, ctypes.byref(attr),
-                         ctypes.sizeof(attr)), f"mount_setattr({path})")
+    ``recursive`` (``AT_RECURSIVE``), which a remount cannot do.
+
+    With ``dirfd`` (and ``path`` empty: ``AT_EMPTY_PATH``) it acts on a detached mount from
+    :func:`open_tree`; ``userns_fd`` goes with ``MOUNT_ATTR_IDMAP``.
+    """
+    attr = _MountAttr(attr_set, 0, 0, userns_fd)
+    flags = (AT_RECURSIVE if recursive else 0) | (AT_EMPTY_PATH if not path else 0)
+    _check(_libc.syscall(_SYS_MOUNT_SETATTR, dirfd, _b(path), flags, ctypes.byref(attr),
+                         ctypes.sizeof(attr)), f"mount_setattr({path or f'fd {dirfd}'})")
+
+
+def open_tree(path: str, flags: int = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC) -> int:
+    """open_tree(2) (Linux 5.2): with ``OPEN_TREE_CLONE``, a detached copy of the mount at
+    ``path`` (not its submounts unless ``AT_RECURSIVE``), as an fd; attach it with
+    :func:`move_mount`."""
+    return _check(_libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, _b(path), flags),
+                  f"open_tree({path})")
+
+
+def move_mount(fd: int, target: str) -> None:
+    """move_mount(2) (Linux 5.2): attach the detached mount ``fd`` at ``target``."""
+    _check(_libc.syscall(_SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, _b(target),
+                         MOVE_MOUNT_F_EMPTY_PATH), f"move_mount(fd {fd}, {target})")
 
 
 # <linux/bpf.h>

@@ -6,6 +6,7 @@ Layout (all root-only)::
     <root>/images/                image records (images package)
     <root>/containers/<id>/       one container: state.json, upper/, work/, log (runtime package)
     <root>/tmp/                   staging for atomic publishes; cleaned by gc
+    <root>/userns/ranges.json     user namespace id ranges leased to containers (runtime.userns)
 
 The root is ``$NBCONTAINER_ROOT`` or ``/var/lib/nbcontainer``.
 """

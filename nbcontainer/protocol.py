@@ -240,6 +240,9 @@ class Userns(Message):
 
     op = "userns"
     pid: int
+    #: with a root filesystem: whether its layers are idmapped mounts (False: the kernel or
+    #: filesystem cannot, and image files show as nobody inside)
+    idmapped: bool | None = None
 
 
 class UsernsMapped(Message):

@@ -85,7 +85,11 @@ def commit(container_ref: str, image_name: str, root: str | os.PathLike[str] | N
             raise ImageError(f"container {st.short} has no upper directory at {upper}")
         created_by = shlex.join(st.command) if st.command else "(no command)"
         with _frozen(st, root_path, pause):
-            layer = publish_tree(store, upper, created_by)
+            # a user namespace container's files belong to its host id range: record the
+            # ids they have inside
+            idmap = st.userns
+            unmap = None if not idmap else (idmap["uid"], idmap["gid"], idmap["size"])
+            layer = publish_tree(store, upper, created_by, unmap=unmap)
         entry = HistoryEntry(created=now_iso(), created_by=created_by,
                              empty_layer=layer is None, size=layer.size if layer else 0,
                              comment=message or "")

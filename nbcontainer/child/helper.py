@@ -157,16 +157,18 @@ def _bring_up_loopback() -> None:
         fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH", b"lo", flags | iff_up))
 
 
-def _enter_user_namespace(chan: Channel) -> None:
+def _enter_user_namespace(chan: Channel, idmapped: bool | None) -> None:
     """Become root of a new user namespace whose maps the supervisor writes.
 
     This comes after the root filesystem is built, as real root: the overlay, /proc and the
     store stay readable however the store's directories are protected, and the other
     namespaces stay owned by the host's user namespace, so root inside cannot reconfigure
     them (user_namespaces(7)). Root inside is an unprivileged id range outside.
+    ``idmapped`` (whether the image layers are idmapped mounts) goes to the supervisor, which
+    says so when they are not.
     """
     _libc.unshare(_libc.CLONE_NEWUSER)
-    chan.send(Userns(pid=os.getpid()))
+    chan.send(Userns(pid=os.getpid(), idmapped=idmapped))
     chan.recv(UsernsMapped)
     os.setgid(0)
     os.setgroups([])  # the host's supplementary groups would show as nogroup inside
@@ -204,6 +206,7 @@ def _isolate_process() -> None:
 def _setup_child(cfg: Config, chan: Channel) -> None:
     """Everything the container's first process does before exec (runs as that process)."""
     ns = set(cfg.namespaces)
+    idmapped: bool | None = None  # with a root filesystem: are its layers idmapped?
     if cfg.mode == "run":
         if "net" in ns:
             _bring_up_loopback()
@@ -211,9 +214,9 @@ def _setup_child(cfg: Config, chan: Channel) -> None:
             socket.sethostname(cfg.hostname)
         layout = cfg.rootfs
         if layout:
-            rootfs.setup(
+            idmapped = rootfs.setup(
                 layout["dir"], layout["layers"], cfg.volumes, layout.get("hide", []),
-                privileged=cfg.privileged, devices=cfg.devices,
+                privileged=cfg.privileged, devices=cfg.devices, idmap=layout.get("idmap"),
             )
         elif "mount" in ns:
             rootfs.make_private()
@@ -230,7 +233,7 @@ def _setup_child(cfg: Config, chan: Channel) -> None:
         if "cgroup" in ns:
             _libc.unshare(_libc.CLONE_NEWCGROUP)
         if "user" in ns:
-            _enter_user_namespace(chan)
+            _enter_user_namespace(chan, idmapped)
     elif "user" in cfg.join:
         # setns(2) into a user namespace keeps the host's uid 0, which is unmapped there (it
         # would show as 65534): become the namespace's root, as the container's init is.

@@ -28,6 +28,7 @@ from nbcontainer._libc import (
     MS_STRICTATIME,
     mount,
 )
+from nbcontainer.child import idmap as idmap_mod
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
@@ -64,8 +65,15 @@ def link_layers(linkdir: str, layers: Sequence[str]) -> str:
     return ":".join(reversed(names))
 
 
-def mount_overlay(container_dir: str, layers: Sequence[str]) -> str:
-    """Mount the overlay of ``layers`` under ``container_dir`` (upper, work); return merged."""
+def mount_overlay(container_dir: str, layers: Sequence[str],
+                  idmap: Sequence[int] | None = None) -> tuple[str, bool]:
+    """Mount the overlay of ``layers`` under ``container_dir`` (upper, work).
+
+    With ``idmap`` (host uid, host gid, count of a user namespace's maps) the lower layers
+    are idmapped mounts (:mod:`nbcontainer.child.idmap`), so their files keep their owners
+    inside; where the kernel or filesystem cannot, they are used as they are. Returns the
+    merged directory and whether the layers are idmapped.
+    """
     merged = os.path.join(container_dir, "merged")
     os.makedirs(merged, exist_ok=True)
     if not layers:
@@ -73,14 +81,27 @@ def mount_overlay(container_dir: str, layers: Sequence[str]) -> str:
         os.makedirs(empty, exist_ok=True)
         layers = [empty]
     os.chdir(container_dir)
-    lower = link_layers(os.path.join(container_dir, "l"), layers)
+    lower, idmapped = None, False
+    if idmap is not None:
+        try:
+            mounted = idmap_mod.mount_layers(list(layers), os.path.join(container_dir, "m"),
+                                             *idmap)
+        except OSError as err:
+            if err.errno not in idmap_mod.UNSUPPORTED:
+                raise
+        else:
+            # relative names, top first, as link_layers makes them (one page of mount data)
+            lower = ":".join(f"m/{index}" for index in reversed(range(len(mounted))))
+            idmapped = True
+    if lower is None:
+        lower = link_layers(os.path.join(container_dir, "l"), layers)
     options = f"lowerdir={lower},upperdir=upper,workdir=work"
     try:
         mount("overlay", merged, "overlay", 0, options)
     except OSError as err:
         raise OSError(err.errno, f"{err.strerror} (layers: {len(layers)}, options: "
                                  f"{options[:200]})") from None
-    return merged
+    return merged, idmapped
 
 
 def _ensure_mountpoint(root: str, path: str, is_dir: bool) -> str:
@@ -243,10 +264,13 @@ def setup(
     hide: Sequence[str],
     privileged: bool,
     devices: Sequence[Sequence[str]] = (),
-) -> None:
-    """The whole recipe: private propagation, overlay, volumes, /proc /sys /dev, pivot, masks."""
+    idmap: Sequence[int] | None = None,
+) -> bool:
+    """The whole recipe: private propagation, overlay, volumes, /proc /sys /dev, pivot, masks.
+
+    Returns whether the image layers are idmapped (asked for with ``idmap``)."""
     make_private()
-    root = mount_overlay(container_dir, layers)
+    root, idmapped = mount_overlay(container_dir, layers, idmap)
     bind_volumes(root, volumes)
     # After the volumes: a volume above a hidden path (the container kernel binds the
     # notebook's directory, say /root) must not uncover it (/root/.ssh). One at or below a
@@ -259,3 +283,4 @@ def setup(
     pivot(root)
     if not privileged:
         mask_paths()
+    return idmapped

@@ -94,13 +94,24 @@ def _xattrs(target: int | str) -> dict[str, bytes]:
 class _TarWriter:
     """Headers from :func:`encode_header` and file data, gathered into 1 MiB writes."""
 
-    def __init__(self, sink: HashingWriter) -> None:
+    def __init__(self, sink: HashingWriter, unmap: tuple[int, int, int] | None = None) -> None:
         self.sink = sink
         self.buf = bytearray()
+        self.unmap = unmap
+
+    def _ids(self, st: os.stat_result) -> tuple[int, int]:
+        """The owner to record: with ``unmap`` (host uid, host gid, count of a user
+        namespace's range), a host id in the range is written as the id inside."""
+        if self.unmap is None:
+            return st.st_uid, st.st_gid
+        uid, gid, count = self.unmap
+        return (st.st_uid - uid if uid <= st.st_uid < uid + count else st.st_uid,
+                st.st_gid - gid if gid <= st.st_gid < gid + count else st.st_gid)
 
     def entry(self, name: str, st: os.stat_result, kind: bytes, **fields: Any) -> None:
         fields.setdefault("mode", stat.S_IMODE(st.st_mode))
-        self.buf += encode_header(name, kind, uid=st.st_uid, gid=st.st_gid,
+        uid, gid = self._ids(st)
+        self.buf += encode_header(name, kind, uid=uid, gid=gid,
                                   mtime=int(st.st_mtime), **fields)
         if len(self.buf) >= _CHUNK:
             self.flush()
@@ -130,14 +141,17 @@ class _TarWriter:
         self.flush()
 
 
-def write_layer_tar(src: str | os.PathLike[str], out: BinaryIO | None) -> TarSummary:
+def write_layer_tar(src: str | os.PathLike[str], out: BinaryIO | None,
+                    unmap: tuple[int, int, int] | None = None) -> TarSummary:
     """Write the tree at ``src`` as an OCI layer tar to ``out`` (or only hash it if None).
 
-    Returns the diff_id, the tar's size and the content size (regular file bytes, counting each
-    hardlinked inode once).
+    ``unmap`` (host uid, host gid, count): the tree is the upper layer of a container with a
+    user namespace, whose files belong to host ids of its range; they are written as the ids
+    inside, so the layer means the same in any container. Returns the diff_id, the tar's size
+    and the content size (regular file bytes, counting each hardlinked inode once).
     """
     sink = HashingWriter(out)
-    tar = _TarWriter(sink)
+    tar = _TarWriter(sink, unmap)
     seen: dict[tuple[int, int], str] = {}
     content = 0
     for dirpath, dirnames, filenames, dirfd in os.fwalk(src, follow_symlinks=False):

@@ -30,12 +30,14 @@ _PIPE_BUFFER = 1 << 20
 
 
 def publish_tree(store: ImageStore, src: str | os.PathLike[str], created_by: str,
-                 limits: ExtractLimits | None = None) -> LayerMeta | None:
+                 limits: ExtractLimits | None = None,
+                 unmap: tuple[int, int, int] | None = None) -> LayerMeta | None:
     """Store the tree at ``src`` as a layer; return its meta, or None when the tree is empty.
 
     ``src`` may be live (a running container's upper directory): the writer never follows a
     link and reads each file through an ``O_NOFOLLOW`` descriptor. The caller holds the store's
-    shared lock so the layer cannot be collected before an image names it.
+    shared lock so the layer cannot be collected before an image names it. ``unmap``: see
+    :func:`write_layer_tar` (a user namespace container's upper layer).
     """
     with store.staging("layer") as stage:
         fs = stage / "fs"
@@ -47,7 +49,7 @@ def publish_tree(store: ImageStore, src: str | os.PathLike[str], created_by: str
         def produce() -> None:
             try:
                 with open(wfd, "wb", buffering=_PIPE_BUFFER) as sink:
-                    summary.append(write_layer_tar(src, sink))
+                    summary.append(write_layer_tar(src, sink, unmap))
             except BrokenPipeError:
                 pass  # the extractor stopped early and says why
             except BaseException as err:  # noqa: BLE001 - handed to the caller's thread

@@ -48,16 +48,6 @@ def _uid_inside(spec: ContainerSpec) -> int:
     return users.resolve(spec.user, layers, spec.image).uid
 
 
-def _host_uid(spec: ContainerSpec) -> int | None:
-    """The host uid the kernel inside runs as, when it is not root (so it can use its dir)."""
-    uid = _uid_inside(spec)
-    if "user" in spec.namespaces:
-        from nbcontainer.runtime.container import _userns_range  # the one place it is computed
-
-        uid += _userns_range()[0]
-    return uid or None
-
-
 def _on_host_image(spec: ContainerSpec) -> bool:
     return spec.image.split(":")[0] in ("host", "none")
 
@@ -136,9 +126,9 @@ class InnerKernel:
         self.generation = generation
         self.dir = rundir / f"g{generation}"
         self.dir.mkdir(mode=0o700)
-        uid = _host_uid(spec)
-        if uid is not None:
-            os.chown(self.dir, uid, -1)
+        # The kernel inside must use its run directory (a volume): it is given to the uid the
+        # kernel runs as, as the host sees it, when the container starts (Container give_to).
+        self._uid_inside = _uid_inside(spec)
         self.connection_file = str(self.dir / "connection.json")
         info: dict[str, str | int] = {
             "transport": "ipc", "ip": str(self.dir / "k"), "key": key,
@@ -147,8 +137,6 @@ class InnerKernel:
         fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(info, f)
-        if uid is not None:
-            os.chown(self.connection_file, uid, -1)
         self.spec = spec.with_(
             command=tuple(kernel_argv(spec, self.connection_file)),
             volumes=spec.volumes + (Volume(str(self.dir), str(self.dir)),),
@@ -177,8 +165,10 @@ class InnerKernel:
     def start(self, owner: str) -> InnerKernel:
         """Start the container; ContainerError (after cleaning up) if it cannot be created."""
         self._log = open(self.dir / "kernel.log", "wb", buffering=0)  # noqa: SIM115
+        give = ([(str(self.dir), self._uid_inside), (self.connection_file, self._uid_inside)]
+                if self._uid_inside or "user" in self.spec.namespaces else [])
         self.container = Container(self.spec, stdin=subprocess.DEVNULL, stdout=self._log,
-                                   stderr=self._log, owner=owner, keep=False)
+                                   stderr=self._log, owner=owner, keep=False, give_to=give)
         try:
             self.container.start()
         except BaseException:

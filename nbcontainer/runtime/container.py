@@ -54,7 +54,7 @@ from nbcontainer.protocol import (
     Userns,
     UsernsMapped,
 )
-from nbcontainer.runtime import hidden, lifecycle, seccomp, users
+from nbcontainer.runtime import hidden, lifecycle, seccomp, userns, users
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.result import Result
 from nbcontainer.runtime.sealed import sealed_interpreter
@@ -73,8 +73,6 @@ _HELPER_CODE = (
     "from nbcontainer.child.helper import main; main(int(sys.argv[1]))"
 )
 SETUP_TIMEOUT = 30.0
-USERNS_BASE = 100000
-USERNS_SIZE = 65536
 
 StdStream = int | IO[Any] | None
 
@@ -198,20 +196,6 @@ def require_root() -> None:
         )
 
 
-def _userns_range() -> tuple[int, int]:
-    """The host id range root inside a user namespace maps to: root's /etc/subuid entry."""
-    try:
-        with open("/etc/subuid") as f:
-            for line in f:
-                user, _, rest = line.strip().partition(":")
-                if user in ("root", "0") and rest:
-                    start, _, count = rest.partition(":")
-                    return int(start), int(count)
-    except (OSError, ValueError):
-        pass
-    return USERNS_BASE, USERNS_SIZE
-
-
 class ContainerProcess:
     """One helper-built process tree: a container's first process, or an exec into one.
 
@@ -248,7 +232,7 @@ class ContainerProcess:
     def _config(self) -> Config:
         raise NotImplementedError
 
-    def _on_userns(self, helper_pid: int) -> None:
+    def _on_userns(self, helper_pid: int, idmapped: bool | None) -> None:
         raise NotImplementedError
 
     def _on_pid(self, pid: int) -> None:
@@ -302,7 +286,7 @@ class ContainerProcess:
                 # PID namespace.
                 assert self.pid is not None
                 try:
-                    self._on_userns(self.pid)
+                    self._on_userns(self.pid, msg.idmapped)
                 except OSError as err:
                     raise SetupError(f"cannot write the user namespace maps of pid "
                                      f"{self.pid}: {err.strerror}") from err
@@ -640,6 +624,10 @@ class Container(ContainerProcess):
     idle
         Run only an idle init, not the image's default command, when the spec has no command
         (a named notebook container: each cell is an exec into it).
+    give_to
+        (host path, uid inside) pairs: each path is chowned, before the payload starts, to
+        that uid as the host sees it (its mapped id with a user namespace), e.g. a kernel's
+        run directory mounted inside.
     """
 
     def __init__(self, spec: ContainerSpec, *, root: str | os.PathLike[str] | None = None,
@@ -647,10 +635,12 @@ class Container(ContainerProcess):
                  pass_fds: Sequence[int] = (), log: bool = False, keep: bool = False,
                  cgroup_parent: str | None = None, owner: str | None = None,
                  detached: bool = False, idle: bool = False, python: str | None = None,
-                 zygote: bool | None = None) -> None:
+                 zygote: bool | None = None, give_to: Sequence[tuple[str, int]] = ()) -> None:
         super().__init__(stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds,
                          zygote=zygote)
         self.spec = spec
+        self.give_to = tuple(give_to)
+        self.idmap: userns.IdMap | None = None  # with a user namespace: its id range
         self.python = python
         self.idle = idle
         #: Receives the events of a pull ``--pull`` starts (default: lines on stderr).
@@ -771,10 +761,19 @@ class Container(ContainerProcess):
         assert self.state is not None
         spec = self.spec
         cdir = self.dir
+        if "user" in spec.effective_namespaces():
+            # root inside is this range's first id: its own range where /etc/subuid allows
+            self.idmap = userns.allocate(self.root, self.state.id)
+            self.state.userns = self.idmap.record()
         if image is not None:
             for sub in ("upper", "work"):
                 (cdir / sub).mkdir(mode=0o755)
+            if self.idmap is not None:
+                # the overlay's root and what root inside writes: owned by root inside
+                os.chown(cdir / "upper", self.idmap.uid, self.idmap.gid)
             self._image_layers = tuple(image.layers)
+        for path, uid in self.give_to:
+            os.chown(path, uid if self.idmap is None else self.idmap.host_uid(uid), -1)
         if self.log:
             self._log_file = open(cdir / "log", "ab", buffering=0)  # noqa: SIM115
             self._stdio = (self._stdio[0], self._log_file, self._log_file)
@@ -830,6 +829,8 @@ class Container(ContainerProcess):
             namespaces=namespaces,
             rootfs=None if image is None else {
                 "dir": str(cdir), "layers": layers, "hide": hide,
+                "idmap": None if self.idmap is None
+                else [self.idmap.uid, self.idmap.gid, self.idmap.size],
             },
             volumes=volumes,
             devices=[[d.host, d.container] for d in spec.devices],
@@ -931,12 +932,16 @@ class Container(ContainerProcess):
             return None
         return spare
 
-    def _on_userns(self, pid: int) -> None:
+    def _on_userns(self, pid: int, idmapped: bool | None) -> None:
         """Write the uid/gid maps of the child's new user namespace (user_namespaces(7))."""
-        start, count = _userns_range()
-        for name in ("uid_map", "gid_map"):
+        idmap = self.idmap or userns.SHARED
+        for name, start in (("uid_map", idmap.uid), ("gid_map", idmap.gid)):
             with open(f"/proc/{pid}/{name}", "w") as f:
-                f.write(f"0 {start} {count}\n")
+                f.write(f"0 {start} {idmap.size}\n")
+        if idmapped is not None and self.state is not None and self.state.userns is not None:
+            self.state.userns["idmapped"] = idmapped
+        if idmapped is False:
+            userns.say_not_idmapped()
 
     def _on_pid_recorded(self, pid: int) -> None:
         assert self.state is not None
@@ -1089,7 +1094,8 @@ class Exec(ContainerProcess):
     def _config(self) -> Config:
         return self._config_data
 
-    def _on_userns(self, pid: int) -> None:  # pragma: no cover - exec joins, never creates
+    def _on_userns(self, pid: int,  # pragma: no cover - exec joins, never creates
+                   idmapped: bool | None) -> None:
         raise SetupError("exec does not create a user namespace")
 
     def _kill_tree(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from nbcontainer.cgroups import Cgroup
 from nbcontainer.net import networks
 from nbcontainer.runtime import state as state_mod
+from nbcontainer.runtime import userns
 from nbcontainer.runtime.state import ContainerState
 
 
@@ -24,7 +25,8 @@ def teardown(cgroup: Cgroup | None, directory: Path | None = None, *,
     Idempotent. :meth:`Cgroup.remove` kills what is left first, frozen tasks included (the
     freezer is thawed after the SIGKILLs, which then act), in every hierarchy, and removes the
     shared parent if this was its last container. With the container's ``state`` (and the
-    store's ``root``), its veth pair and address lease go (:func:`networks.release`).
+    store's ``root``), its veth pair and address lease go (:func:`networks.release`), and its
+    user namespace id range (:func:`userns.release`).
     ``directory`` (the container's directory in the store, with its upper layer) is removed
     even if the cgroup could not be.
 
@@ -41,8 +43,13 @@ def teardown(cgroup: Cgroup | None, directory: Path | None = None, *,
             if root is not None and state is not None and state.network:
                 networks.release(state.network, state.id)
         finally:
-            if directory is not None:
-                shutil.rmtree(directory, ignore_errors=True)
+            try:
+                # after the cgroup: no process of the container holds the ids any more
+                if root is not None and state is not None and (state.userns or {}).get("leased"):
+                    userns.release(root, state.id)
+            finally:
+                if directory is not None:
+                    shutil.rmtree(directory, ignore_errors=True)
 
 
 def set_paused(root: Path, st: ContainerState, cgroup: Cgroup, paused: bool) -> None:

@@ -17,7 +17,7 @@ from nbcontainer import cgroups
 from nbcontainer.errors import CgroupError, ContainerError, ContainerStateError
 from nbcontainer.net import networks
 from nbcontainer.paths import containers_dir, store_root
-from nbcontainer.runtime import lifecycle
+from nbcontainer.runtime import lifecycle, userns
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.state import ContainerState
 
@@ -187,6 +187,7 @@ def gc(root: Path | None = None) -> list[str]:
                 actions.append(f"removed {st.short}")
     actions += networks.collect(
         lambda store, cid: (store == root and cid in live) or _alive(store, cid))
+    actions += userns.collect(root, lambda cid: cid in live or _alive(root, cid))
     actions += _remove_orphan_cgroups(live | (set(os.listdir(base)) if base.is_dir() else set()))
     return actions
 

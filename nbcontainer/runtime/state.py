@@ -77,6 +77,9 @@ class ContainerState:
     owner: str | None = None  # e.g. "kernel:<pid>" for containers a notebook kernel owns
     #: On a network: its lease and veth (nbcontainer.net.networks.attach), released on exit.
     network: dict[str, Any] | None = None
+    #: With a user namespace: its id range (nbcontainer.runtime.userns.IdMap.record), whose
+    #: lease, if ``leased``, is released on exit.
+    userns: dict[str, Any] | None = None
 
     @property
     def short(self) -> str:

@@ -31,6 +31,7 @@ KERNELS = {
     "nbc-test": [],
     "nbc-test-200m": ["--memory", "200m", "--display-name", "Python 3 (container, 200 MiB)"],
     "nbc-test-nonet": ["--net", "none"],
+    "nbc-test-userns": ["--ns", "uts,pid,mount,ipc,user"],
 }
 
 
@@ -309,6 +310,18 @@ def test_net_none_kernel_is_reachable_through_ipc() -> None:
     try:
         names = k.value("import socket; sorted(n for _, n in socket.if_nameindex())")
         assert names == "['lo']"
+    finally:
+        k.shutdown()
+
+
+@pytest.mark.userns
+def test_a_user_namespace_kernel_runs_as_root_inside_an_unprivileged_uid_outside() -> None:
+    # Its run directory (a volume, not idmapped) is given to its mapped root when it starts.
+    k = Kernel("nbc-test-userns")
+    try:
+        inside = k.value("import os; (os.getuid(), open('/proc/self/uid_map').read().split())")
+        uid, mapping = eval(inside)  # noqa: S307 - a repr the test's kernel printed
+        assert (uid, mapping[0]) == (0, "0") and int(mapping[1]) >= 65536
     finally:
         k.shutdown()
 
