@@ -7,7 +7,10 @@ Run as root: ``.venv/bin/python bench/bench_network.py [--rounds N] [--runs N] [
 (``unshare --net --mount``), which play the host: nbcontainer's bridge ``nbc0`` (with its NAT
 rule), the CNI plugin's bridge, every veth pair, every netns bind mount and every byte of traffic
 live there, so all of it goes with the benchmark's processes on every way out, SIGKILL
-included, and nothing reaches the machine's own network. Each side pays the same there as on
+included (its processes die with it: PR_SET_PDEATHSIG), and nothing reaches the machine's own
+network. A run killed with SIGKILL leaves only its containers' cgroups and its temporary
+directory, which the next run collects (:func:`collect_stale`); SIGTERM and SIGHUP unwind
+like an exception. Each side pays the same there as on
 the host (the same kernel paths; bridged traffic goes through netfilter as on the host, since
 ``bridge-nf-call-iptables`` is per namespace and on by default). The leases are kept in a
 temporary directory (``NBCONTAINER_NETWORKS``), not next to the machine's.
