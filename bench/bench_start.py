@@ -36,6 +36,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -88,6 +89,28 @@ def make_bundle(tmp: Path) -> Path:
     return bundle
 
 
+def oci_run(tool: str, bundle: Path, layer: str, cdir: Path, name: str) -> None:
+    """``TOOL run`` of ``bundle`` on a fresh overlay over ``layer`` (upper and work directories
+    in ``cdir``), mounted on the bundle's rootfs by this process and removed after; a
+    RuntimeError with the runtime's last line of stderr if it fails."""
+    from nbcontainer import _libc
+
+    rootfs = str(bundle / "rootfs")
+    (cdir / "upper").mkdir(parents=True)
+    (cdir / "work").mkdir()
+    _libc.mount("overlay", rootfs, "overlay", 0,
+                f"lowerdir={layer},upperdir={cdir}/upper,workdir={cdir}/work")
+    try:
+        proc = subprocess.run([tool, "run", "--bundle", str(bundle), name],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    finally:
+        _libc.umount2(rootfs, _libc.MNT_DETACH)
+        shutil.rmtree(cdir)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
+                           else f"exit status {proc.returncode}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
@@ -101,15 +124,13 @@ def main() -> int:
         sys.exit("bench_start: run as root")
     reexec(args.layout)
 
-    from nbcontainer import _libc, make_spec, run
+    from nbcontainer import make_spec, run
     from nbcontainer.images import resolve
 
     tmp = Path(tempfile.mkdtemp(prefix="nbc-bench-"))
     os.environ["NBCONTAINER_ROOT"] = str(tmp / "store")
     layer = resolve("busybox").layers[0]
     bundle = make_bundle(tmp)
-    rootfs = str(bundle / "rootfs")
-    devnull = subprocess.DEVNULL
     limits = {"memory": MEMORY, "pids_limit": PIDS, "cpus": CPU_QUOTA / CPU_PERIOD}
     busybox_spec = make_spec(["/bin/true"], image="busybox", net="none", **limits)
     host_spec = make_spec(["/bin/true"], image="host", net="none", **limits)
@@ -119,20 +140,7 @@ def main() -> int:
 
     def oci(tool: str) -> None:
         n = next(counter)
-        cdir = tmp / f"oci{n}"
-        (cdir / "upper").mkdir(parents=True)
-        (cdir / "work").mkdir()
-        _libc.mount("overlay", rootfs, "overlay", 0,
-                    f"lowerdir={layer},upperdir={cdir}/upper,workdir={cdir}/work")
-        try:
-            proc = subprocess.run([tool, "run", "--bundle", str(bundle), f"nbcbench{n}"],
-                                  stdout=devnull, stderr=subprocess.PIPE, text=True)
-        finally:
-            _libc.umount2(rootfs, _libc.MNT_DETACH)
-            shutil.rmtree(cdir)
-        if proc.returncode:
-            raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
-                               else f"exit status {proc.returncode}")
+        oci_run(tool, bundle, layer, tmp / f"oci{n}", f"nbcbench{n}")
 
     sides: dict[str, Callable[[], object]] = {
         "nbcontainer API": lambda: run(busybox_spec, zygote=False),
@@ -155,8 +163,10 @@ def main() -> int:
             refused[name] = str(err)
             del sides[name]
     samples = interleave(sides, args.rounds, gap=args.gap, seed=1)
-    attach = {} if args.no_attach else attach_paths(lambda: run(busybox_spec, zygote=True),
-                                                    args.rounds)
+    # A notebook's `--mem`: memory and pids limits, no CPU limit (see attach_paths).
+    spare_spec = make_spec(["/bin/true"], image="busybox", net="none", memory=MEMORY,
+                           pids_limit=PIDS)
+    attach = {} if args.no_attach else attach_paths(spare_spec, args.rounds)
     from nbcontainer.runtime.zygote import Zygote
 
     Zygote.shutdown()
@@ -195,36 +205,63 @@ def main() -> int:
           "of /, no cgroup, no overlay, no limits.")
     if attach:
         print()
-        print("API + zygote (busybox), cold (0.3 s idle before each start, as between cells) "
+        print("API + zygote (busybox; memory and pids limits, no CPU limit: a spare's cgroup "
+              "has no cpu hierarchy), cold (0.3 s idle before each start, as between cells) "
               "and back-to-back; with and without a spare helper attached ahead of time")
-        print(f"{'what':<32} {'median ms':>10} {'min ms':>8}")
-        for name, values in attach.items():
+        print(f"{'what':<32} {'median ms':>10} {'min ms':>8}  spare adopted")
+        for name, (values, adopted) in attach.items():
             med, low = median_min(values)
-            print(f"{name:<32} {med * 1000:>10.1f} {low * 1000:>8.1f}")
+            print(f"{name:<32} {med * 1000:>10.1f} {low * 1000:>8.1f}  "
+                  f"{adopted} of {len(values)}")
     return 0
 
 
-def attach_paths(start: Callable[[], object], rounds: int) -> dict[str, list[float]]:
+def zygote_start(spec: Any, background: bool = False) -> bool:
+    """Run ``spec`` to its end through the zygote, as the API's ``run`` does; with
+    ``background`` as a notebook cell does (the teardown in a thread once the result is in).
+    True if the container adopted a spare."""
+    from nbcontainer import Container
+
+    container = Container(spec, zygote=True)
+    container.start()
+    try:
+        container.wait()
+    finally:
+        container.cleanup(background=background)
+    return container._spare is not None  # what the pool handed over, if anything
+
+
+def attach_paths(spec: Any, rounds: int, background: bool = False,
+                 ) -> dict[str, tuple[list[float], int]]:
     """The v1 cgroup attach waits an RCU grace period after a quiet spell: starts measured
-    cold and back-to-back, through the normal path and through spare helpers."""
+    cold and back-to-back, through the normal path and through spare helpers; for each, the
+    times and how many starts adopted a spare.
+
+    A spare's cgroup joins memory, cpuacct, pids, freezer and devices, not cpu: a ``spec``
+    with a CPU limit takes the normal path (where cpu has a hierarchy of its own)."""
     import time
 
     from nbcontainer.runtime.spare import spares as spare_pool
     from nbcontainer.runtime.zygote import Zygote
 
     spares = spare_pool(Zygote.get())
-    out: dict[str, list[float]] = {}
-    for spare in (False, True):
-        if spare:
-            spares.enable()
-        else:
-            spares.close()
-        label = "spare" if spare else "no spare"
-        for gap in (0.3, 0.0):
-            time.sleep(0.3)
-            times = interleave({"start": start}, rounds, gap=gap)["start"]
-            out[f"{label}, {'cold' if gap else 'back-to-back'}"] = times
-    spares.close()
+    out: dict[str, tuple[list[float], int]] = {}
+    try:
+        for spare in (False, True):
+            if spare:
+                spares.enable()
+                zygote_start(spec, background)  # the next spare follows this spec's network
+            else:
+                spares.close()
+            label = "spare" if spare else "no spare"
+            for gap in (0.3, 0.0):
+                time.sleep(0.3)
+                adopted: list[bool] = []
+                times = interleave({"start": lambda adopted=adopted: adopted.append(
+                    zygote_start(spec, background))}, rounds, gap=gap)["start"]
+                out[f"{label}, {'cold' if gap else 'back-to-back'}"] = (times, sum(adopted))
+    finally:
+        spares.close()
     return out
 
 

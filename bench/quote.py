@@ -189,6 +189,29 @@ def q_images(r: Results, link: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def q_network(r: Results, link: str) -> str:
+    block = r.section("network")
+    start = r.find("network", r"^container start of /bin/true \(busybox\); (\d+ rounds)").group(1)
+    cost = r.find("network", r"^network cost per start \(bridge minus none, cold medians\): "
+                             r"(.*)$").group(1)
+    tcp = r.find("network", r"^TCP throughput, (\d+ MiB) per transfer, (\d+) rounds")
+    ratios = re.findall(r"^ratio (.*): ([\d.]+x)$", block, re.M)
+    if not ratios:
+        raise QuoteError("RESULTS.md section 'network' has no ratio lines")
+    return (f"\nMeasured by `bench/bench_network.py` {source(r, link)}, in a network namespace "
+            f"of the benchmark's own playing the host. Start of `/bin/true` ({start} per side, "
+            "interleaved; cold: 0.3 s idle before each start, as between cells), runc on the "
+            "real CNI bridge plugin as podman's CNI backend runs it:\n\n"
+            + markdown(fixed_table(block, "what")) + "\n\n"
+            f"The network's cost per start (bridge minus none, cold medians): {cost}. "
+            "As a notebook cell starts a container (teardown in the background), with and "
+            "without a spare:\n\n"
+            + markdown(fixed_table(block, "cell start")) + "\n\n"
+            f"TCP throughput ({tcp.group(1)} per transfer, median of {tcp.group(2)}):\n\n"
+            + markdown(fixed_table(block, "path")) + "\n\n"
+            + "\n".join(f"- {text}: {value}" for text, value in ratios) + "\n")
+
+
 QUOTES: dict[str, Callable[[Results, str], str]] = {
     "start": q_start,
     "start_crun": q_start_crun,
@@ -197,6 +220,7 @@ QUOTES: dict[str, Callable[[Results, str], str]] = {
     "kernel_rss": q_kernel_rss,
     "kernel": q_kernel,
     "images": q_images,
+    "network": q_network,
 }
 
 

@@ -41,6 +41,9 @@ BENCHMARKS = [
       "--sampler-seconds", "0.5"]),
     ("kernel", "Container kernel round trip vs stock ipykernel", "bench_kernel.py", [],
      ["--rounds", "20", "--warmup", "3", "--starts", "0", "--gap", "0"]),
+    ("network", "Networking: start with a bridge (vs --net none and runc with the CNI bridge "
+     "plugin); TCP throughput over the bridge, a veth pair and a published port",
+     "bench_network.py", [], ["--quick"]),
     ("overlay", "Overlay mount time by layer count", "bench_overlay.py", ["--rounds", "10"],
      ["--rounds", "1"]),
     ("images", "Commit, import and tar writing next to GNU tar (tmpfs and disk)",

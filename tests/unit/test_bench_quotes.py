@@ -90,3 +90,48 @@ def test_render_only_fails_when_results_lack_a_quoted_figure(tmp_path: Path) -> 
     results.write_text(quote.RESULTS.read_text().replace("kernel CPU per plot frame", "frames"))
     assert quote.main(["--render-only", "--results", str(results)]) == 1
     assert quote.main(["--render-only"]) == 0
+
+
+NETWORK = """
+<!-- section:network -->
+## Networking
+
+```
+container start of /bin/true (busybox); 3 rounds, sides in a shuffled order each round
+what                            cold ms    min   b2b ms    min  cold vs runc
+API + zygote, --net bridge         46.5   46.1     64.9   44.2         0.65x
+runc + CNI bridge plugin           71.6   64.5    100.5   62.8         1.00x
+crun, bare netns               cannot run here: cgroups in hybrid mode not supported
+                               (a second line of the reason)
+
+network cost per start (bridge minus none, cold medians): API +23.3 ms, runc +32.9 ms
+Same work on every side: ...
+
+cell start                      cold ms    min   b2b ms    min  spare adopted (cold, b2b)
+--net bridge, spare                13.6   11.4     14.4   11.6  3/3, 2/3
+
+TCP throughput, 32 MiB per transfer, 3 rounds, sides in a shuffled order each round
+path                              median MiB/s    best  vs veth pair
+bare netns, one veth pair                 2052    2203         1.00x
+host to -p 127.0.0.1 (relay)               934    1332         0.46x
+
+ratio -p relay / direct to the container's address: 0.52x
+The relay copies ...
+```
+"""
+
+
+def test_network_quote_has_the_three_tables_and_the_ratios() -> None:
+    results = quote.Results.parse(RESULTS + NETWORK)
+    text = quote.q_network(results, "../bench/RESULTS.md")
+    assert "(3 rounds per side, interleaved;" in text
+    assert "| API + zygote, --net bridge | 46.5 | 46.1 | 64.9 | 44.2 | 0.65x |" in text
+    assert "| crun, bare netns | cannot run here: cgroups in hybrid mode not supported (a " \
+           "second line of the reason) |" in text
+    assert "(bridge minus none, cold medians): API +23.3 ms, runc +32.9 ms." in text
+    assert "| --net bridge, spare | 13.6 | 11.4 | 14.4 | 11.6 | 3/3, 2/3 |" in text
+    assert "TCP throughput (32 MiB per transfer, median of 3)" in text
+    assert "| host to -p 127.0.0.1 (relay) | 934 | 1332 | 0.46x |" in text
+    assert text.endswith("- -p relay / direct to the container's address: 0.52x\n")
+    with pytest.raises(quote.QuoteError, match="no ratio lines"):
+        quote.q_network(quote.Results.parse(RESULTS + NETWORK.replace("ratio ", "")), "x")

@@ -63,6 +63,38 @@ def test_parse_subnet_refuses_in_words(text, fragment):
         networks.parse_subnet(text)
 
 
+class CountingSet(set):
+    """A set that counts the membership tests made of it."""
+
+    asked = 0
+
+    def __contains__(self, item):
+        self.asked += 1
+        return super().__contains__(item)
+
+
+def test_next_free_address_follows_the_last_given_and_wraps():
+    subnet = ipaddress.IPv4Network("10.88.0.0/16")
+    taken = {"10.88.0.1", "10.88.0.6", "10.88.0.7"}
+    assert networks.next_free(subnet, ipaddress.ip_address("10.88.0.5"), taken) == "10.88.0.8"
+    # From the last host address it wraps around to the first free one.
+    assert networks.next_free(subnet, ipaddress.ip_address("10.88.255.254"), taken) \
+        == "10.88.0.2"
+    small = ipaddress.IPv4Network("10.89.1.0/29")  # hosts .1 to .6
+    full = {f"10.89.1.{i}" for i in range(1, 7)}
+    assert networks.next_free(small, ipaddress.ip_address("10.89.1.1"), full) is None
+
+
+def test_next_free_address_stops_at_the_first_free_one():
+    """A lease on a /8 looks at a handful of addresses, not at 16 million of them (listing a
+    /16's first cost every container about 60 ms)."""
+    taken = CountingSet({"10.0.0.1", "10.0.0.2", "10.0.0.3"})
+    got = networks.next_free(ipaddress.IPv4Network("10.0.0.0/8"),
+                             ipaddress.ip_address("10.0.0.1"), taken)
+    assert got == "10.0.0.4"
+    assert taken.asked == 3  # .2, .3 and .4
+
+
 def test_bridge_names_fit_ifnamsiz():
     assert networks.bridge_name("bridge") == "nbc0"
     assert len(networks.bridge_name("a-very-long-network-name-indeed")) <= 15
