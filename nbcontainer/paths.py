@@ -29,6 +29,17 @@ def store_root(root: str | os.PathLike[str] | None = None) -> Path:
     return Path(root or os.environ.get("NBCONTAINER_ROOT") or DEFAULT_ROOT)
 
 
+def machine_records(kind: str) -> Path:
+    """Where records of a machine-wide resource live, shared by every store on the machine:
+    ``networks`` (the bridges' address leases), ``userns`` (subordinate id ranges).
+
+    Two stores (a user's, a test's, each hub user's) share one machine's bridges and host ids,
+    so they must share the leases too: ``/var/lib/nbcontainer/<kind>``, or
+    ``$NBCONTAINER_<KIND>`` (a test that plays the host in namespaces of its own).
+    """
+    return Path(os.environ.get(f"NBCONTAINER_{kind.upper()}") or f"{DEFAULT_ROOT}/{kind}")
+
+
 def ensure_dir(path: Path, mode: int = 0o700) -> Path:
     """Create ``path`` (and parents) if missing, with root-only permissions on the new leaf."""
     path.mkdir(parents=True, exist_ok=True, mode=mode)

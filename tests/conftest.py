@@ -175,8 +175,9 @@ def _links() -> set[str]:
 
 
 def _leases() -> set[str]:
-    """Addresses leased to this session's containers (the network records are the
-    machine's: other stores' leases are theirs; a spare's lease names no store)."""
+    """Addresses and user-namespace id ranges leased to this session's containers (the
+    records are the machine's: other stores' leases are theirs; a spare's lease names no
+    store)."""
     from nbcontainer.net import networks
 
     root = os.environ.get("NBCONTAINER_ROOT")
@@ -184,9 +185,13 @@ def _leases() -> set[str]:
         found = networks.list_networks()
     except Exception:  # noqa: BLE001 - an unreadable record is not this check's business
         return set()
-    return {f"{network['name']} {address} {lease['container']}"
-            for network in found for address, lease in network["leases"].items()
-            if lease.get("root") == root}
+    from nbcontainer.runtime import userns
+
+    ranges = {f"userns {start} {cid}" for start, cid in userns.leases(Path(root)).items()} \
+        if root else set()
+    return ranges | {f"{network['name']} {address} {lease['container']}"
+                     for network in found for address, lease in network["leases"].items()
+                     if lease.get("root") == root}
 
 
 def _netns() -> set[str]:

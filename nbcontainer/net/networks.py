@@ -34,7 +34,7 @@ from typing import Any
 from nbcontainer import _netlink
 from nbcontainer.errors import NetworkError, UsageError
 from nbcontainer.net import files, nat
-from nbcontainer.paths import DEFAULT_ROOT, containers_dir, directory_lock
+from nbcontainer.paths import containers_dir, directory_lock, machine_records
 from nbcontainer.spec import DEFAULT_NETWORK, NET_MODES
 
 DEFAULT_BRIDGE = "nbc0"
@@ -50,7 +50,7 @@ Attachment = dict[str, Any]
 
 def networks_dir() -> Path:
     """Where the machine's network records live."""
-    return Path(os.environ.get("NBCONTAINER_NETWORKS") or f"{DEFAULT_ROOT}/networks")
+    return machine_records("networks")
 
 
 def _locked() -> contextlib.AbstractContextManager[None]:

@@ -185,9 +185,11 @@ def gc(root: Path | None = None) -> list[str]:
                 actions.append(f"could not remove what {st.short} left: {err}")
             if remove:
                 actions.append(f"removed {st.short}")
-    actions += networks.collect(
-        lambda store, cid: (store == root and cid in live) or _alive(store, cid))
-    actions += userns.collect(root, lambda cid: cid in live or _alive(root, cid))
+    def alive(store: Path, cid: str) -> bool:
+        return (store == root and cid in live) or _alive(store, cid)
+
+    actions += networks.collect(alive)
+    actions += userns.collect(alive)
     actions += _remove_orphan_cgroups(live | (set(os.listdir(base)) if base.is_dir() else set()))
     return actions
 

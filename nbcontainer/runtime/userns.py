@@ -4,14 +4,16 @@ Root inside a container with ``--ns ...,user`` is an unprivileged host id. Which
 root's entries in ``/etc/subuid`` and ``/etc/subgid`` (subuid(5)), cut into ranges of
 :data:`SIZE` ids; each container leases one, so two containers' roots are different host
 users and neither can touch the other's files (podman's ``--userns=auto`` does the same).
-The leases are kept in the store, ``<store>/userns/ranges.json``, under the lock
-``<store>/userns/.lock``::
+Host ids are the machine's, so the leases are too (every store on the machine shares them, as
+the network leases): ``/var/lib/nbcontainer/userns/ranges.json`` (``$NBCONTAINER_USERNS``),
+under the lock ``userns/.lock``::
 
-    {"leases": {"200000": {"container": ID, "uid": 200000, "gid": 200000, "size": 65536}}}
+    {"leases": {"200000": {"container": ID, "root": STORE, "uid": 200000, "gid": 200000,
+                           "size": 65536}}}
 
 A lease is released by the container's teardown (every way out) and by ``gc``
-(:func:`collect`) for a crashed supervisor's containers. Without an entry for root in either
-file, every container shares :data:`SHARED` (uid and gid 100000-165535), as before.
+(:func:`collect`) for a crashed supervisor's containers, of any store. Without an entry for
+root in either file, every container shares :data:`SHARED` (uid and gid 100000-165535), as before.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbcontainer.errors import SetupError
-from nbcontainer.paths import directory_lock
+from nbcontainer.paths import directory_lock, machine_records
 
 SIZE = 65536
 SUBUID = "/etc/subuid"
@@ -102,25 +104,25 @@ def slots(subuid: str = SUBUID, subgid: str = SUBGID) -> list[tuple[int, int]]:
     return list(zip(uids, gids, strict=False))
 
 
-def _dir(root: Path) -> Path:
-    return root / "userns"
+def _dir() -> Path:
+    return machine_records("userns")
 
 
-def _load(root: Path) -> dict[str, dict[str, object]]:
+def _load() -> dict[str, dict[str, object]]:
     try:
-        with open(_dir(root) / "ranges.json") as f:
+        with open(_dir() / "ranges.json") as f:
             data = json.load(f)
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as err:
-        raise SetupError(f"the user namespace range record {_dir(root) / 'ranges.json'} "
+        raise SetupError(f"the user namespace range record {_dir() / 'ranges.json'} "
                          f"cannot be read ({err}); remove it once no container runs") from err
     leases = data.get("leases") if isinstance(data, dict) else None
     return leases if isinstance(leases, dict) else {}
 
 
-def _save(root: Path, leases: dict[str, dict[str, object]]) -> None:
-    path = _dir(root) / "ranges.json"
+def _save(leases: dict[str, dict[str, object]]) -> None:
+    path = _dir() / "ranges.json"
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"leases": leases}, indent=1))
     os.replace(tmp, path)
@@ -132,19 +134,21 @@ def _overlaps(a: int, b: int) -> bool:
 
 def allocate(root: Path, container: str, *, subuid: str = SUBUID,
              subgid: str = SUBGID) -> IdMap:
-    """A free range of root's subordinate ids for ``container``, recorded in the store; the
-    shared range when root has none. SetupError in words when every range is taken."""
+    """A free range of root's subordinate ids for ``container`` (of store ``root``), recorded
+    machine-wide; the shared range when root has none. SetupError in words when every range is
+    taken."""
     candidates = slots(subuid, subgid)
     if not candidates:
         return SHARED
-    with directory_lock(_dir(root)):
-        leases = _load(root)
+    with directory_lock(_dir()):
+        leases = _load()
         for uid, gid in candidates:
             if any(_overlaps(uid, int(str(lease["uid"]))) or _overlaps(gid, int(str(lease["gid"])))
                    for lease in leases.values()):
                 continue
-            leases[str(uid)] = {"container": container, "uid": uid, "gid": gid, "size": SIZE}
-            _save(root, leases)
+            leases[str(uid)] = {"container": container, "root": str(root), "uid": uid,
+                                "gid": gid, "size": SIZE}
+            _save(leases)
             return IdMap(uid, gid, SIZE, leased=True)
     raise SetupError(
         f"no free user namespace id range: root's subordinate ids in {subuid} hold "
@@ -153,30 +157,39 @@ def allocate(root: Path, container: str, *, subuid: str = SUBUID,
 
 
 def release(root: Path, container: str) -> None:
-    """Give back ``container``'s range, if it holds one. Idempotent."""
-    if not (_dir(root) / "ranges.json").exists():
+    """Give back the range of ``container`` of store ``root``, if it holds one. Idempotent."""
+    if not (_dir() / "ranges.json").exists():
         return
-    with directory_lock(_dir(root)):
-        leases = _load(root)
-        kept = {k: v for k, v in leases.items() if v.get("container") != container}
+    with directory_lock(_dir()):
+        leases = _load()
+        kept = {k: v for k, v in leases.items()
+                if (v.get("container"), v.get("root", str(root))) != (container, str(root))}
         if kept != leases:
-            _save(root, kept)
+            _save(kept)
 
 
-def leases(root: Path) -> dict[str, str]:
-    """Range start (host uid) -> container id, of every lease in the store."""
+def leases(root: Path | None = None) -> dict[str, str]:
+    """Range start (host uid) -> container id, of every lease (of store ``root`` only, if
+    given)."""
     with contextlib.suppress(SetupError):
-        return {k: str(v.get("container")) for k, v in _load(root).items()}
+        return {k: str(v.get("container")) for k, v in _load().items()
+                if root is None or v.get("root", str(root)) == str(root)}
     return {}
 
 
-def collect(root: Path, alive: Callable[[str], bool]) -> list[str]:
-    """gc: release the ranges of containers for which ``alive(id)`` is False."""
+def collect(alive: Callable[[Path, str], bool]) -> list[str]:
+    """gc: release the ranges of containers that are gone, of every store: ``alive(store,
+    id)`` says whether one still has a supervisor; a store that no longer exists has none."""
+    try:
+        found = _load()
+    except SetupError:
+        return []  # unreadable: the record's own error says so at the next allocation
     actions = []
-    for start, container in leases(root).items():
-        if alive(container):
+    for start, lease in found.items():
+        container, store = str(lease.get("container")), Path(str(lease.get("root", "/")))
+        if store.is_dir() and alive(store, container):
             continue
-        release(root, container)
+        release(store, container)
         actions.append(f"released user namespace ids {start}-{int(start) + SIZE - 1} "
                        f"(container {container} is gone)")
     return actions

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 from conftest import capture
 
+from nbcontainer.paths import machine_records
+
 pytestmark = [pytest.mark.root, pytest.mark.userns]
 
 CLI = [sys.executable, "-m", "nbcontainer"]
@@ -51,8 +53,10 @@ def record(ref: str) -> dict:
 
 
 def range_leases() -> dict:
-    path = store() / "userns" / "ranges.json"
-    return json.loads(path.read_text())["leases"] if path.exists() else {}
+    """This session's id range leases (the records are the machine's)."""
+    path = machine_records("userns") / "ranges.json"
+    found = json.loads(path.read_text())["leases"] if path.exists() else {}
+    return {k: v for k, v in found.items() if v.get("root") == str(store())}
 
 
 def running(ref: str) -> dict:

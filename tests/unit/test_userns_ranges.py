@@ -24,6 +24,13 @@ def test_root_entries_by_name_or_uid_are_cut_into_whole_ranges(tmp_path: Path) -
                                      (900000, 500000 + 2 * SIZE)]
 
 
+@pytest.fixture(autouse=True)
+def records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The machine-wide lease records of these tests: a directory of their own."""
+    monkeypatch.setenv("NBCONTAINER_USERNS", str(tmp_path / "userns"))
+    return tmp_path / "userns"
+
+
 def test_without_a_subgid_entry_the_subuid_ranges_serve_for_gids(tmp_path: Path) -> None:
     paths = files(tmp_path, "root:200000:65536\n", "alice:1:65536\n")
     assert userns.slots(**paths) == [(200000, 200000)]
@@ -45,7 +52,7 @@ def test_each_container_leases_its_own_range_until_released(tmp_path: Path) -> N
     assert (a.uid, a.gid, b.uid, b.gid) == (200000, 300000, 200000 + SIZE, 300000 + SIZE)
     assert a.leased and a.host_uid(1000) == 201000
     with pytest.raises(SetupError, match="no free user namespace id range"):
-        userns.allocate(store, "c", **paths)
+        userns.allocate(tmp_path / "another-store", "c", **paths)  # the ranges are the machine's
     userns.release(store, "a")
     userns.release(store, "a")  # idempotent
     assert userns.allocate(store, "c", **paths).uid == 200000
@@ -54,11 +61,16 @@ def test_each_container_leases_its_own_range_until_released(tmp_path: Path) -> N
 
 def test_gc_collects_the_ranges_of_containers_that_are_gone(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    paths = files(tmp_path, "root:200000:131072\n", "root:200000:131072\n")
+    paths = files(tmp_path, "root:200000:196608\n", "root:200000:196608\n")
+    store.mkdir()
     userns.allocate(store, "gone", **paths)
     userns.allocate(store, "alive", **paths)
-    actions = userns.collect(store, lambda cid: cid == "alive")
+    userns.allocate(tmp_path / "removed-store", "orphan", **paths)
+    actions = userns.collect(lambda root, cid: root == store and cid == "alive")
+    assert list(userns.leases().values()) == ["alive"]
     assert list(userns.leases(store).values()) == ["alive"]
+    assert "container orphan is gone" in actions[-1]
+    actions = actions[:1]
     assert actions == ["released user namespace ids 200000-265535 (container gone is gone)"]
 
 
