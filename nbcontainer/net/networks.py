@@ -90,8 +90,7 @@ def list_networks() -> list[Network]:
     for name in sorted(names):
         network = _load(name)
         if network is None and name == DEFAULT_NETWORK:
-            network = _new_record(DEFAULT_NETWORK, DEFAULT_BRIDGE,
-                                  ipaddress.IPv4Network(DEFAULT_SUBNET))
+            network = _default_record()
         if network is not None:
             found.append(network)
     return found
@@ -130,6 +129,19 @@ def _overlap(subnet: ipaddress.IPv4Network, bridge: str, name: str) -> str | Non
             return (f"subnet {subnet} overlaps the host's route to {route} (dev {iface}); "
                     "choose another with --subnet, e.g. 10.89.1.0/24")
     return None
+
+
+def _default_record() -> Network:
+    """The default network as it would be made now: ``nbc0`` on ``$NBCONTAINER_BRIDGE_SUBNET``
+    (like dockerd's ``bip``), else :data:`DEFAULT_SUBNET`. Read when the network is first
+    made; a network's subnet is then kept in its record."""
+    text = os.environ.get("NBCONTAINER_BRIDGE_SUBNET") or DEFAULT_SUBNET
+    try:
+        subnet = ipaddress.IPv4Network(text, strict=True)
+    except ValueError as err:
+        raise UsageError(f"NBCONTAINER_BRIDGE_SUBNET: invalid {text!r} ({err}); give an IPv4 "
+                         "network in CIDR form, e.g. 10.89.255.0/24") from None
+    return _new_record(DEFAULT_NETWORK, DEFAULT_BRIDGE, subnet)
 
 
 def _new_record(name: str, bridge: str, subnet: ipaddress.IPv4Network) -> Network:
@@ -194,18 +206,17 @@ def create(name: str, subnet: str | None = None) -> Network:
     return network
 
 
-def remove(name: str, *, predefined: bool = False) -> None:
+def remove(name: str) -> None:
     """``network rm NAME``: refused while containers use it; the bridge and NAT rule go too.
 
-    ``predefined`` also removes the default network (a test cleaning up after itself).
+    The default network too, when no container uses it: its record and ``nbc0`` go, and the
+    next container makes them again (on ``$NBCONTAINER_BRIDGE_SUBNET`` if that is set now).
     """
     with _locked():
         network = _load(name)
-        if name == DEFAULT_NETWORK and not predefined:
-            raise UsageError("bridge is the default network and cannot be removed")
         if network is None:
             if name == DEFAULT_NETWORK:
-                network = _new_record(name, DEFAULT_BRIDGE, ipaddress.IPv4Network(DEFAULT_SUBNET))
+                network = _default_record()
             else:
                 raise UsageError(f"no such network: {name} (see `nbcontainer network ls`)")
         users = sorted({lease["container"] for lease in network["leases"].values()})
@@ -287,10 +298,12 @@ def _lease(name: str, lease: dict[str, Any]) -> tuple[Network, Attachment]:
         if name != DEFAULT_NETWORK:
             raise UsageError(f"--net: no such network: {name} (create it with `nbcontainer "
                              f"network create {name}`, or see `nbcontainer network ls`)")
-        network = _new_record(name, DEFAULT_BRIDGE, ipaddress.IPv4Network(DEFAULT_SUBNET))
-        problem = _overlap(ipaddress.IPv4Network(DEFAULT_SUBNET), DEFAULT_BRIDGE, name)
+        network = _default_record()
+        problem = _overlap(ipaddress.IPv4Network(network["subnet"]), DEFAULT_BRIDGE, name)
         if problem:
-            raise NetworkError(f"the default network cannot be made: {problem}")
+            raise NetworkError(f"the default network cannot be made: {problem.split(';')[0]}; "
+                               "set NBCONTAINER_BRIDGE_SUBNET to a free one, e.g. "
+                               "10.89.255.0/24 (docs/network.md)")
     index = _ensure_bridge(network)
     subnet = ipaddress.ip_network(network["subnet"])
     taken = set(network["leases"]) | {network["gateway"]}

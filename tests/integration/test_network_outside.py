@@ -91,3 +91,28 @@ def test_outbound_traffic_is_masqueraded_behind_the_hosts_address(tmp_path):
 def test_without_forwarding_a_container_reaches_nothing_outside(tmp_path):
     seen = _scene("off", tmp_path)
     assert seen["code"] != 0 and "seen-from" not in seen["stdout"]
+
+
+def _in_own_netns(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """A shell script in a network namespace of its own, with its own network records."""
+    return subprocess.run(["unshare", "--net", "sh", "-c", "ip link set lo up; " + script],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "NBCONTAINER_NETWORKS": str(tmp_path / "networks"),
+                               **env})
+
+
+def test_the_default_subnet_is_configurable_and_an_overlap_is_refused(tmp_path):
+    nbc = f"{sys.executable} -m nbcontainer"
+    done = _in_own_netns(f"{nbc} run busybox ip -4 -o addr show eth0", tmp_path,
+                         NBCONTAINER_BRIDGE_SUBNET="10.77.3.0/24")
+    assert "inet 10.77.3.2/24" in done.stdout, done.stderr
+    # A host route over the subnet: refused in words, nothing made (no bridge in the scene).
+    done = _in_own_netns("ip link add nbct-d0 type veth peer name nbct-d1 && "
+                         "ip addr add 10.77.4.1/24 dev nbct-d0 && ip link set nbct-d0 up && "
+                         f"{nbc} run busybox true; echo rc=$?; ip -o link", tmp_path / "second",
+                         NBCONTAINER_BRIDGE_SUBNET="10.77.4.0/25")
+    assert "rc=125" in done.stdout, done.stderr
+    assert "overlaps the host's route to 10.77.4.0/24" in done.stderr
+    assert "NBCONTAINER_BRIDGE_SUBNET" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "nbc0" not in done.stdout
