@@ -124,7 +124,7 @@ def _load() -> dict[str, dict[str, object]]:
 def _save(leases: dict[str, dict[str, object]]) -> None:
     path = _dir() / "ranges.json"
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"leases": leases}, indent=1))
+    tmp.write_text(json.dumps({"leases": leases}))  # compact: the C encoder
     os.replace(tmp, path)
 
 

@@ -286,12 +286,16 @@ def test_bad_option_is_a_usage_error_and_creates_nothing(kernel: Kernel) -> None
 
 def test_named_container_keeps_files_and_goes_with_the_kernel(kernel: Kernel) -> None:
     first = kernel.run("%%container --name keeper --mem 100m --image busybox sh\n"
-                       "echo hello > /tmp/note; sleep 300 >/dev/null 2>&1 &\necho made")
+                       "echo hello > /tmp/note; sleep 300 >/dev/null 2>&1 &\necho made; "
+                       "ip -4 -o addr show eth0 | awk '{print $4}'")
     assert first.reply["status"] == "ok", (first.reply, first.stream("stderr"))
+    address = first.stream().split()[-1]
+    assert address.startswith("10.88."), first.stream()  # on the default bridge
     second = kernel.run("%%container --name keeper --image busybox sh\ncat /tmp/note; "
-                        "ps | grep -c 'sleep 300'")
+                        "ip -4 -o addr show eth0 | awk '{print $4}'; ps | grep -c 'sleep 300'")
     assert second.reply["status"] == "ok", second.stream("stderr")
     assert "hello" in second.stream()
+    assert second.stream().split()[-2] == address  # a named container keeps its address
     assert int(second.stream().split()[-1]) >= 1
     ps = kernel.run("%container ps")
     assert "keeper" in ps.stream()
