@@ -159,19 +159,45 @@ def _host_mounts() -> set[str]:
         return {" ".join(line.split()[3:5]) for line in f}
 
 
+_VETH = re.compile(r"^nbc([0-9a-f]{12})$")
+_SPARE_VETH = re.compile(r"^nbs([0-9a-f]{6})[0-9a-f]{6}$")
+
+
 def _links() -> set[str]:
-    """Network links, bridges aside (a network's bridge is kept like docker0: nbc0), and the
-    veth of a ready spare of a live supervisor of this session (``nbs<pid><pid>``, see
-    networks.attach_spare): that is the kernel's next cell's, like the spare's cgroup."""
+    """Network links this session may have made, bridges aside (a network's bridge is kept
+    like docker0: nbc0).
+
+    By identity, as the cgroups: a container's veth (``nbc<id>``) counts when the id is one of
+    this session's containers (its record, or its lease, in this session's store), a spare's
+    (``nbs<supervisor><pid>``) when its supervisor is this process or one of its descendants
+    and no longer alive to use it; another session's on the same machine is not ours. Any
+    other link counts.
+    """
     if not os.path.isdir("/sys/class/net"):
         return set()
+    root = os.environ.get("NBCONTAINER_ROOT")
+    ours = _containers() | {entry.split()[-1] for entry in _leases()}
     supervisors = {os.getpid()}
     with contextlib.suppress(psutil.Error):
         supervisors |= {p.pid for p in psutil.Process().children(recursive=True)}
-    return {link for link in os.listdir("/sys/class/net")
-            if not os.path.isdir(f"/sys/class/net/{link}/bridge")
-            and not (link.startswith("nbs") and len(link) == 15
-                     and int(link[3:9], 16) in supervisors)}
+    found = set()
+    for link in os.listdir("/sys/class/net"):
+        if os.path.isdir(f"/sys/class/net/{link}/bridge"):
+            continue
+        veth, spare = _VETH.match(link), _SPARE_VETH.match(link)
+        if veth and not (root and veth.group(1) in ours | _SEEN_IDS):
+            continue
+        if spare and int(spare.group(1), 16) not in _SESSION_PIDS | supervisors:
+            continue
+        if spare and int(spare.group(1), 16) in supervisors:
+            continue  # a ready spare of a live supervisor: its kernel's next cell's
+        found.add(link)
+    return found
+
+
+#: Container ids and process ids seen in this session (a veth can outlive its record).
+_SEEN_IDS: set[str] = set()
+_SESSION_PIDS: set[int] = set()
 
 
 def _leases() -> set[str]:
@@ -289,6 +315,9 @@ def _children() -> set[tuple[int, float]]:
 
 def snapshot() -> dict[str, set]:
     """What a container could leave behind, as sets that can be compared."""
+    _SEEN_IDS.update(_containers())
+    with contextlib.suppress(psutil.Error):
+        _SESSION_PIDS.update(p.pid for p in psutil.Process().children(recursive=True))
     return {
         "cgroups": _nbcontainer_cgroups(),
         "mounts": _host_mounts(),
