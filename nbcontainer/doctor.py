@@ -132,10 +132,10 @@ def _store_check(configured: Path) -> Check:
     where = "kept" if place.mounted else "to be kept (mounted on first use)"
     return Check(
         "store", True,
-        f"{configured} is on overlayfs (this machine is itself a container), which cannot "
+        f"{configured} is on overlayfs (as in a Docker container or a pod), which cannot "
         "hold an overlay's upper layer or a layer's whiteouts: images and containers are "
-        f"{where} in a tmpfs of nbcontainer's own at {place.root} (in memory, gone when this "
-        f"container stops; {free / 2**30:.1f} GiB free)",
+        f"{where} in a tmpfs of nbcontainer's own at {place.root} (in memory: gone when "
+        f"this container or machine stops; {free / 2**30:.1f} GiB free)",
         note=f"to keep them on disk, mount a volume at {configured} (as Docker-in-Docker needs "
         "for /var/lib/docker) or set NBCONTAINER_ROOT to a directory on one",
         required=False)
