@@ -140,6 +140,17 @@ def join_session_keyring(name: str | None = None) -> int:
                   "keyctl(JOIN_SESSION_KEYRING)")
 
 
+def statfs_type(path: str) -> int:
+    """statfs(2)'s ``f_type``: the magic number of the filesystem ``path`` is on.
+
+    ``f_type`` is the first member of struct statfs, a ``long`` (``__fsword_t``) on every
+    64-bit Linux ABI; the rest of the structure is not read (the buffer is larger than it).
+    """
+    buf = ctypes.create_string_buffer(256)
+    _check(_libc.statfs(_b(path), buf), f"statfs {path}")
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
 class _MountAttr(ctypes.Structure):
     _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]

@@ -19,7 +19,7 @@ from typing import Any
 
 from nbcontainer.errors import ContainerError, UsageError
 from nbcontainer.options import CLI, add_run_options, did_you_mean, spec_from_args
-from nbcontainer.paths import store_root
+from nbcontainer.paths import configured_root, store_root
 from nbcontainer.spec import format_size
 
 # Modules that add their own subcommands through ``add_commands(subparsers)``.
@@ -324,12 +324,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     from nbcontainer.doctor import report
 
     ok = True
-    for check in report(store_root(args.root)):
+    for check in report(configured_root(args.root)):  # info only looks: it mounts nothing
         mark = "ok " if check.ok else "NO "
         ok = ok and (check.ok or not check.required)
         _out(f"[{mark}] {check.name}: {check.detail}")
         if not check.ok and check.fix:
             _out(f"       fix: {check.fix}")
+        if check.note:
+            _out(f"       note: {check.note}")
     return 0 if ok else 1
 
 

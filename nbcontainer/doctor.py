@@ -18,6 +18,8 @@ class Check:
     detail: str
     fix: str = ""
     required: bool = True
+    #: Advice worth reading even when the check passed.
+    note: str = ""
 
 
 def _read(path: str) -> str | None:
@@ -109,12 +111,31 @@ def report(store: Path) -> list[Check]:
                         busybox or "not found: the busybox image is unavailable",
                         "apt-get install busybox-static", required=False))
     checks += _network_checks()
+    checks.append(_store_check(store))
+    return checks
+
+
+def _store_check(configured: Path) -> Check:
+    """Where the store is, how much room it has, and whether it had to move off overlayfs."""
+    from nbcontainer.paths import placement
+
+    place = placement(configured)
+    store = place.root if place.mounted else configured
     existing = store if store.exists() else store.parent
     try:
         free = shutil.disk_usage(existing).free
-        checks.append(Check("store", True, f"{store} ({free / 2**30:.1f} GiB free)",
-                            required=False))
     except OSError as err:
-        checks.append(Check("store", False, f"{store}: {err.strerror}",
-                            "set NBCONTAINER_ROOT to a writable directory"))
-    return checks
+        return Check("store", False, f"{store}: {err.strerror}",
+                     "set NBCONTAINER_ROOT to a writable directory")
+    if not place.on_overlay:
+        return Check("store", True, f"{store} ({free / 2**30:.1f} GiB free)", required=False)
+    where = "kept" if place.mounted else "to be kept (mounted on first use)"
+    return Check(
+        "store", True,
+        f"{configured} is on overlayfs (as in a Docker container or a pod), which cannot "
+        "hold an overlay's upper layer or a layer's whiteouts: images and containers are "
+        f"{where} in a tmpfs of nbcontainer's own at {place.root} (in memory: gone when "
+        f"this container or machine stops; {free / 2**30:.1f} GiB free)",
+        note=f"to keep them on disk, mount a volume at {configured} (as Docker-in-Docker needs "
+        "for /var/lib/docker) or set NBCONTAINER_ROOT to a directory on one",
+        required=False)

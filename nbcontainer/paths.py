@@ -6,9 +6,17 @@ Layout (all root-only)::
     <root>/images/                image records (images package)
     <root>/containers/<id>/       one container: state.json, upper/, work/, log (runtime package)
     <root>/tmp/                   staging for atomic publishes; cleaned by gc
-    <root>/userns/ranges.json     user namespace id ranges leased to containers (runtime.userns)
 
-The root is ``$NBCONTAINER_ROOT`` or ``/var/lib/nbcontainer``.
+The root is ``$NBCONTAINER_ROOT`` or ``/var/lib/nbcontainer``. What every store on the machine
+shares (the network leases, user namespace id ranges) is kept apart: :func:`machine_records`.
+
+A store on overlayfs (nbcontainer inside a Docker container or a Kubernetes pod whose store
+directory is not a volume) cannot hold what an overlay needs from it: overlayfs refuses another
+overlay as a container's upper and work directories ("not supported as upperdir"), and refuses
+mknod(2) of the 0/0 character devices that are a layer's whiteouts. There the whole store moves
+one level down, into a tmpfs of nbcontainer's own at ``<root>/tmpfs`` (mounted on first use and
+kept, as the default bridge is; it goes with the mount namespace of the server that made it).
+:func:`placement` says which, and why; ``nbcontainer info`` shows it.
 """
 
 from __future__ import annotations
@@ -16,16 +24,25 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from nbcontainer import _libc
+
 DEFAULT_ROOT = "/var/lib/nbcontainer"
+#: statfs(2) f_type of overlayfs (<linux/magic.h> OVERLAYFS_SUPER_MAGIC) and of tmpfs.
+OVERLAYFS_SUPER_MAGIC = 0x794C7630
+TMPFS_MAGIC = 0x01021994
+#: Where the store's contents go when the store is on overlayfs.
+TMPFS_NAME = "tmpfs"
 #: Run directories of container kernels (the relay's connection files): <tmp>/nbck-<pid>-*.
 KERNEL_RUNDIR_PREFIX = "nbck-"
 
 
-def store_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """Return the store root: the argument, else ``$NBCONTAINER_ROOT``, else the default."""
+def configured_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The store asked for: the argument, else ``$NBCONTAINER_ROOT``, else the default."""
     return Path(root or os.environ.get("NBCONTAINER_ROOT") or DEFAULT_ROOT)
 
 
@@ -38,6 +55,94 @@ def machine_records(kind: str) -> Path:
     ``$NBCONTAINER_<KIND>`` (a test that plays the host in namespaces of its own).
     """
     return Path(os.environ.get(f"NBCONTAINER_{kind.upper()}") or f"{DEFAULT_ROOT}/{kind}")
+
+
+def store_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """Return the store root: the configured one (:func:`configured_root`), or, when that is
+    on overlayfs, the tmpfs below it that holds the store instead (mounted now, as root)."""
+    return placement(configured_root(root), prepare=True).root
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a configured store really keeps its contents, and why."""
+
+    configured: Path
+    root: Path
+    #: True when the configured directory is on overlayfs and ``root`` is our tmpfs.
+    on_overlay: bool
+    #: True when the tmpfs at ``root`` is mounted (in this mount namespace).
+    mounted: bool
+
+
+_placements: dict[Path, Placement] = {}
+_placements_lock = threading.Lock()
+
+
+def placement(configured: Path, prepare: bool = False) -> Placement:
+    """Where the store ``configured`` keeps its contents.
+
+    With ``prepare`` (and as root), the tmpfs a store on overlayfs needs is mounted if it is
+    not yet. The answer is remembered per process once the store is usable.
+    """
+    known = _placements.get(configured)
+    if known is not None and (known.mounted or not known.on_overlay):
+        return known
+    with _placements_lock:
+        found = _place(configured, prepare and os.geteuid() == 0)
+        if found.mounted or not found.on_overlay:
+            _placements[configured] = found
+        return found
+
+
+def configured_store(root: Path) -> Path:
+    """The configured store whose contents live at ``root`` (``root`` itself, usually)."""
+    for found in list(_placements.values()):
+        if found.root == root:
+            return found.configured
+    return root
+
+
+def _filesystem(path: Path) -> int:
+    """statfs(2) f_type of ``path``, or of its nearest existing ancestor."""
+    probe = path
+    while True:
+        try:
+            return _libc.statfs_type(str(probe))
+        except FileNotFoundError:
+            if probe.parent == probe:
+                raise
+            probe = probe.parent
+
+
+def _is_our_tmpfs(configured: Path, inner: Path) -> bool:
+    """True if ``inner`` is a tmpfs mounted on its own (not the configured directory's)."""
+    try:
+        if _libc.statfs_type(str(inner)) != TMPFS_MAGIC:
+            return False
+        return os.stat(inner).st_dev != os.stat(configured).st_dev
+    except FileNotFoundError:
+        return False
+
+
+def _place(configured: Path, mount: bool) -> Placement:
+    try:
+        overlay = _filesystem(configured) == OVERLAYFS_SUPER_MAGIC
+    except OSError:
+        overlay = False  # unreadable: the store's own checks will say why
+    if not overlay:
+        return Placement(configured, configured, False, False)
+    inner = configured / TMPFS_NAME
+    if _is_our_tmpfs(configured, inner):
+        return Placement(configured, inner, True, True)
+    if not mount:
+        return Placement(configured, inner, True, False)
+    with directory_lock(ensure_dir(configured, 0o711)):
+        if not _is_our_tmpfs(configured, inner):
+            ensure_dir(inner, 0o711)
+            # mode 711 as the store itself: root-only contents, traversable for bind sources.
+            _libc.mount("tmpfs", str(inner), "tmpfs", _libc.MS_NODEV, "mode=711")
+    return Placement(configured, inner, True, True)
 
 
 def ensure_dir(path: Path, mode: int = 0o700) -> Path:

@@ -58,6 +58,7 @@ from nbcontainer.images.store import (
     now_iso,
     parse_reference,
 )
+from nbcontainer.progress import Progress, or_silent
 
 Output = Callable[[str], object]
 DEFAULT_FILES = ("Containerfile", "Dockerfile")
@@ -73,7 +74,8 @@ def _print(text: str) -> None:
 
 def build(context_dir: str | os.PathLike[str], tag: str,
           containerfile: str | os.PathLike[str] | None = None,
-          root: str | os.PathLike[str] | None = None, out: Output = _print) -> ImageRecord:
+          root: str | os.PathLike[str] | None = None, out: Output = _print,
+          progress: Progress | None = None) -> ImageRecord:
     """Build image ``tag`` from a Containerfile with ``context_dir`` as the build context.
 
     Parameters
@@ -88,6 +90,8 @@ def build(context_dir: str | os.PathLike[str], tag: str,
         Store root; default ``$NBCONTAINER_ROOT`` or ``/var/lib/nbcontainer``.
     out
         Called with each line of progress and of RUN output, as it happens (default: print).
+    progress
+        Where the build's progress is shown: one task, its steps done of all of them.
 
     Returns
     -------
@@ -110,12 +114,13 @@ def build(context_dir: str | os.PathLike[str], tag: str,
         text = Path(containerfile).read_text()
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read the Containerfile {containerfile}: {err}") from err
-    return build_from_text(text, tag, context, root=root, out=out, source=str(containerfile))
+    return build_from_text(text, tag, context, root=root, out=out, source=str(containerfile),
+                           progress=progress)
 
 
 def build_from_text(text: str, tag: str, context_dir: str | os.PathLike[str],
                     root: str | os.PathLike[str] | None = None, out: Output = _print,
-                    source: str = "") -> ImageRecord:
+                    source: str = "", progress: Progress | None = None) -> ImageRecord:
     """Build image ``tag`` from Containerfile ``text`` (what ``%%containerfile`` calls).
 
     Same as :func:`build`, with the file's content given directly. Every syntax error is reported
@@ -132,14 +137,24 @@ def build_from_text(text: str, tag: str, context_dir: str | os.PathLike[str],
     instructions = parse(text)
     require_root()
     store = ImageStore(root)
+    task = or_silent(progress).task(f"build {repo}:{version}", total=len(instructions),
+                                    unit="steps")
     with store.lock():
         builder = _Builder(store, context.resolve(), out)
         for number, ins in enumerate(instructions, 1):
             out(f"Step {number}/{len(instructions)} : {ins.text}")
-            builder.step(ins, f"step {number}/{len(instructions)} (line {ins.line}: {ins.text})")
+            task.update(number - 1, note=ins.text if len(ins.text) <= 60
+                        else ins.text[:57] + "...")
+            try:
+                builder.step(ins, f"step {number}/{len(instructions)} "
+                                  f"(line {ins.line}: {ins.text})")
+            except BaseException:
+                task.fail(f"step {number} failed")
+                raise
         final = dataclasses.replace(builder.current, name=repo, tag=version,
                                     source=f"built from {source or 'text'} in {context}")
         store.put_image(final)
+    task.finish(f"built {final.id.removeprefix('sha256:')[:12]}")
     out(f"Successfully built {final.id.removeprefix('sha256:')[:12]}")
     out(f"Successfully tagged {final.ref}")
     return final

@@ -7,23 +7,41 @@ are nbcontainer errors, which the CLI prints as one line (exit 125).
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+def _same_terminal() -> bool:
+    """stdout and stderr both a terminal: the steps' lines go above the progress line."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Build an image from a Containerfile, printing each step as it runs."""
+    from nbcontainer import progress as progress_mod
     from nbcontainer.building.build import build
 
-    build(args.context, args.tag, containerfile=args.file, root=getattr(args, "root", None))
+    # The steps' lines and RUN output on stdout, as before; on a terminal the progress line
+    # (stderr) stays below them.
+    with progress_mod.default() as progress:
+        build(args.context, args.tag, containerfile=args.file, root=getattr(args, "root", None),
+              out=progress.write if _same_terminal() else _print,
+              progress=progress)
     return 0
 
 
 def cmd_commit(args: argparse.Namespace) -> int:
     """Store a container's changes as a new image and print its id."""
+    from nbcontainer import progress as progress_mod
     from nbcontainer.building.commit import commit
 
-    record = commit(args.container, args.image, root=getattr(args, "root", None),
-                    message=args.message, pause=not args.no_pause)
+    with progress_mod.default() as progress:
+        record = commit(args.container, args.image, root=getattr(args, "root", None),
+                        message=args.message, pause=not args.no_pause, progress=progress)
     print(record.id)
     return 0
 

@@ -33,6 +33,7 @@ from nbcontainer.images.store import (
     parse_reference,
 )
 from nbcontainer.paths import store_root
+from nbcontainer.progress import Progress, or_silent
 
 if TYPE_CHECKING:
     from nbcontainer.runtime.state import ContainerState
@@ -41,7 +42,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def commit(container_ref: str, image_name: str, root: str | os.PathLike[str] | None = None,
-           message: str | None = None, pause: bool = True) -> ImageRecord:
+           message: str | None = None, pause: bool = True,
+           progress: Progress | None = None) -> ImageRecord:
     """Store container ``container_ref``'s changes as image ``image_name``.
 
     Parameters
@@ -57,6 +59,8 @@ def commit(container_ref: str, image_name: str, root: str | os.PathLike[str] | N
         Kept as the history entry's comment (``docker commit -m``).
     pause
         Freeze a running container while its changes are read (default, as Docker).
+    progress
+        Where reading the changes into a layer is shown (one task).
 
     Returns
     -------
@@ -84,12 +88,21 @@ def commit(container_ref: str, image_name: str, root: str | os.PathLike[str] | N
         if not upper.is_dir():
             raise ImageError(f"container {st.short} has no upper directory at {upper}")
         created_by = shlex.join(st.command) if st.command else "(no command)"
+        task = or_silent(progress).task(f"changes of {st.name or st.short}")
         with _frozen(st, root_path, pause):
             # a user namespace container's files belong to its host id range: record the
             # ids they have inside
             idmap = st.userns
             unmap = None if not idmap else (idmap["uid"], idmap["gid"], idmap["size"])
-            layer = publish_tree(store, upper, created_by, unmap=unmap)
+            try:
+                layer = publish_tree(store, upper, created_by, unmap=unmap)
+            except BaseException:
+                task.fail("not stored")
+                raise
+        if layer is None:
+            task.finish("no changes: an empty history step")
+        else:
+            task.finish(f"layer {layer.diff_id.removeprefix('sha256:')[:12]}", total=layer.size)
         entry = HistoryEntry(created=now_iso(), created_by=created_by,
                              empty_layer=layer is None, size=layer.size if layer else 0,
                              comment=message or "")

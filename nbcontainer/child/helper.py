@@ -419,8 +419,7 @@ def _child_main(cfg: Config, chan: Channel, helper_pid: int, status_fd: int) -> 
     except ChannelClosed:
         os._exit(125)  # the supervisor went away: nobody to tell
     except Exception as err:  # noqa: BLE001 - every setup failure becomes one sentence
-        readable = isinstance(err, ProtocolError) or (isinstance(err, OSError) and err.strerror)
-        text = str(err) if readable else repr(err)
+        text = _in_words(err)
         try:
             chan.send(Error(message=f"container setup failed: {text}"))
         finally:
@@ -432,6 +431,13 @@ def _child_main(cfg: Config, chan: Channel, helper_pid: int, status_fd: int) -> 
     if cfg.init:
         _run_init(cfg, status_fd)
     _exec_payload(cfg, status_fd)
+
+
+def _in_words(err: Exception) -> str:
+    """A setup failure as the sentence the user sees: no ``[Errno N]``, the path first."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    return str(err) if isinstance(err, ProtocolError) else repr(err)
 
 
 def main(fd: int) -> None:

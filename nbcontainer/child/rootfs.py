@@ -126,7 +126,12 @@ def bind_volumes(root: str, volumes: Sequence[Sequence[object]]) -> None:
     """Bind each host path at its container path under ``root``; read-only where asked."""
     for host, ctr, readonly in volumes:
         host, ctr = str(host), str(ctr)
-        target = _ensure_mountpoint(root, ctr, os.path.isdir(host))
+        try:
+            target = _ensure_mountpoint(root, ctr, os.path.isdir(host))
+        except OSError as err:
+            raise OSError(err.errno, f"volume {host}:{ctr}: cannot make its mount point {ctr} "
+                                     f"in the container: {err.strerror}; choose another "
+                                     "container path") from None
         mount(host, target, None, MS_BIND | MS_REC)
         if readonly:
             make_readonly(target)

@@ -84,7 +84,11 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import an archive into the store and print the new image's id."""
-    record = import_image(args.tarball, args.name, getattr(args, "root", None))
+    from nbcontainer import progress as progress_mod
+
+    with progress_mod.default(f"importing {args.tarball}") as progress:
+        record = import_image(args.tarball, args.name, getattr(args, "root", None),
+                              progress=progress)
     print(record.id)
     return 0
 

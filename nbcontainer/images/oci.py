@@ -45,6 +45,7 @@ from nbcontainer.images.store import (
     now_iso,
     parse_reference,
 )
+from nbcontainer.progress import Progress, or_silent
 
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -250,7 +251,8 @@ def record_from_config(name: str, tag: str, image_id: str, config: dict[str, Any
 
 def import_image(path: str | os.PathLike[str], name: str,
                  root: str | os.PathLike[str] | None = None,
-                 limits: ExtractLimits | None = None) -> ImageRecord:
+                 limits: ExtractLimits | None = None,
+                 progress: Progress | None = None) -> ImageRecord:
     """Import a docker-save tarball, an OCI layout directory or an OCI layout tarball as ``name``.
 
     Parameters
@@ -265,6 +267,8 @@ def import_image(path: str | os.PathLike[str], name: str,
         Store root; default ``$NBCONTAINER_ROOT`` or ``/var/lib/nbcontainer``.
     limits
         Decompression-bomb caps for each layer.
+    progress
+        Where the import is shown: one task per layer.
 
     Returns
     -------
@@ -285,15 +289,15 @@ def import_image(path: str | os.PathLike[str], name: str,
         else:
             raise ImageError(f"{source.description} is neither an OCI image layout (no "
                              "index.json) nor a docker-save archive (no manifest.json)")
-        return _import_plan(store, source, plan, repo, tag, limits)
+        return _import_plan(store, source, plan, repo, tag, limits, or_silent(progress))
     finally:
         if isinstance(source, TarSource):
             source.close()
 
 
 def _import_plan(store: ImageStore, source: Source, plan: Plan, repo: str, tag: str,
-                 limits: ExtractLimits, *, trust_present: bool = False, digest: str = "",
-                 reference: str = "") -> ImageRecord:
+                 limits: ExtractLimits, progress: Progress, *, trust_present: bool = False,
+                 digest: str = "", reference: str = "") -> ImageRecord:
     """Check and extract a plan's layers, then publish them and the record together.
 
     ``trust_present``: a layer whose diff_id is already in the store is used as it is, without
@@ -310,22 +314,32 @@ def _import_plan(store: ImageStore, source: Source, plan: Plan, repo: str, tag: 
         staged: dict[str, tuple[Path, LayerMeta]] = {}
         metas: list[LayerMeta] = []
         for i, (blob, diff_id) in enumerate(zip(plan.layers, diff_ids, strict=True)):
+            task = progress.task(f"layer {i + 1}/{len(diff_ids)} "
+                                 f"{str(diff_id).removeprefix('sha256:')[:12]}")
             if diff_id in staged:
                 metas.append(staged[diff_id][1])
+                task.finish("same as an earlier layer")
                 continue
             if store.has_layer(diff_id) and trust_present:
                 metas.append(store.layer_meta(diff_id))
+                task.finish("already in the store")
                 continue
-            if store.has_layer(diff_id):
-                got = _extract_blob(source, blob, None, limits)
-                _check_diff_id(got if isinstance(got, str) else got.diff_id, diff_id, i)
-                metas.append(store.layer_meta(diff_id))
-                continue
-            stage = stack.enter_context(store.staging("import"))
-            (stage / "fs").mkdir(mode=0o755)
-            result = _extract_blob(source, blob, stage / "fs", limits)
-            assert isinstance(result, ExtractResult)
-            _check_diff_id(result.diff_id, diff_id, i)
+            try:
+                if store.has_layer(diff_id):
+                    got = _extract_blob(source, blob, None, limits)
+                    _check_diff_id(got if isinstance(got, str) else got.diff_id, diff_id, i)
+                    metas.append(store.layer_meta(diff_id))
+                    task.finish("already in the store")
+                    continue
+                stage = stack.enter_context(store.staging("import"))
+                (stage / "fs").mkdir(mode=0o755)
+                result = _extract_blob(source, blob, stage / "fs", limits)
+                assert isinstance(result, ExtractResult)
+                _check_diff_id(result.diff_id, diff_id, i)
+            except BaseException:
+                task.fail("refused")
+                raise
+            task.finish("unpacked", total=result.content_size)
             lowers = [staged[d][0] / "fs" if d in staged else store.layer_fs(d)
                       for d in diff_ids[:i]]
             inherit_implied_dirs(stage / "fs", result.implied_dirs, lowers)

@@ -646,8 +646,11 @@ class ContainerMagics(Magics):
             raise UsageError("%container run: use the cell magic instead: `%%container [OPTIONS] "
                              "[COMMAND]` with the body in the cell")
         from nbcontainer import cli
+        from nbcontainer.notebook.progress import for_notebook
+        from nbcontainer.progress import shown_by
 
-        cli.main(argv, root=self.store())
+        with shown_by(for_notebook):  # import, commit, build: one display updated in place
+            cli.main(argv, root=self.store())
         sys.stdout.flush()
 
     def exec_line(self, argv: list[str]) -> None:
@@ -724,6 +727,8 @@ class ContainerMagics(Magics):
         whether the cache served it.
         """
         from nbcontainer import cli
+        from nbcontainer.notebook.progress import for_notebook
+        from nbcontainer.progress import shown_by
 
         argv = split_args(line, "%%containerfile")
         if not argv or argv[0].startswith("-"):
@@ -733,8 +738,9 @@ class ContainerMagics(Magics):
             path = os.path.join(tmp, "Containerfile")
             with open(path, "w") as f:
                 f.write(cell)
-            status = cli.main(["build", "-t", argv[0], "-f", path, *argv[1:], os.getcwd()],
-                              root=self.store())
+            with shown_by(for_notebook):
+                status = cli.main(["build", "-t", argv[0], "-f", path, *argv[1:],
+                                   os.getcwd()], root=self.store())
         sys.stdout.flush()
         if status != 0:
             raise ContainerCellError(f"building image {argv[0]} failed (status {status}); the "

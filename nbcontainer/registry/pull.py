@@ -35,6 +35,7 @@ from nbcontainer.images.oci import (
 )
 from nbcontainer.images.sources import DirSource
 from nbcontainer.images.store import ImageRecord, ImageStore, hex_of
+from nbcontainer.progress import or_silent
 from nbcontainer.reference import Platform, Reference, host_platform, parse, parse_platform
 from nbcontainer.registry.client import RegistryClient
 from nbcontainer.registry.progress import Progress
@@ -222,9 +223,10 @@ def pull(reference: str | Reference, *, platform: str | Platform | None = None,
             plan = Plan(config, config_digest,
                         [Blob(f"blobs/sha256/{hex_of(d)}", d, s) for d, s, _ in layers],
                         str(ref))
+            # The pull draws its own per-layer progress (downloads); unpacking is silent.
             record = _import_plan(store, DirSource(stage), plan, name, tag,
-                                  limits or ExtractLimits(), trust_present=True, digest=digest,
-                                  reference=str(ref))
+                                  limits or ExtractLimits(), or_silent(None),
+                                  trust_present=True, digest=digest, reference=str(ref))
     for layer_digest in wanted:
         progress.layer(layer_digest, "Pull complete")
     progress.message(f"Digest: {digest}")

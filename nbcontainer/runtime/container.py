@@ -277,7 +277,8 @@ class ContainerProcess:
             self.pid = spare.pid
             self._on_pid_recorded(self.pid)
             chan.send(Go())
-            self._before_attached(self.pid)
+            with self._child_first():
+                self._before_attached(self.pid)
             chan.send(Attached())
         while True:
             msg = self._recv()
@@ -296,8 +297,9 @@ class ContainerProcess:
                 # The child builds its root while we attach it; it waits for Attached
                 # before anything of the payload runs.
                 chan.send(Go())
-                self._on_pid(self.pid)
-                self._before_attached(self.pid)
+                with self._child_first():
+                    self._on_pid(self.pid)
+                    self._before_attached(self.pid)
                 chan.send(Attached())
             elif isinstance(msg, Console):
                 continue  # the terminal's master, kept by _recv
@@ -312,6 +314,45 @@ class ContainerProcess:
                 raise SetupError(f"the container helper said {msg.op!r} during setup")
         chan.sock.settimeout(None)
         self._on_ready()
+
+    @contextlib.contextmanager
+    def _child_first(self) -> Iterator[None]:
+        """The supervisor's steps while the child sets itself up (the cgroup attach, the
+        veth into its network namespace): when one fails, the child's own error wins.
+
+        The child builds its root while we attach it, so a child that failed (an overlay
+        mount refused, a volume's mount point that cannot be made) has sent its ``Error``
+        and exited, and our next step on its pid then fails with ESRCH, which says nothing
+        of why. The child sends its ``Error`` before it exits, so by the time its pid is
+        gone the sentence is queued on the channel: read it and report that instead.
+        """
+        try:
+            yield
+        except (ContainerError, OSError) as err:
+            told = self._child_error(timeout=1.0)
+            if told is not None:
+                raise SetupError(told) from err
+            raise
+
+    def _child_error(self, timeout: float) -> str | None:
+        """The child's ``Error`` sentence if it sent one (within ``timeout``), else None."""
+        chan = self._chan
+        if chan is None:
+            return None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not _wait_readable(chan.fileno(), remaining):
+                return None
+            try:
+                msg = chan.recv()
+            except (ChannelClosed, ProtocolError, OSError):
+                return None
+            if isinstance(msg, Error):
+                return msg.message
+            if isinstance(msg, Exit):
+                self._status = msg.status
+                return None  # the child died without a word (killed): ours is the news
 
     def _hand_over_stdio(self, spare: Spare) -> None:
         """Give an adopted spare's first process this container's stdio and passed fds."""

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from nbcontainer.paths import KERNEL_RUNDIR_PREFIX
+from nbcontainer.paths import KERNEL_RUNDIR_PREFIX, configured_store
 
 #: System files with password hashes.
 SYSTEM_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
@@ -53,7 +53,7 @@ def _system_and_homes() -> list[str]:
 
 def host_secrets(store: Path) -> list[str]:
     """The existing paths the ``host`` image hides, resolved on the host, sorted."""
-    fresh = [str(store)]
+    fresh = [str(store), str(configured_store(store))]  # a store on overlayfs: both
     runtime_dir = os.environ.get("JUPYTER_RUNTIME_DIR")
     if runtime_dir:
         fresh.append(runtime_dir)
