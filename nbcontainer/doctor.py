@@ -117,4 +117,19 @@ def report(store: Path) -> list[Check]:
     except OSError as err:
         checks.append(Check("store", False, f"{store}: {err.strerror}",
                             "set NBCONTAINER_ROOT to a writable directory"))
+    checks.append(_user_check())
     return checks
+
+
+def _user_check() -> Check:
+    """Whose containers ``ps``/``rm`` see here (runtime/state.py: per JupyterHub user)."""
+    from nbcontainer.runtime.state import current_user
+
+    user = current_user()
+    if user is None:
+        return Check("containers of", True, "no user: the containers made outside any hub "
+                     "(JUPYTERHUB_USER and NBCONTAINER_USER are unset); images are shared",
+                     required=False)
+    source = "NBCONTAINER_USER" if os.environ.get("NBCONTAINER_USER") else "JUPYTERHUB_USER"
+    return Check("containers of", True, f"user {user} ({source}): ps, rm and names see only "
+                 "this user's containers; images are shared", required=False)
