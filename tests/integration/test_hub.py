@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 requests = pytest.importorskip("requests")
@@ -95,7 +96,7 @@ class Hub:
         self.env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.proxy_pid: int | None = None
+        self.proxy: psutil.Process | None = None  # pid and start time: never a reused pid
 
     def start(self) -> None:
         with open(self.log_path, "wb") as log:
@@ -109,7 +110,8 @@ class Hub:
             with contextlib.suppress(requests.RequestException):
                 if requests.get(f"{self.url}/hub/api/", timeout=5).status_code == 200:
                     pid_file = self.dir / "state" / "jupyterhub-proxy.pid"
-                    self.proxy_pid = int(pid_file.read_text())
+                    self.proxy = psutil.Process(int(pid_file.read_text()))
+                    assert self.proxy.ppid() == self.proc.pid, "the proxy is not the hub's"
                     return
             time.sleep(0.5)
         pytest.fail(f"the hub did not answer in {START_SECONDS} s:\n{self.log()[-3000:]}")
@@ -129,10 +131,14 @@ class Hub:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
-        proxy_left = self.proxy_pid is not None and _alive_child_of(self.proxy_pid, self.proc)
+        proxy_left = False
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proxy_left = self.proxy is not None and self.proxy.is_running() and \
+                self.proxy.status() != psutil.STATUS_ZOMBIE
         if proxy_left:
-            assert self.proxy_pid is not None
-            os.kill(self.proxy_pid, signal.SIGKILL)
+            assert self.proxy is not None
+            self.proxy.kill()
+            self.proxy.wait(timeout=30)
         assert not proxy_left, "the hub stopped but its configurable-http-proxy did not"
 
     def user_cgroups(self, user: str) -> list[Path]:
@@ -141,20 +147,6 @@ class Hub:
 
     def cgroup_dirs(self) -> list[Path]:
         return sorted(Path("/sys/fs/cgroup").glob(f"*/**/{self.cgroup_name}"))
-
-
-def _alive_child_of(pid: int, parent: subprocess.Popen[bytes]) -> bool:
-    """True if ``pid`` runs and was started by the hub (its parent was the hub's pid, or it was
-    reparented after the hub died but started after it)."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE and proc.create_time() >= \
-            psutil.Process().create_time() and "configurable-http-proxy" in " ".join(
-                proc.cmdline())
-    except psutil.Error:
-        return False
 
 
 class Student:
