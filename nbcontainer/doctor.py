@@ -112,6 +112,7 @@ def report(store: Path) -> list[Check]:
                         "apt-get install busybox-static", required=False))
     checks += _network_checks()
     checks.append(_store_check(store))
+    checks.append(_user_check())
     return checks
 
 
@@ -139,3 +140,17 @@ def _store_check(configured: Path) -> Check:
         note=f"to keep them on disk, mount a volume at {configured} (as Docker-in-Docker needs "
         "for /var/lib/docker) or set NBCONTAINER_ROOT to a directory on one",
         required=False)
+
+
+def _user_check() -> Check:
+    """Whose containers ``ps``/``rm`` see here (runtime/state.py: per JupyterHub user)."""
+    from nbcontainer.runtime.state import current_user
+
+    user = current_user()
+    if user is None:
+        return Check("containers of", True, "no user: the containers made outside any hub "
+                     "(JUPYTERHUB_USER and NBCONTAINER_USER are unset); images are shared",
+                     required=False)
+    source = "NBCONTAINER_USER" if os.environ.get("NBCONTAINER_USER") else "JUPYTERHUB_USER"
+    return Check("containers of", True, f"user {user} ({source}): ps, rm and names see only "
+                 "this user's containers; images are shared", required=False)

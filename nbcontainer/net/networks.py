@@ -8,7 +8,10 @@ atomically under the lock ``networks/.lock``::
 
     {"name": "bridge", "bridge": "nbc0", "subnet": "10.88.0.0/16", "gateway": "10.88.0.1",
      "leases": {"10.88.0.2": {"container": ID, "root": STORE, "names": [...],
-                              "veth": "nbcID"}}}
+                              "veth": "nbcID", "user": USER}}}
+
+A container's names reach only the hosts files of its own user's containers (USER: see
+``runtime/state.py``; on a JupyterHub, ``$JUPYTERHUB_USER``).
 
 The default network ``bridge`` (bridge ``nbc0``, podman's 10.88.0.0/16) is made on first use;
 others by ``nbcontainer network create``. A bridge is created with its gateway address and its
@@ -254,12 +257,14 @@ def _remove_bridge(network: Network) -> None:
         _netlink.delete_link(network["bridge"])
 
 
-def _hosts_entries(network: Network, but: str) -> list[tuple[str, list[str]]]:
-    """(address, names) of the network's containers other than container ``but``."""
+def _hosts_entries(network: Network, but: str, user: str | None) -> list[tuple[str, list[str]]]:
+    """(address, names) of the network's containers other than container ``but``, of the
+    same user: names are per user (runtime/state.py), so another student's ``web`` is not
+    this one's ``web`` (an address without a name stays reachable, as on any shared bridge)."""
     return [(address, [str(n) for n in lease.get("names", [])])
             for address, lease in sorted(network["leases"].items(),
                                          key=lambda item: ipaddress.ip_address(item[0]))
-            if lease["container"] != but]
+            if lease["container"] != but and lease.get("user") == user]
 
 
 def _tell_neighbours(network: Network) -> None:
@@ -269,7 +274,8 @@ def _tell_neighbours(network: Network) -> None:
             continue
         path = containers_dir(Path(lease["root"])) / lease["container"] / "hosts"
         own = (address, [str(n) for n in lease.get("names", [])])
-        files.rewrite_hosts(path, own, _hosts_entries(network, lease["container"]))
+        files.rewrite_hosts(path, own, _hosts_entries(network, lease["container"],
+                                                      lease.get("user")))
 
 
 def _host_range(subnet: ipaddress.IPv4Network | ipaddress.IPv6Network,
@@ -323,29 +329,31 @@ def _lease(name: str, lease: dict[str, Any]) -> tuple[Network, Attachment]:
 
 
 def attach(root: Path, name: str, container: str, names: list[str],
-           directory: Path | None) -> tuple[Attachment, list[list[object]]]:
+           directory: Path | None, user: str | None = None
+           ) -> tuple[Attachment, list[list[object]]]:
     """Lease an address of network ``name`` to ``container`` and make sure its bridge exists.
 
     With ``directory`` (a container with a root filesystem), also write its hosts, hostname
     and resolv.conf there and return them as volumes to bind-mount over /etc's.
     Returns the attachment (what :func:`plug` and :func:`release` need, kept in the
-    container's record) and those volumes.
+    container's record) and those volumes. ``user``: whose container it is (its names are
+    listed only in the same user's containers' hosts files).
     """
     veth = ("nbc" + container)[:15]
     with _locked():
         network, attachment = _lease(name, {"container": container, "root": str(root),
-                                            "names": names, "veth": veth})
-        volumes = _files(network, attachment["address"], container, names, directory)
+                                            "names": names, "veth": veth, "user": user})
+        volumes = _files(network, attachment["address"], container, names, directory, user)
     return attachment, volumes
 
 
 def _files(network: Network, address: str, container: str, names: list[str],
-           directory: Path | None) -> list[list[object]]:
+           directory: Path | None, user: str | None) -> list[list[object]]:
     """Under the lock: the container's /etc files (as volumes), and its neighbours told."""
     if directory is None:
         return []
     volumes = files.write(directory, names[0], (address, names),
-                          _hosts_entries(network, container))
+                          _hosts_entries(network, container, user))
     _tell_neighbours(network)
     return volumes
 
@@ -371,7 +379,7 @@ def attach_spare(name: str, spare: str, supervisor: int, pid: int) -> Attachment
 
 
 def adopt(root: Path, attachment: Attachment, spare: str, container: str, names: list[str],
-          directory: Path | None) -> list[list[object]]:
+          directory: Path | None, user: str | None = None) -> list[list[object]]:
     """The spare's lease becomes ``container``'s (of store ``root``), with its names and
     /etc files; returns those as volumes. NetworkError if the lease is not the spare's."""
     with _locked():
@@ -380,9 +388,10 @@ def adopt(root: Path, attachment: Attachment, spare: str, container: str, names:
         if network is None or lease is None or lease["container"] != spare:
             raise NetworkError(f"the spare's address {attachment['address']} was released")
         network["leases"][attachment["address"]] = {
-            "container": container, "root": str(root), "names": names, "veth": lease["veth"]}
+            "container": container, "root": str(root), "names": names, "veth": lease["veth"],
+            "user": user}
         _save(network)
-        return _files(network, attachment["address"], container, names, directory)
+        return _files(network, attachment["address"], container, names, directory, user)
 
 
 def plug(attachment: Attachment, pid: int) -> None:

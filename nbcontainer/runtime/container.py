@@ -921,12 +921,13 @@ class Container(ContainerProcess):
         if prepared is not None:
             try:
                 files = networks.adopt(self.root, prepared, prepared["spare"], self.state.id,
-                                       names, directory)
+                                       names, directory, self.state.user)
                 attachment = {k: v for k, v in prepared.items() if k != "spare"}
                 return {**attachment, "plugged": True}, files
             except NetworkError:
                 networks.release(prepared, prepared["spare"])
-        return networks.attach(self.root, network, self.state.id, names, directory)
+        return networks.attach(self.root, network, self.state.id, names, directory,
+                               self.state.user)
 
     def _network_of(self, name: str, rootfs: bool) -> tuple[int, list[list[object]]]:
         """``--net container:NAME``: the pid whose network namespace to join, and that

@@ -3,6 +3,12 @@
 The record is what ``ps``, ``exec``, ``stop``, ``logs`` and ``gc`` read when the process that
 created the container is another one, or is gone. Liveness is a (pid, start time) pair, so a
 recycled pid is never mistaken for the supervisor or the container.
+
+Users: on a JupyterHub every single-user server (and its kernels) has ``$JUPYTERHUB_USER``; a
+record carries the user that made it (:func:`current_user`), and ``ps``, ``rm``, ``stop``,
+``exec``, ``logs`` and names see only the records of the process's own user, so two students'
+containers called ``web`` coexist and neither lists nor removes the other's. Images stay shared,
+and ``gc`` (which only ever touches what a dead supervisor left) looks at every record.
 """
 
 from __future__ import annotations
@@ -80,6 +86,8 @@ class ContainerState:
     #: With a user namespace: its id range (nbcontainer.runtime.userns.IdMap.record), whose
     #: lease, if ``leased``, is released on exit.
     userns: dict[str, Any] | None = None
+    #: The user whose container it is (:func:`current_user` of its creator); None: nobody's.
+    user: str | None = None
 
     @property
     def short(self) -> str:
@@ -108,6 +116,19 @@ class ContainerState:
     def supervisor_alive(self) -> bool:
         """True if the process responsible for it is alive."""
         return is_alive(self.supervisor_pid, self.supervisor_start)
+
+
+def current_user() -> str | None:
+    """The user whose containers this process sees and makes.
+
+    ``$NBCONTAINER_USER`` when set (empty: none, the view of a process outside any hub), else
+    ``$JUPYTERHUB_USER``, which JupyterHub gives every single-user server and so every kernel
+    and ``!nbcontainer`` command started from it. None outside a hub: the containers nobody's
+    user made, as before there were users.
+    """
+    if "NBCONTAINER_USER" in os.environ:
+        return os.environ["NBCONTAINER_USER"] or None
+    return os.environ.get("JUPYTERHUB_USER") or None
 
 
 def new_id() -> str:
@@ -143,9 +164,11 @@ def load(root: Path, cid: str) -> ContainerState:
     return ContainerState(**{k: v for k, v in data.items() if k in known})
 
 
-def all_states(root: Path | None = None) -> list[ContainerState]:
-    """Every container record in the store, oldest first."""
+def all_states(root: Path | None = None, every_user: bool = False) -> list[ContainerState]:
+    """The container records of this process's user (:func:`current_user`), oldest first;
+    ``every_user``: every record in the store."""
     root = store_root(root)
+    user = current_user()
     base = containers_dir(root)
     if not base.is_dir():
         return []
@@ -154,14 +177,17 @@ def all_states(root: Path | None = None) -> list[ContainerState]:
         if entry.startswith("."):
             continue
         try:
-            states.append(load(root, entry))
+            st = load(root, entry)
         except ContainerNotFoundError:
             continue
+        if every_user or st.user == user:
+            states.append(st)
     return sorted(states, key=lambda s: s.created)
 
 
 def find(root: Path | None, ref: str) -> ContainerState:
-    """The container whose name, id or unique id prefix is ``ref``."""
+    """The container of this process's user whose name, id or unique id prefix is ``ref``
+    (another user's container is no container here: "no such container")."""
     states = all_states(root)
     for st in states:
         if st.name == ref or st.id == ref:
@@ -183,7 +209,7 @@ def records_lock(root: Path) -> contextlib.AbstractContextManager[None]:
 
 def reserve(root: Path, name: str | None, image: str, command: list[str],
             auto_remove: bool) -> ContainerState:
-    """Create the container's directory and record, refusing a name that is taken."""
+    """Create the container's directory and record, refusing a name this user already uses."""
     with records_lock(root):
         if name is not None:
             for st in all_states(root):
@@ -198,7 +224,7 @@ def reserve(root: Path, name: str | None, image: str, command: list[str],
         path.mkdir(mode=0o711)
         state = ContainerState(id=cid, name=name, image=image, command=command,
                                created=time.time(), auto_remove=auto_remove,
-                               supervisor_pid=os.getpid(),
+                               user=current_user(), supervisor_pid=os.getpid(),
                                supervisor_start=process_start_time(os.getpid()))
         save(root, state)
     return state

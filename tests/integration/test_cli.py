@@ -417,3 +417,39 @@ def test_no_cgroup_filesystem_is_125_with_one_sentence():
     assert p.returncode == 125, p
     assert p.stderr == ("nbcontainer: no cgroup filesystem is mounted at /sys/fs/cgroup: "
                         "resource limits and statistics are unavailable\n")
+
+
+def test_each_user_sees_and_removes_only_their_own_containers():
+    """Per JupyterHub user (JUPYTERHUB_USER, or NBCONTAINER_USER over it): the same name twice,
+    ps/rm/exec/stop of the other's by id is "no such container", and a container's hosts
+    file names only the same user's containers. Images are shared (both run busybox)."""
+    users = {u: {**os.environ, "JUPYTERHUB_USER": u, "NBCONTAINER_USER": u}
+             for u in ("alice", "bob")}
+    users["alice"].pop("NBCONTAINER_USER")  # alice from JupyterHub's variable alone
+    nobody = {k: v for k, v in os.environ.items() if k not in ("JUPYTERHUB_USER",
+                                                               "NBCONTAINER_USER")}
+    ids = {}
+    try:
+        for user, env in users.items():
+            p = nbc("run", "-d", "--name", "web", "busybox", "sleep", "1000", env=env)
+            assert p.returncode == 0, p.stderr
+            ids[user] = p.stdout.strip()
+        rows = {user: [line.split() for line in nbc("ps", env=env).stdout.splitlines()[1:]]
+                for user, env in users.items()}
+        for user in users:
+            assert [(r[0], r[-1]) for r in rows[user]] == [(ids[user], "web")], rows
+        assert ids["alice"] not in nbc("ps", "-a", env=nobody).stdout
+        for user, other in (("alice", "bob"), ("bob", "alice")):
+            for verb in (["rm", "-f"], ["stop"], ["exec"], ["logs"]):
+                p = nbc(*verb, ids[other], *(["true"] if verb == ["exec"] else []),
+                        env=users[user])
+                assert p.returncode == 125 and "no such container" in p.stderr, (verb, p.stderr)
+            assert nbc("ps", env=users[other]).stdout.count(ids[other]) == 1
+        address = {user: rows[user][0][-2] for user in users}
+        hosts = nbc("run", "busybox", "cat", "/etc/hosts", env=users["alice"]).stdout
+        named = [line.split()[0] for line in hosts.splitlines() if "web" in line.split()[1:]]
+        assert named == [address["alice"]], hosts
+    finally:
+        for env in users.values():
+            nbc("rm", "-f", "web", env=env)
+    assert all(nbc("ps", "-a", env=env).stdout.count("\n") == 1 for env in users.values())
