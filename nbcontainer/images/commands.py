@@ -131,7 +131,8 @@ def add_commands(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "import", help="import a docker-save tarball or an OCI image layout (dir or tarball)")
-    p.add_argument("tarball")
+    p.add_argument("tarball", metavar="TARBALL",
+                   help="docker-save tarball, OCI image-layout directory or tarball")
     p.add_argument("name", nargs="?", metavar="NAME",
                    help="NAME[:TAG] to store it as; default: the name the archive gives "
                         "(`save`'s, containerd's io.containerd.image.name, a full reference in "

@@ -301,3 +301,19 @@ def test_damaged_reference_or_digest_annotation_is_refused_even_with_a_name(
         for args in ([layout], [layout, "named:1"]):
             refused(nbc("import", *args, root=store), words, "the archive is damaged")
             assert stored(store) == ([], [], [])
+
+
+def test_the_magics_path_cli_main_in_process_imports_without_name(
+        store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``%container import FILE`` is ``cli.main(["import", FILE], root=...)`` in the kernel."""
+    from nbcontainer import cli
+
+    archive = make_docker_archive(tmp_path / "d.tar", [make_tar(FILES)], repo_tag="nb:1")
+    assert cli.main(["import", str(archive)], root=str(store)) == 0
+    out, err = capsys.readouterr()
+    (rec,) = ImageStore(store).list_images()
+    assert out.strip() == rec.id and "Loaded image: nb:1" in err
+    assert cli.main(["import", str(_annotate(make_oci_layout(tmp_path / "n", [make_tar(FILES)]),
+                                             None))], root=str(store)) == 125
+    assert "does not name its image" in capsys.readouterr().err
+    assert [r.ref for r in ImageStore(store).list_images()] == ["nb:1"]
