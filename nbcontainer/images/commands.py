@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -83,12 +84,18 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """Import an archive into the store and print the new image's id."""
+    """Import an archive into the store and print the new image's id.
+
+    Without NAME the archive's own name is used; it is said on stderr (stdout stays the id,
+    for scripts).
+    """
     from nbcontainer import progress as progress_mod
 
     with progress_mod.default(f"importing {args.tarball}") as progress:
         record = import_image(args.tarball, args.name, getattr(args, "root", None),
                               progress=progress)
+    if args.name is None:
+        print(f"Loaded image: {record.ref}", file=sys.stderr)
     print(record.id)
     return 0
 
@@ -124,11 +131,18 @@ def add_commands(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "import", help="import a docker-save tarball or an OCI image layout (dir or tarball)")
-    p.add_argument("tarball")
-    p.add_argument("name", help="NAME[:TAG] to store it as")
+    p.add_argument("tarball", metavar="TARBALL",
+                   help="docker-save tarball, OCI image-layout directory or tarball")
+    p.add_argument("name", nargs="?", metavar="NAME",
+                   help="NAME[:TAG] to store it as; default: the name the archive gives "
+                        "(`save`'s, containerd's io.containerd.image.name, a full reference in "
+                        "org.opencontainers.image.ref.name, or docker-save's single RepoTags "
+                        "entry)")
     p.set_defaults(func=cmd_import)
 
-    p = subparsers.add_parser("save", help="write an image as an OCI image-layout tarball")
+    p = subparsers.add_parser(
+        "save", help="write an image as an OCI image-layout tarball (with its name, and a "
+                     "pulled image's reference and digest, for `import`)")
     p.add_argument("image")
     p.add_argument("-o", "--output", required=True, help="path of the tarball to write")
     p.add_argument("--no-gzip", action="store_true", help="store layers uncompressed")

@@ -6,8 +6,19 @@ uncompressed digest against the config's ``rootfs.diff_ids``. All layers are ext
 staging first and published (renamed into ``layers/``) together with the image record only when
 every check passed, so a failed import leaves nothing half-published.
 
-References: OCI image-spec (image-layout.md, manifest.md, config.md, layer.md) and Docker's
-image spec v1.2 for ``docker save``'s ``manifest.json``.
+Names and references travel with the archive. ``save`` annotates the manifest descriptor in
+``index.json`` as containerd's ``ctr export`` does (``io.containerd.image.name`` = the image's
+name, ``org.opencontainers.image.ref.name`` = its tag) and, for a pulled image, with where it came
+from (``io.nbcontainer.image.reference``) and its registry manifest digest
+(``io.nbcontainer.image.digest``): the saved manifest is regenerated (layers re-tarred), so its
+own digest is not the registry's and no existing annotation carries that. ``import`` without a
+NAME takes the name from those annotations (or a docker-save archive's single ``RepoTags``
+entry) and keeps the reference and digest either way. They are the archive's word, as its name
+is: nothing here can check them against a registry.
+
+References: OCI image-spec (image-layout.md, manifest.md, config.md, layer.md, annotations.md),
+containerd's ``images.AnnotationImageName`` and Docker's image spec v1.2 for ``docker save``'s
+``manifest.json``.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from nbcontainer.images.store import (
     parse_reference,
 )
 from nbcontainer.progress import Progress, or_silent
+from nbcontainer.reference import parse as parse_ref
 
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -54,6 +66,12 @@ MT_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
+#: containerd's image name annotation (``ctr export``, Docker's containerd store ``docker save``).
+NAME_ANNOTATION = "io.containerd.image.name"
+#: Where a pulled image came from, fully qualified (``docker.io/library/python:3.12``).
+REFERENCE_ANNOTATION = "io.nbcontainer.image.reference"
+#: A pulled image's registry manifest digest (``sha256:...``).
+DIGEST_ANNOTATION = "io.nbcontainer.image.digest"
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
          "s390x": "s390x", "riscv64": "riscv64"}
 
@@ -75,6 +93,14 @@ class Plan:
     config_digest: str
     layers: list[Blob]
     source: str
+    #: The names the archive gives the image, as written (containerd's annotation, a full
+    #: reference in ``ref.name``, docker-save ``RepoTags``).
+    names: list[str] | None = None
+    #: An OCI ``ref.name`` that is only a tag (names no repository).
+    bare_tag: str = ""
+    #: The registry reference and manifest digest ``save`` recorded for a pulled image.
+    reference: str = ""
+    digest: str = ""
 
 
 def host_arch() -> str:
@@ -119,11 +145,17 @@ def _blob_of(source: Source, desc: Any) -> Blob:
     return blob
 
 
-def _pick_manifest(source: Source, descs: list[Any], tag: str) -> dict[str, Any]:
-    """Choose one manifest from an index: the only one, the one tagged ``tag``, or this arch's."""
+def _pick_manifest(source: Source, descs: list[Any],
+                   tag: str | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Choose one manifest from an index: the only one, the one tagged ``tag``, or this arch's.
+
+    Returns the manifest and the annotations of the chosen descriptor in the outermost index
+    (where ``save``, ``ctr export`` and ``skopeo`` put the image's name).
+    """
     if not descs:
         raise ImageError(f"{source.description}: index.json lists no manifests")
-    tagged = [d for d in descs if (d.get("annotations") or {}).get(REF_ANNOTATION) == tag]
+    tagged = [d for d in descs if tag is not None
+              and (d.get("annotations") or {}).get(REF_ANNOTATION) == tag]
     if len(descs) > 1:
         if len(tagged) == 1:
             descs = tagged
@@ -138,37 +170,71 @@ def _pick_manifest(source: Source, descs: list[Any], tag: str) -> dict[str, Any]
                                  "tag matches one of them")
             descs = arch
     desc = descs[0]
+    annotations = {str(k): str(v) for k, v in (desc.get("annotations") or {}).items()}
     data = _read_blob(source, _blob_of(source, desc))
     doc = _json(data, f"manifest {desc.get('digest')}")
     if doc.get("mediaType") in (MT_OCI_INDEX, MT_DOCKER_LIST) or "manifests" in doc:
-        return _pick_manifest(source, list(doc.get("manifests") or []), tag)
-    return doc
+        return _pick_manifest(source, list(doc.get("manifests") or []), tag)[0], annotations
+    return doc, annotations
 
 
-def _plan_oci(source: Source, tag: str) -> Plan:
+def _plan_oci(source: Source, tag: str | None) -> Plan:
     index = read_json(source, "index.json")
     if not isinstance(index, dict):
         raise ImageError(f"{source.description}: index.json is not a JSON object")
-    manifest = _pick_manifest(source, list(index.get("manifests") or []), tag)
+    manifest, notes = _pick_manifest(source, list(index.get("manifests") or []), tag)
     config_blob = _blob_of(source, manifest.get("config"))
     config_bytes = _read_blob(source, config_blob)
     layers = [_blob_of(source, d) for d in manifest.get("layers") or []]
-    return Plan(_json(config_bytes, "image config"), config_blob.digest or "", layers,
-                source.description)
+    plan = Plan(_json(config_bytes, "image config"), config_blob.digest or "", layers,
+                source.description, names=[])
+    ref_name = notes.get(REF_ANNOTATION, "")
+    if notes.get(NAME_ANNOTATION):
+        plan.names = [notes[NAME_ANNOTATION]]
+    elif any(c in ref_name for c in ":/@"):
+        plan.names = [ref_name]  # skopeo/podman write a whole reference here (oci-archive:F:REF)
+    else:
+        plan.bare_tag = ref_name  # the OCI convention: only a tag, no repository
+    plan.reference = _checked_reference(source, notes.get(REFERENCE_ANNOTATION, ""))
+    plan.digest = _checked_digest(source, notes.get(DIGEST_ANNOTATION, ""))
+    return plan
 
 
-def _plan_docker(source: Source, repo: str, tag: str) -> Plan:
+def _checked_reference(source: Source, text: str) -> str:
+    """An archive's ``io.nbcontainer.image.reference``, fully qualified, or an error saying so."""
+    if not text:
+        return ""
+    try:
+        return str(parse_ref(text))
+    except UsageError as err:
+        raise ImageError(f"{source.description}: the annotation {REFERENCE_ANNOTATION} is not "
+                         f"an image reference ({err}); the archive is damaged") from None
+
+
+def _checked_digest(source: Source, text: str) -> str:
+    """An archive's ``io.nbcontainer.image.digest``, or an error saying what is wrong."""
+    if text:
+        try:
+            hex_of(text)
+        except ImageError as err:
+            raise ImageError(f"{source.description}: the annotation {DIGEST_ANNOTATION} is not a "
+                             f"digest ({err}); the archive is damaged") from None
+    return text
+
+
+def _plan_docker(source: Source, wanted: tuple[str, str] | None) -> Plan:
     entries = read_json(source, "manifest.json")
     if not isinstance(entries, list) or not entries:
         raise ImageError(f"{source.description}: manifest.json lists no images")
     if len(entries) > 1:
-        wanted = [e for e in entries if any(
-            t == f"{repo}:{tag}" or t.endswith(f"/{repo}:{tag}") for t in e.get("RepoTags") or [])]
-        if len(wanted) != 1:
+        picked = [] if wanted is None else [e for e in entries if any(
+            t == f"{wanted[0]}:{wanted[1]}" or t.endswith(f"/{wanted[0]}:{wanted[1]}")
+            for t in e.get("RepoTags") or [])]
+        if len(picked) != 1:
             tags = [t for e in entries for t in e.get("RepoTags") or []]
             raise ImageError(f"{source.description} holds several images ({', '.join(tags)}); "
                              "import it with the NAME of one of them")
-        entries = wanted
+        entries = picked
     entry = entries[0]
     config_name = str(entry.get("Config", ""))
     base = os.path.basename(config_name).removesuffix(".json")
@@ -184,7 +250,40 @@ def _plan_docker(source: Source, repo: str, tag: str) -> Plan:
                              "which is missing from the archive")
         layers.append(Blob(str(name)))
     config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
-    return Plan(_json(config_bytes, "image config"), config_digest, layers, source.description)
+    repo_tags = entry.get("RepoTags") or []
+    return Plan(_json(config_bytes, "image config"), config_digest, layers, source.description,
+                names=[str(t) for t in repo_tags] if isinstance(repo_tags, list) else [])
+
+
+def name_from_archive(plan: Plan, path: str | os.PathLike[str]) -> tuple[str, str, str]:
+    """The (name, tag, digest) an archive gives its image, normalised as a pull would store it.
+
+    ``docker.io/library/python:3.12`` becomes ``python``/``3.12``; ``name@sha256:...`` a
+    record by digest (tag ""). An archive that names no image, or only a tag, or several
+    names, is a UsageError asking for a NAME.
+    """
+    how = f"give a NAME: `nbcontainer import {os.fspath(path)} NAME[:TAG]`"
+    names = plan.names or []
+    if len(names) > 1:
+        raise UsageError(f"{plan.source} names its image several times ({', '.join(names)}); "
+                         f"pick one: {how.replace('NAME[:TAG]', names[0])}")
+    if not names:
+        if plan.bare_tag:
+            raise UsageError(f"{plan.source} names its image only by the tag {plan.bare_tag!r} "
+                             "(org.opencontainers.image.ref.name) and no repository; "
+                             + how.replace("NAME[:TAG]", f"NAME:{plan.bare_tag}"))
+        raise UsageError(f"{plan.source} does not name its image; {how}")
+    try:
+        ref = parse_ref(names[0])
+    except UsageError as err:
+        raise UsageError(f"{plan.source} names its image {names[0]!r}, which is not a valid "
+                         f"image name ({err}); {how}") from None
+    tag, digest = ref.tag or "", plan.digest or ref.digest or ""
+    if not tag and ref.digest and plan.digest and ref.digest != plan.digest:
+        raise ImageError(f"{plan.source} names its image {names[0]} but records the manifest "
+                         f"digest {plan.digest}; the archive is inconsistent: {how}")
+    parse_reference(f"{ref.familiar_name}:{tag or 'latest'}")  # the store's own grammar
+    return ref.familiar_name, tag, digest
 
 
 def _extract_blob(source: Source, blob: Blob, dest: Path | None,
@@ -249,7 +348,7 @@ def record_from_config(name: str, tag: str, image_id: str, config: dict[str, Any
     )
 
 
-def import_image(path: str | os.PathLike[str], name: str,
+def import_image(path: str | os.PathLike[str], name: str | None = None,
                  root: str | os.PathLike[str] | None = None,
                  limits: ExtractLimits | None = None,
                  progress: Progress | None = None) -> ImageRecord:
@@ -262,7 +361,9 @@ def import_image(path: str | os.PathLike[str], name: str,
         ``manifest.json`` (an archive with both is read as OCI).
     name
         ``name[:tag]`` to store it under; with several images in one archive, the tag (OCI
-        ``ref.name``) or the name (docker ``RepoTags``) picks one.
+        ``ref.name``) or the name (docker ``RepoTags``) picks one. None: the name the archive
+        gives (:func:`name_from_archive`). Either way the record keeps the registry reference
+        and manifest digest ``save`` recorded.
     root
         Store root; default ``$NBCONTAINER_ROOT`` or ``/var/lib/nbcontainer``.
     limits
@@ -275,21 +376,29 @@ def import_image(path: str | os.PathLike[str], name: str,
     ImageRecord
         The record now in the store.
     """
-    repo, tag = parse_reference(name)
-    if repo in BUILTIN_NAMES:
-        raise UsageError(f"{repo} is a built-in image name; import under another name")
+    wanted = parse_reference(name) if name is not None else None
+    if wanted is not None and wanted[0] in BUILTIN_NAMES:
+        raise UsageError(f"{wanted[0]} is a built-in image name; import under another name")
     limits = limits or ExtractLimits()
     store = ImageStore(root)
     source = open_source(path)
     try:
         if source.exists("index.json"):
-            plan = _plan_oci(source, tag)
+            plan = _plan_oci(source, wanted[1] if wanted else None)
         elif source.exists("manifest.json"):
-            plan = _plan_docker(source, repo, tag)
+            plan = _plan_docker(source, wanted)
         else:
             raise ImageError(f"{source.description} is neither an OCI image layout (no "
                              "index.json) nor a docker-save archive (no manifest.json)")
-        return _import_plan(store, source, plan, repo, tag, limits, or_silent(progress))
+        if wanted is not None:
+            (repo, tag), digest = wanted, plan.digest
+        else:
+            repo, tag, digest = name_from_archive(plan, path)
+            if repo in BUILTIN_NAMES:
+                raise UsageError(f"{source.description} names its image {repo}, a built-in "
+                                 "image name; import it under another NAME")
+        return _import_plan(store, source, plan, repo, tag, limits, or_silent(progress),
+                            digest=digest, reference=plan.reference)
     finally:
         if isinstance(source, TarSource):
             source.close()
@@ -302,7 +411,8 @@ def _import_plan(store: ImageStore, source: Source, plan: Plan, repo: str, tag: 
 
     ``trust_present``: a layer whose diff_id is already in the store is used as it is, without
     reading its blob (a pull does not even fetch it: the diff_id comes from a config whose
-    digest the verified manifest names). ``digest`` and ``reference`` are recorded for a pull.
+    digest the verified manifest names). ``digest`` and ``reference`` are recorded for a pull,
+    and for an import of an archive ``save`` wrote from a pulled image.
     """
     diff_ids = (plan.config.get("rootfs") or {}).get("diff_ids") or []
     if not isinstance(diff_ids, list) or len(diff_ids) != len(plan.layers):
@@ -409,7 +519,10 @@ def save_image(name: str, path: str | os.PathLike[str],
     Layers are re-tarred deterministically from the stored trees (overlay whiteouts back in
     ``.wh.`` form), gzip-compressed unless ``compress`` is False. The manifest is tagged with the
     image's tag (``org.opencontainers.image.ref.name``), so ``skopeo inspect
-    oci-archive:PATH`` and ``umoci unpack --image DIR:TAG`` find it.
+    oci-archive:PATH`` and ``umoci unpack --image DIR:TAG`` find it, with its name
+    (``io.containerd.image.name``) for ``import`` without a NAME, and with a pulled image's
+    registry reference and manifest digest (:data:`REFERENCE_ANNOTATION`,
+    :data:`DIGEST_ANNOTATION`).
     """
     from nbcontainer.images.builtin import stored_record
 
@@ -429,13 +542,24 @@ def save_image(name: str, path: str | os.PathLike[str],
             manifest = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST,
                         "config": config_desc, "layers": layer_descs}
             manifest_desc = _json_blob(blobs, manifest, MT_OCI_MANIFEST)
-            manifest_desc["annotations"] = {REF_ANNOTATION: record.tag,
-                                            "io.containerd.image.name": record.ref}
+            manifest_desc["annotations"] = save_annotations(record)
             index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": [manifest_desc]}
             (stage / "index.json").write_bytes(_canonical(index))
             (stage / "oci-layout").write_bytes(_canonical({"imageLayoutVersion": "1.0.0"}))
             _write_outer_tar(stage, dest)
     return dest
+
+
+def save_annotations(record: ImageRecord) -> dict[str, str]:
+    """What ``save`` says about the image on its manifest descriptor (see the module doc)."""
+    notes = {NAME_ANNOTATION: record.ref}
+    if record.tag:  # a by-digest pull has no tag; ``ref.name`` must not be empty
+        notes[REF_ANNOTATION] = record.tag
+    if record.reference:
+        notes[REFERENCE_ANNOTATION] = record.reference
+    if record.digest:
+        notes[DIGEST_ANNOTATION] = record.digest
+    return notes
 
 
 def _layer_blob(fs: Path, blobs: Path, compress: bool) -> tuple[dict[str, Any], str]:
