@@ -54,6 +54,10 @@ SKIP = {
         "installs The Littlest JupyterHub from the internet on a dedicated machine",
     ("deploy.md", "sudo mkdir -p /opt/tljh/user/share/jupyter/kernels/python3-root"):
         "writes into a TLJH installation (/opt/tljh)",
+    ("deploy.md", "./scripts/setup        # or: pip install . 'jupyterhub>=5.3'; npm install -g "
+     "configurable-http-proxy"):
+        "installs the machine and starts a hub that serves until stopped: "
+        "tests/integration/test_hub.py runs this very configuration",
 }
 
 #: (file, first line) -> what the documented failure says: blocks that show an error on purpose.
