@@ -45,7 +45,13 @@ from nbcontainer.building.containerfile import (
     key_values,
     parse,
 )
-from nbcontainer.errors import ContainerError, ImageError, ImageNotFoundError, UsageError
+from nbcontainer.errors import (
+    ContainerError,
+    ImageError,
+    ImageNotFoundError,
+    RegistryError,
+    UsageError,
+)
 from nbcontainer.images.builtin import base_record
 from nbcontainer.images.extract import inherit_implied_dirs
 from nbcontainer.images.snapshot import image_id, layer_dirs, publish_tree
@@ -59,6 +65,7 @@ from nbcontainer.images.store import (
     parse_reference,
 )
 from nbcontainer.progress import Progress, or_silent
+from nbcontainer.registry.policy import ensure_image
 
 Output = Callable[[str], object]
 DEFAULT_FILES = ("Containerfile", "Dockerfile")
@@ -251,8 +258,10 @@ class _Builder:
             raise ins.fail("use FROM IMAGE (no --platform, no AS: multi-stage builds are not "
                            "supported)")
         try:
+            # A registry reference missing from the store is pulled, as Docker's builder does.
+            ensure_image(words[0], "missing", root=self.store.root)
             base = base_record(words[0], self.store, f"line {ins.line}: FROM")
-        except (ImageError, ImageNotFoundError) as err:
+        except (ImageError, ImageNotFoundError, RegistryError) as err:
             raise ContainerfileError(str(err) if str(err).startswith("line ")
                                      else f"line {ins.line}: FROM: {err}") from err
         record = dataclasses.replace(base, name="<none>", tag="<none>")

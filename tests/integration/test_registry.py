@@ -378,3 +378,19 @@ def test_notebook_pull_one_display_updated_in_place_then_a_cell_in_the_image(
     assert not cell.of("display_data")  # nothing pulled, nothing shown
     cell = kernel.run(f"%%container --image {world.ref('test/nope:v1')} sh\ntrue", timeout=120)
     assert cell.error is not None and "manifest unknown" in cell.error["evalue"]
+
+
+def test_build_from_a_registry_reference_pulls_it(world: World, store: Path,
+                                                  tmp_path: Path) -> None:
+    ref = world.ref("test/two:v1")
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Containerfile").write_text(f"FROM {ref}\nRUN cp /etc/name /etc/seen\n")
+    p = nbc("build", "-t", "derived", str(context), root=store)
+    assert p.returncode == 0, p.stderr
+    assert "Pull complete" in p.stderr  # pulled: it was not in the store
+    p = nbc("run", "--ns", "mount,pid", "derived", "cat", "/etc/seen", root=store)
+    assert (p.returncode, p.stdout) == (0, "two\n"), p.stderr
+    p = nbc("build", "-t", "never", str(context), root=store,
+            env={"NBCONTAINER_REGISTRY_ALLOW": "example.invalid"})
+    assert p.returncode == 0, p.stderr  # in the store now: no registry is asked

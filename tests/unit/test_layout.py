@@ -94,7 +94,7 @@ ALLOWED = {
     "kernel": {"runtime", "cgroups", "images", "notebook", "child", "registry"},
     "cli": {"runtime", "cgroups", "images", "building", "doctor", "kernel", "child", "net",
             "registry"},
-    "building": {"runtime", "images", "cgroups", "child"},
+    "building": {"runtime", "images", "cgroups", "child", "registry"},
     "runtime": {"cgroups", "images", "child", "net", "registry"},
     "registry": {"images"},
     "net": set(),
