@@ -1251,7 +1251,8 @@ NB04 = [
     md("""
     ## Step 2: the kernel does it — `nbcontainer.child.rootfs.mount_overlay`
 
-    `mount_overlay(container_dir, layers)` is what every nbcontainer container's root goes
+    `mount_overlay(container_dir, layers)` (it returns the merged directory, and whether the
+    layers are idmapped: see lesson 01's user namespaces) is what every nbcontainer container's root goes
     through: it makes short symlinks `l/0..N` to the layers (so even 500 layer paths fit in the
     one page that `mount(2)` options may use) and mounts
     `lowerdir=l/2:l/1:l/0,upperdir=upper,workdir=work` on `container_dir/merged`.
@@ -1267,7 +1268,7 @@ NB04 = [
     os.makedirs("/tmp/c")
     mount("tmpfs", "/tmp/c", "tmpfs", 0, "size=16m")   # upper and work must not be on an overlay
     os.makedirs("/tmp/c/upper"); os.makedirs("/tmp/c/work")
-    merged = mount_overlay("/tmp/c", ["/layers/base", "/layers/config", "/layers/app"])  # bottom first
+    merged, _ = mount_overlay("/tmp/c", ["/layers/base", "/layers/config", "/layers/app"])  # bottom first
     print("mounted:", next(l for l in open("/proc/self/mounts") if merged in l).strip())
 
     kernel_view = {}
