@@ -123,9 +123,20 @@ class NotebookPage:
         self.wait_idle(timeout)
 
     def wait_idle(self, timeout: float = 60.0) -> None:
-        """The status bar says the kernel is idle (Galata's ``waitForRun`` reads the same)."""
-        expect(self.page.locator("#jp-main-statusbar")).to_contain_text(
-            "Idle", timeout=timeout * 1000)
+        """The status bar says the kernel is idle (Galata's ``waitForRun`` reads the same).
+
+        A dialog (a kernel that died, a page that failed to load) fails at once, with its text.
+        """
+        statusbar = self.page.locator("#jp-main-statusbar")
+        dialog = self.page.locator(".jp-Dialog")
+
+        def idle() -> bool:
+            if dialog.count():
+                raise AssertionError(f"JupyterLab shows a dialog: {dialog.first.inner_text()}")
+            return statusbar.count() > 0 and "Idle" in statusbar.inner_text(timeout=5000)
+
+        wait_until(idle, timeout, "the kernel to be idle (the status bar's 'Idle')",
+                   interval=0.2)
 
     def status(self) -> str:
         return self.page.locator("#jp-main-statusbar").inner_text(timeout=5000)
