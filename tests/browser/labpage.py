@@ -221,6 +221,15 @@ class NotebookPage:
         return path
 
 
+    def last_screenshot(self, name: str) -> None:
+        """A screenshot at the end of a test, also a failed one (its own failure is printed,
+        so that it does not hide the test's)."""
+        try:
+            self.screenshot(name)
+        except Exception as err:  # noqa: BLE001 - the page may be what failed
+            print(f"no final screenshot: {err}")
+
+
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
     """Poll ``predicate`` until it returns something true; fail naming ``what`` otherwise."""
     deadline = time.monotonic() + timeout

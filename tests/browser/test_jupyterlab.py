@@ -221,15 +221,14 @@ def saved_png(outputs: list[dict]) -> list[str]:
             if o.get("output_type") == "display_data" and "image/png" in o.get("data", {})]
 
 
-def run_live_and_oom(nb: NotebookPage, lab: LabServer, notebook: Path, label: str,
-                     limit: str) -> tuple[int, str]:
+def run_live_and_oom(nb: NotebookPage, label: str, limit: str) -> tuple[int, str]:
     """Run All: check the live cell (1), its final frame, and the OOM cell (2) with its plot
     and error; Run All stops at the OOM cell. Returns (the OOM cell's execution count, the
     live cell's final frame)."""
     nb.start_sampler(1)
     nb.run_all()
     nb.wait_running(1, timeout=60)
-    wait_until(lambda: nb.image_srcs(1), timeout=10, what=f"{label}: the first plot frame")
+    wait_until(lambda: nb.image_srcs(1), timeout=30, what=f"{label}: the first plot frame")
     nb.page.wait_for_timeout(1500)
     nb.screenshot("live-plot-running")
     nb.wait_executed(1, timeout=60)
@@ -282,13 +281,13 @@ def test_magics_notebook(lab: LabServer, page: Page, screenshots: Path) -> None:
     try:
         nb.open(lab.page_url(notebook.name))
         [kernel] = lab.kernels()
-        oom_count, final = run_live_and_oom(nb, lab, notebook, "%%container", "50 MiB")
+        oom_count, final = run_live_and_oom(nb, "%%container", "50 MiB")
         count, text = run_after_oom(nb, lab, kernel["id"])
         assert count == oom_count + 1, "the execution count restarted: the kernel did"
         assert "after the OOM kill: 42" in text
         check_saved(nb, notebook, final, "%%container")
     finally:
-        nb.screenshot("end")
+        nb.last_screenshot("end")
 
 
 def test_container_kernel_notebook(lab: LabServer, page: Page, screenshots: Path) -> None:
@@ -301,11 +300,11 @@ def test_container_kernel_notebook(lab: LabServer, page: Page, screenshots: Path
         nb.open(lab.page_url(notebook.name))
         [kernel] = lab.kernels()
         assert kernel["name"] == "nbc-browser"
-        _, final = run_live_and_oom(nb, lab, notebook, "container kernel", "250 MiB")
+        _, final = run_live_and_oom(nb, "container kernel", "250 MiB")
         _, text = run_after_oom(nb, lab, kernel["id"])
         assert "nbcontainer: state was lost" in text, text
         assert "after the OOM kill: 42 False" in text, text
         check_saved(nb, notebook, final, "container kernel")
     finally:
-        nb.screenshot("end")
+        nb.last_screenshot("end")
 
