@@ -22,7 +22,7 @@ from typing import Any, Protocol, TextIO
 
 from nbcontainer.errors import ContainerError
 from nbcontainer.notebook.meter import Meter, Series
-from nbcontainer.notebook.plot import LiveDisplay, LivePlot
+from nbcontainer.notebook.plot import FRAME_RATE, LiveDisplay, LivePlot
 from nbcontainer.notebook.streams import Interrupted, Pipes, Pump
 from nbcontainer.spec import format_size
 
@@ -54,7 +54,7 @@ class CellPlot:
     """
 
     def __init__(self, mode: str = "auto", display: Display | None = None, *,
-                 after: float = 0.5, fps: float = 1.0, rate: float = 50.0,
+                 after: float = 0.5, fps: float = FRAME_RATE, rate: float = 50.0,
                  title: str = "container memory") -> None:
         self.live = LivePlot(mode, after, fps, title, display=display or LiveDisplay())
         self.rate = rate

@@ -41,6 +41,7 @@ from nbcontainer.notebook.cell import (
     record_line,
     stream_to_end,
 )
+from nbcontainer.notebook.plot import FRAME_RATE
 from nbcontainer.notebook.streams import MAX_OUTPUT, Pipes
 from nbcontainer.notebook.transfer import (
     BOOTSTRAP,
@@ -298,8 +299,8 @@ class ContainerMagics(Magics):
         config=True)
     plot_after = Float(0.5, help="auto mode shows the plot once a cell ran this long (s)").tag(
         config=True)
-    frame_rate = Float(1.0, help="live plot frames per second (each costs the kernel CPU "
-                                  "time: bench/RESULTS.md)").tag(config=True)
+    frame_rate = Float(FRAME_RATE, help="live plot frames per second, at most (each costs the "
+                                        "kernel CPU time: bench/RESULTS.md)").tag(config=True)
     sample_rate = Float(25.0, help="cgroup samples per second (peak and OOM kills come from "
                                    "kernel counters at any rate)").tag(
         config=True)

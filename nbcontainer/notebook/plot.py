@@ -21,6 +21,13 @@ from nbcontainer.notebook.meter import MIB, Series
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 
 
+#: Live frames a second, at most. A frame costs the kernel about 10 ms of CPU (blitted; more under
+#: load: bench/RESULTS.md), and a live plot should look live: ticks come every 0.1 s, so this
+#: gives a frame every 0.3 s, about three a second (tests/browser checks at least two in
+#: JupyterLab). Long cells get fewer (see :meth:`LivePlot.tick`).
+FRAME_RATE = 4.0
+
+
 #: More points than pixels only costs drawing time: long runs are thinned to about this many,
 #: keeping each bin's maximum so a spike stays visible.
 MAX_POINTS = 1500
@@ -228,7 +235,7 @@ class LivePlot:
     fetched through ``current`` at each frame, so the meter thread is only read when drawing.
     """
 
-    def __init__(self, mode: str = "auto", after: float = 0.5, fps: float = 1.0,
+    def __init__(self, mode: str = "auto", after: float = 0.5, fps: float = FRAME_RATE,
                  title: str = "container memory", display: Any = None) -> None:
         from nbcontainer.options import plot_mode
 
