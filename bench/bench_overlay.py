@@ -45,7 +45,7 @@ def time_mount(container_dir: Path, layers: list[str]) -> float:
             _libc.unshare(_libc.CLONE_NEWNS)
             rootfs.make_private()
             t0 = time.perf_counter()
-            merged = rootfs.mount_overlay(str(container_dir), layers)
+            merged, _ = rootfs.mount_overlay(str(container_dir), layers)
             elapsed = time.perf_counter() - t0
             assert len(os.listdir(os.path.join(merged, "etc"))) == len(layers)
             os.write(w, repr(elapsed).encode())
