@@ -267,10 +267,11 @@ def _hosts_entries(network: Network, but: str, user: str | None) -> list[tuple[s
             if lease["container"] != but and lease.get("user") == user]
 
 
-def _tell_neighbours(network: Network) -> None:
-    """Rewrite the hosts file of every container of the network (one joined or left)."""
+def _tell_neighbours(network: Network, but: str | None = None) -> None:
+    """Rewrite the hosts file of every container of the network (one joined or left), but
+    container ``but``'s (the one that joined has just written its own)."""
     for address, lease in network["leases"].items():
-        if "root" not in lease:
+        if "root" not in lease or lease["container"] == but:
             continue
         path = containers_dir(Path(lease["root"])) / lease["container"] / "hosts"
         own = (address, [str(n) for n in lease.get("names", [])])
@@ -354,7 +355,7 @@ def _files(network: Network, address: str, container: str, names: list[str],
         return []
     volumes = files.write(directory, names[0], (address, names),
                           _hosts_entries(network, container, user))
-    _tell_neighbours(network)
+    _tell_neighbours(network, but=container)
     return volumes
 
 
