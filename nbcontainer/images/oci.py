@@ -123,13 +123,16 @@ def _read_blob(source: Source, blob: Blob, limit: int = 4 << 20) -> bytes:
     return data
 
 
-def _json(data: bytes, what: str) -> dict[str, Any]:
+def json_object(data: bytes, what: str,
+                error: type[Exception] = ImageError) -> dict[str, Any]:
+    """``data`` as a JSON object (a manifest, an index, a config: untrusted bytes from an
+    archive or a registry), else ``error`` saying what ``what`` is not."""
     try:
         value = json.loads(data)
     except ValueError as err:
-        raise ImageError(f"{what} is not valid JSON: {err}") from err
+        raise error(f"{what} is not valid JSON: {err}") from err
     if not isinstance(value, dict):
-        raise ImageError(f"{what} is not a JSON object")
+        raise error(f"{what} is not a JSON object")
     return value
 
 
@@ -172,7 +175,7 @@ def _pick_manifest(source: Source, descs: list[Any],
     desc = descs[0]
     annotations = {str(k): str(v) for k, v in (desc.get("annotations") or {}).items()}
     data = _read_blob(source, _blob_of(source, desc))
-    doc = _json(data, f"manifest {desc.get('digest')}")
+    doc = json_object(data, f"manifest {desc.get('digest')}")
     if doc.get("mediaType") in (MT_OCI_INDEX, MT_DOCKER_LIST) or "manifests" in doc:
         return _pick_manifest(source, list(doc.get("manifests") or []), tag)[0], annotations
     return doc, annotations
@@ -186,7 +189,7 @@ def _plan_oci(source: Source, tag: str | None) -> Plan:
     config_blob = _blob_of(source, manifest.get("config"))
     config_bytes = _read_blob(source, config_blob)
     layers = [_blob_of(source, d) for d in manifest.get("layers") or []]
-    plan = Plan(_json(config_bytes, "image config"), config_blob.digest or "", layers,
+    plan = Plan(json_object(config_bytes, "image config"), config_blob.digest or "", layers,
                 source.description, names=[])
     ref_name = notes.get(REF_ANNOTATION, "")
     if notes.get(NAME_ANNOTATION):
@@ -251,7 +254,8 @@ def _plan_docker(source: Source, wanted: tuple[str, str] | None) -> Plan:
         layers.append(Blob(str(name)))
     config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
     repo_tags = entry.get("RepoTags") or []
-    return Plan(_json(config_bytes, "image config"), config_digest, layers, source.description,
+    return Plan(json_object(config_bytes, "image config"), config_digest, layers,
+                source.description,
                 names=[str(t) for t in repo_tags] if isinstance(repo_tags, list) else [])
 
 

@@ -16,7 +16,6 @@ second pull of an image costs one manifest request.
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -32,6 +31,7 @@ from nbcontainer.images.oci import (
     Blob,
     Plan,
     _import_plan,
+    json_object,
 )
 from nbcontainer.images.sources import DirSource
 from nbcontainer.images.store import ImageRecord, ImageStore, hex_of
@@ -69,13 +69,7 @@ class PullResult:
 
 
 def _json_doc(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except ValueError as err:
-        raise RegistryError(f"{what} is not valid JSON: {err}") from err
-    if not isinstance(doc, dict):
-        raise RegistryError(f"{what} is not a JSON object")
-    return doc
+    return json_object(data, what, RegistryError)
 
 
 def _kind(doc: dict[str, Any], media: str) -> str:
