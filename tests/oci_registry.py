@@ -114,6 +114,16 @@ class LocalRegistry:
         self._log.close()
 
 
+def _serve(handler: type[http.server.BaseHTTPRequestHandler],
+           ) -> tuple[http.server.ThreadingHTTPServer, int]:
+    """An HTTP server of the tests on a free port of 127.0.0.1, served by a daemon thread
+    (``server.shutdown()`` and ``server_close()`` stop it); (server, port)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, int(server.server_address[1])
+
+
 @dataclass
 class Faults:
     """What the proxy does wrong on purpose (each counter is used up as it fires)."""
@@ -192,11 +202,7 @@ class CountingProxy:
 
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _forward
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.port = _serve(Handler)
 
     @property
     def address(self) -> str:
@@ -273,11 +279,7 @@ class TokenServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.port = _serve(Handler)
 
     @property
     def realm(self) -> str:
