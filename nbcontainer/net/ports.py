@@ -66,7 +66,8 @@ class Publisher:
             for port in self.ports:
                 self._listeners.append((_bind(port), port))
         except BaseException:
-            self.close()
+            for sock, _ in self._listeners:
+                sock.close()
             raise
         self._wake_r, self._wake_w = socket.socketpair()
         self._lock = threading.Lock()
@@ -83,18 +84,17 @@ class Publisher:
     def close(self) -> None:
         """Stop listening and cut every relayed connection. Idempotent."""
         self._closed = True
-        if hasattr(self, "_wake_w"):
-            with contextlib.suppress(OSError):
-                self._wake_w.send(b"x")
-            if self._thread is not None:
-                self._thread.join(5)
-            with self._lock:
-                for conn in self._conns:
-                    with contextlib.suppress(OSError):
-                        conn.shutdown(socket.SHUT_RDWR)
-                self._conns.clear()
-            self._wake_r.close()
-            self._wake_w.close()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if self._thread is not None:
+            self._thread.join(5)
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            self._conns.clear()
+        self._wake_r.close()
+        self._wake_w.close()
         for sock, _ in self._listeners:
             sock.close()
         self._listeners.clear()
