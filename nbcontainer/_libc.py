@@ -7,6 +7,7 @@ that reaches a user says what failed where (crun's habit). Nothing here decides 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 
@@ -122,6 +123,20 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
 def umount2(target: str, flags: int = 0) -> None:
     """umount2(2)."""
     _check(_libc.umount2(_b(target), flags), f"umount {target}")
+
+
+RENAME_EXCHANGE = 2
+
+
+def rename_exchange(old: str, new: str) -> None:
+    """renameat2(2) with RENAME_EXCHANGE: swap two existing paths atomically.
+
+    OSError ENOSYS where libc or the kernel lacks it, EINVAL where the filesystem does."""
+    func = getattr(_libc, "renameat2", None)
+    if func is None:
+        raise OSError(errno.ENOSYS, "renameat2: not in this libc")
+    _check(func(AT_FDCWD, _b(old), AT_FDCWD, _b(new), RENAME_EXCHANGE),
+           f"renameat2({old}, {new}, RENAME_EXCHANGE)")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:

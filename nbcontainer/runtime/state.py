@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from nbcontainer.errors import ContainerNotFoundError, UsageError
-from nbcontainer.paths import containers_dir, directory_lock, store_root
+from nbcontainer.paths import (
+    containers_dir,
+    directory_lock,
+    replace_runtime_record,
+    store_root,
+)
 
 
 def process_start_time(pid: int) -> int | None:
@@ -142,13 +147,18 @@ def container_path(root: Path, cid: str) -> Path:
 
 
 def save(root: Path, state: ContainerState) -> None:
-    """Write the record atomically (write a temporary file, then rename)."""
+    """Write the record atomically (write a temporary file, then rename): a container that
+    removes itself when it ends swaps the names instead (:func:`replace_runtime_record`)."""
     path = container_path(root, state.id) / "state.json"
+    # The fields are plain JSON values: vars() is a shallow view, dataclasses.asdict would
+    # deep-copy the record on every save (on the container start path).
+    text = json.dumps(vars(state))
+    if state.auto_remove:
+        replace_runtime_record(path, text)
+        return
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     with open(tmp, "w") as f:
-        # The fields are plain JSON values: vars() is a shallow view, dataclasses.asdict
-        # would deep-copy the record on every save (on the container start path).
-        f.write(json.dumps(vars(state)))
+        f.write(text)
     os.replace(tmp, path)
 
 
