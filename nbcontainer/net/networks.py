@@ -373,6 +373,7 @@ def attach_spare(name: str, spare: str, supervisor: int, pid: int) -> Attachment
     attachment["spare"] = spare
     try:
         plug(attachment, pid)
+        configure_from_host(pid, attachment)
     except BaseException:
         release(attachment, spare)
         raise
@@ -393,6 +394,41 @@ def adopt(root: Path, attachment: Attachment, spare: str, container: str, names:
             "user": user}
         _save(network)
         return _files(network, attachment["address"], container, names, directory, user)
+
+
+def configure_from_host(pid: int, attachment: Attachment) -> None:
+    """What a container's first process does in its network namespace (``lo`` and ``eth0``
+    up, the address, the default route), done for it from here: for a spare, ahead of its
+    cell (half a millisecond of the first process's setup otherwise).
+
+    From a thread of ours that joins that namespace and ends: a thread's network namespace
+    is its own (setns(2)), so the process's other threads and sockets stay in theirs.
+    """
+    import threading
+
+    from nbcontainer import _libc
+
+    failed: list[BaseException] = []
+
+    def configure() -> None:
+        try:
+            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _libc.setns(fd, _libc.CLONE_NEWNET)
+            finally:
+                os.close(fd)
+            _netlink.set_up("lo")
+            _netlink.configure_inside(attachment["ifname"], attachment["address"],
+                                      attachment["prefixlen"], attachment.get("gateway"))
+        except BaseException as err:  # re-raised in the caller's thread
+            failed.append(err)
+
+    worker = threading.Thread(target=configure, name="nbcontainer-netns", daemon=True)
+    worker.start()
+    worker.join()
+    if failed:
+        raise NetworkError(f"cannot configure the network of process {pid}: {failed[0]}")
+    attachment["configured"] = True
 
 
 def plug(attachment: Attachment, pid: int) -> None:

@@ -103,14 +103,16 @@ class CellPlot:
         while not self._stop.wait(interval):
             self.tick()
 
-    def end_run(self) -> Series | None:
-        """Stop the running meter; its series stays in the figure."""
+    def end_run(self, keep: bool = True) -> Series | None:
+        """Stop the running meter; its series stays in the figure (``keep``), or goes: a
+        container that could not start has no curve to show."""
         with self._lock:
             meter, self.meter = self.meter, None
             if meter is None:
                 return None
             series = meter.stop()
-            self.live.finished.append(series)
+            if keep:
+                self.live.finished.append(series)
             return series
 
     def finish(self, text: str | None = None, force: bool = False) -> None:

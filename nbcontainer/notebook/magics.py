@@ -517,6 +517,7 @@ class ContainerMagics(Magics):
                 data = Program(cell, packed, outputs, pipes.out_w).encode()
             else:
                 data = cell.encode()
+            data = pipes.prefill(data)
             # A Python body on an image whose paths are the host's can run in the zygote's
             # forked interpreter: no interpreter start-up per cell.
             fast = python_body and self.fast_start and run.spec.image in ("host", "none")
@@ -526,16 +527,20 @@ class ContainerMagics(Magics):
                     spec = run.spec.with_(command=()) if fast else run.spec
                     proc: Any = Container(spec, root=self.store(), owner=self.owner,
                                           **pipes.child_kwargs(), **extra)
+                    # The meter starts while the container builds its root (on the other CPU).
+                    proc.while_starting = lambda: plot.watch(proc.cgroup, run.label)
                     proc.start()
                 else:
                     proc = start_exec(target, run.spec, self.store(),
                                       {**pipes.child_kwargs(), **extra},
                                       command=[] if fast else None)
+                    plot.watch(proc.cgroup, run.label, new=False)
             except USER_ERRORS as err:
+                plot.end_run(keep=False)
                 raise UsageError(str(err)) from None
             except errors.ContainerError as err:
+                plot.end_run(keep=False)
                 raise ContainerCellError(f"the container could not start: {err}") from None
-            plot.watch(proc.cgroup, run.label, new=target is None)
             run.result, run.interrupted = stream_to_end(
                 proc, pipes, data, default_streams(self.interrupt_grace), plot)
             run.output = bytes(pipes.output)

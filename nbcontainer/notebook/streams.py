@@ -62,6 +62,21 @@ class Pipes:
         return {"stdin": self.stdin_r, "stdout": self.stdout_w, "stderr": self.stderr_w,
                 "pass_fds": () if self.out_w is None else (self.out_w,)}
 
+    def prefill(self, stdin_data: bytes) -> bytes:
+        """Put what fits of ``stdin_data`` into the stdin pipe now, before the container
+        starts; returns the rest (for the :class:`Pump`).
+
+        The payload then finds its input waiting the moment it reads, instead of after this
+        process woke up to its "ready" and wrote it (a wake-up of an idle CPU between two
+        processes costs tens to hundreds of microseconds, more in a VM). A pipe holds 64 KiB.
+        """
+        os.set_blocking(self.stdin_w, False)
+        try:
+            written = os.write(self.stdin_w, stdin_data) if stdin_data else 0
+        except BlockingIOError:
+            written = 0
+        return stdin_data[written:]
+
     def close_child_ends(self) -> None:
         """After start: drop our copies of the child's ends, so EOF means the child is done."""
         for fd in (self.stdin_r, self.stdout_w, self.stderr_w, self.out_w):

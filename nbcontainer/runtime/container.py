@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -226,6 +226,10 @@ class ContainerProcess:
         #: The cgroup's counters when this run or exec began (None: a new cgroup, all zero).
         self._base: cgroups.CgroupStats | None = None
         self.timeout: float | None = None  # --timeout; subclasses set it
+        #: Called once the child builds its root (cgroup known, nothing answered yet): work
+        #: of the caller's that needs no answer from it, such as a notebook's meter, runs on
+        #: this CPU while the child's setup runs on the other instead of after it.
+        self.while_starting: Callable[[], None] | None = None
 
     # -- the parts subclasses provide -------------------------------------------------------
 
@@ -246,6 +250,12 @@ class ContainerProcess:
 
     def _before_attached(self, pid: int) -> None:
         """Last work before the child finishes its setup (its namespaces exist by now)."""
+
+    def _during_setup(self) -> None:
+        """The child has all it needs and builds its root: do what needs no answer from it
+        (``while_starting``)."""
+        if self.while_starting is not None:
+            self.while_starting()
 
     def _on_ready(self) -> None:
         pass
@@ -280,6 +290,7 @@ class ContainerProcess:
             with self._child_first():
                 self._before_attached(self.pid)
             chan.send(Attached())
+            self._during_setup()
         while True:
             msg = self._recv()
             if isinstance(msg, Userns):
@@ -301,6 +312,7 @@ class ContainerProcess:
                     self._on_pid(self.pid)
                     self._before_attached(self.pid)
                 chan.send(Attached())
+                self._during_setup()
             elif isinstance(msg, Console):
                 continue  # the terminal's master, kept by _recv
             elif isinstance(msg, Ready):
@@ -888,7 +900,8 @@ class Container(ContainerProcess):
             init=spec.init,
             detached=self.detached,
             tty=spec.tty and not self.detached,
-            net=None if self._network is None else {
+            # An adopted spare's side of the pair is configured already (networks.attach_spare).
+            net=None if self._network is None or self._network.get("configured") else {
                 k: self._network[k] for k in ("ifname", "address", "prefixlen", "gateway")},
             join_net=self._join_net,
         )
@@ -998,13 +1011,28 @@ class Container(ContainerProcess):
             except ContainerError as err:
                 raise SetupError(str(err)) from err
 
+    def _during_setup(self) -> None:
+        """A container that removes itself when it ends (a cell's) is recorded as running
+        now, while its first process builds its root on the other CPU; should that fail, its
+        record goes with it. A kept one says so only once it runs (``ps`` shows it created
+        until then, as Docker's does)."""
+        assert self.state is not None
+        if not self.keep:
+            self._mark_running()
+        super()._during_setup()
+
+    def _mark_running(self) -> None:
+        assert self.state is not None
+        self.state.status = "running"
+        self.state.started = time.time()
+        state_mod.save(self.root, self.state)
+
     def _on_ready(self) -> None:
         assert self.state is not None
         if self._publisher is not None and self._network is not None:
             self._publisher.start(self._network["address"])
-        self.state.status = "running"
-        self.state.started = time.time()
-        state_mod.save(self.root, self.state)
+        if self.state.status != "running":
+            self._mark_running()
 
     def _kill_tree(self) -> None:
         if self.cgroup is not None:
