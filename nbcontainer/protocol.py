@@ -201,6 +201,14 @@ class Prefork(Message):
     cgroup: str  # the spare's cgroup: its name and its directories (Cgroup.paths)
     paths: dict[str, str]
     leave: list[str]  # the cgroup.procs files the helper returns to
+    #: the root to build ahead, ``{"dir", "layers", "hide"}`` (the host image's), or None
+    rootfs: dict | None = None
+
+
+class Prepared(Message):
+    """a spare's first process -> supervisor: the root asked for in Prefork is built."""
+
+    op = "prepared"
 
 
 class Stdio(Message):

@@ -55,6 +55,7 @@ from nbcontainer.protocol import (
     Left,
     Pid,
     Prefork,
+    Prepared,
     ProtocolError,
     Ready,
     Stdio,
@@ -113,6 +114,13 @@ def _abandon_spare(spare: Prefork) -> None:
     cgroups.leave(spare.leave)
     with contextlib.suppress(Exception):
         cgroups.cgroup_from_paths(spare.cgroup, spare.paths).remove(timeout=1.0)
+    if spare.rootfs:  # its root built ahead: detach it here, remove its directory
+        import shutil
+
+        directory = spare.rootfs["dir"]
+        with contextlib.suppress(OSError):
+            _libc.umount2(os.path.join(directory, "merged"), _libc.MNT_DETACH)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _die_with_parent(expected_parent: int) -> None:
@@ -206,8 +214,10 @@ def _isolate_process() -> None:
         f.write(str(OOM_SCORE_ADJ))
 
 
-def _setup_child(cfg: Config, chan: Channel) -> None:
-    """Everything the container's first process does before exec (runs as that process)."""
+def _setup_child(cfg: Config, chan: Channel, prepared: list[str] | None = None) -> None:
+    """Everything the container's first process does before exec (runs as that process).
+
+    ``prepared``: this spare built the root ahead (:func:`rootfs.prepare`), hiding these."""
     ns = set(cfg.namespaces)
     idmapped: bool | None = None  # with a root filesystem: are its layers idmapped?
     if cfg.mode == "run":
@@ -216,7 +226,10 @@ def _setup_child(cfg: Config, chan: Channel) -> None:
         if "uts" in ns and cfg.hostname:
             socket.sethostname(cfg.hostname)
         layout = cfg.rootfs
-        if layout:
+        if layout and prepared is not None and layout.get("prepared"):
+            rootfs.finish(layout["dir"], cfg.volumes, layout.get("hide", []), prepared,
+                          cfg.devices)
+        elif layout:
             idmapped = rootfs.setup(
                 layout["dir"], layout["layers"], cfg.volumes, layout.get("hide", []),
                 privileged=cfg.privileged, devices=cfg.devices, idmap=layout.get("idmap"),
@@ -411,13 +424,14 @@ def _run_init(cfg: Config, status_fd: int) -> None:
                lambda status: _report_status(status_fd, status))
 
 
-def _child_main(cfg: Config, chan: Channel, helper_pid: int, status_fd: int) -> None:
+def _child_main(cfg: Config, chan: Channel, helper_pid: int, status_fd: int,
+                prepared: list[str] | None = None) -> None:
     """The container's first process: wait for the cgroup attach, set up, report, exec."""
     try:
         if not cfg.detached:
             _die_with_parent(helper_pid)
         chan.recv(Go)
-        _setup_child(cfg, chan)
+        _setup_child(cfg, chan, prepared)
         seccomp.install(cfg.seccomp)  # last: the setup above is not filtered, the payload is
     except ChannelClosed:
         os._exit(125)  # the supervisor went away: nobody to tell
@@ -608,6 +622,15 @@ def _await_adoption(chan: Channel, spare: Prefork, helper_pid: int, status_fd: i
     Should the supervisor go away first (its end of the socket closes), remove the spare's
     cgroup: nothing else would.
     """
+    prepared = None
+    if spare.rootfs:
+        try:
+            rootfs.prepare(spare.rootfs["dir"], spare.rootfs["layers"], spare.rootfs["hide"])
+        except OSError as err:
+            chan.send(Error(message=f"the spare's root could not be built: {_in_words(err)}"))
+            os._exit(125)
+        prepared = list(spare.rootfs["hide"])
+        chan.send(Prepared())
     _warm_up()
     try:
         msg, fds = chan.recv_with_fds()
@@ -621,7 +644,7 @@ def _await_adoption(chan: Channel, spare: Prefork, helper_pid: int, status_fd: i
     except ProtocolError:
         os._exit(125)
     assert isinstance(cfg, Config)
-    _child_main(cfg, chan, helper_pid, status_fd)
+    _child_main(cfg, chan, helper_pid, status_fd, prepared)
 
 
 if __name__ == "__main__":

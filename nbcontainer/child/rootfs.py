@@ -245,9 +245,11 @@ def pivot(root: str) -> None:
     os.chdir("/")
 
 
-def mask_paths() -> None:
-    """Mask and write-protect the /proc and /sys paths runc masks (after pivot_root)."""
+def mask_paths(root: str = "/") -> None:
+    """Mask and write-protect the /proc and /sys paths runc masks (under ``root``: after
+    pivot_root, or before it in a root built ahead)."""
     for path in MASKED_PATHS:
+        path = os.path.join(root, path.lstrip("/"))
         try:
             if os.path.isdir(path):
                 mount("tmpfs", path, "tmpfs", MS_RDONLY, "size=0")
@@ -256,6 +258,7 @@ def mask_paths() -> None:
         except OSError:
             pass  # absent on this kernel, or already covered
     for path in READONLY_PATHS:
+        path = os.path.join(root, path.lstrip("/"))
         if not os.path.exists(path):
             continue
         mount(path, path, None, MS_BIND | MS_REC)
@@ -289,3 +292,39 @@ def setup(
     if not privileged:
         mask_paths()
     return idmapped
+
+
+#: What a root built ahead has mounted already: a volume at or below one of these cannot go
+#: into it (its mount point would be made in a read-only mount), nor at or below a hidden path.
+PREPARED_MOUNTS = ("/proc", "/sys", "/dev")
+
+
+def prepare(container_dir: str, layers: Sequence[str], hide: Sequence[str]) -> str:
+    """A spare's root built ahead of its cell (runtime/spare.py): everything of :func:`setup`
+    that does not depend on the cell — the overlay, the hidden paths, /proc, /sys, /dev and
+    the masks — in the spare's own mount and PID namespaces. :func:`finish` does the rest.
+    Returns the merged directory."""
+    make_private()
+    root, _ = mount_overlay(container_dir, layers)
+    for path in hide:
+        hide_path(root, path)
+    mount_proc_sys(root)
+    mount_dev(root)
+    mask_paths(root)
+    return root
+
+
+def finish(container_dir: str, volumes: Sequence[Sequence[object]], hide: Sequence[str],
+           hidden: Sequence[str], devices: Sequence[Sequence[str]] = ()) -> None:
+    """The cell's part of a root built ahead by :func:`prepare` (which hid ``hidden``): its
+    volumes, then the hidden paths a volume covered again (a volume above a hidden path must
+    not uncover it) and those ``hidden`` did not have, its devices, pivot_root."""
+    root = os.path.join(container_dir, "merged")
+    bind_volumes(root, volumes)
+    targets = [str(volume[1]).rstrip("/") + "/" for volume in volumes]
+    done = set(hidden)
+    for path in hide:
+        if path not in done or any(path.startswith(target) for target in targets):
+            hide_path(root, path)
+    bind_devices(root, devices)
+    pivot(root)

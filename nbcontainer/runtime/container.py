@@ -58,7 +58,7 @@ from nbcontainer.runtime import hidden, lifecycle, seccomp, userns, users
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.result import Result
 from nbcontainer.runtime.sealed import sealed_interpreter
-from nbcontainer.runtime.spare import Spare, spares
+from nbcontainer.runtime.spare import RootWish, Spare, spares
 from nbcontainer.runtime.state import ContainerState
 from nbcontainer.runtime.zygote import ForkedHelper, Zygote
 from nbcontainer.spec import BUILTIN_IMAGES, ContainerSpec
@@ -211,6 +211,7 @@ class ContainerProcess:
         self._helper: subprocess.Popen[bytes] | ForkedHelper | None = None
         self._helper_pidfd: int | None = None
         self._spare: Spare | None = None
+        self._taken: Spare | None = None  # a spare taken for this container, not yet adopted
         self._eof = False
         self._chan: Channel | None = None
         self._status: int | None = None
@@ -789,11 +790,15 @@ class Container(ContainerProcess):
                                  "give one, e.g. `nbcontainer run busybox sh -c 'echo hi'`")
             # A taken port fails here, before the container's record exists.
             self._publisher = ports.Publisher(spec.publish) if spec.publish else None
+            # A spare whose root is built ahead gives the container its directory.
+            self._taken = self._take_spare(image)
             try:
-                self.state = state_mod.reserve(self.root, spec.name, spec.image, command,
-                                               auto_remove=not self.keep)
+                self.state = self._reserve(command)
             except BaseException:
                 self._close_publisher()
+                if self._taken is not None:
+                    self._taken.discard()
+                    self._taken = None
                 raise
             try:
                 self._prepare(image, command)
@@ -819,8 +824,9 @@ class Container(ContainerProcess):
             self.idmap = userns.allocate(self.root, self.state.id)
             self.state.userns = self.idmap.record()
         if image is not None:
-            for sub in ("upper", "work"):
-                (cdir / sub).mkdir(mode=0o755)
+            for sub in ("upper", "work"):  # a spare's root built ahead has them already
+                (cdir / sub).mkdir(mode=0o755, exist_ok=self._taken is not None
+                                   and self._taken.root is not None)
             if self.idmap is not None:
                 # the overlay's root and what root inside writes: owned by root inside
                 os.chown(cdir / "upper", self.idmap.uid, self.idmap.gid)
@@ -882,6 +888,7 @@ class Container(ContainerProcess):
             namespaces=namespaces,
             rootfs=None if image is None else {
                 "dir": str(cdir), "layers": layers, "hide": hide,
+                "prepared": self._spare is not None and self._spare.root is not None,
                 "idmap": None if self.idmap is None
                 else [self.idmap.uid, self.idmap.gid, self.idmap.size],
             },
@@ -965,25 +972,55 @@ class Container(ContainerProcess):
             self._publisher.close()
             self._publisher = None
 
-    def _adopt_spare(self) -> Spare | None:
-        """The zygote's spare helper and cgroup, renamed and limited for this container.
+    def _reserve(self, command: list[str]) -> state_mod.ContainerState:
+        """The container's record and directory: the taken spare's, if its root is built
+        ahead (should gc have taken that directory, the spare goes and a new one is made)."""
+        spec = self.spec
+        prepared = None if self._taken is None else self._taken.root
+        if prepared is not None:
+            try:
+                return state_mod.reserve(self.root, spec.name, spec.image, command,
+                                         auto_remove=not self.keep,
+                                         spare_dir=prepared.directory)
+            except OSError:
+                assert self._taken is not None
+                self._taken.discard()
+                self._taken = None
+        return state_mod.reserve(self.root, spec.name, spec.image, command,
+                                 auto_remove=not self.keep)
+
+    def _take_spare(self, image: Any) -> Spare | None:
+        """The zygote's spare, if it fits this container (see :meth:`_adopt_spare`).
 
         Only for a container like the ones a notebook starts cell after cell: forked by the
-        zygote, attached and not detached, under the default cgroup parent.
+        zygote, attached and not detached, under the default cgroup parent. On the host image
+        (not privileged, no user namespace, no devices) the spare's root may be built ahead.
         """
         zygote = self._zygote()
+        spec = self.spec
         if zygote is None or self.detached or self.cgroup_parent is not None \
-                or self.spec.net_container is not None:
+                or spec.net_container is not None:
             return None
-        spare = spares(zygote).take(self.spec.limits, self.spec.effective_namespaces(),
-                                    self.spec.network)
+        namespaces = spec.effective_namespaces()
+        wish = None
+        if image is not None and image.layers == ("/",) and not spec.privileged \
+                and not spec.devices and "user" not in namespaces:
+            wish = RootWish(self.root, tuple(v.container for v in spec.volumes))
+        return spares(zygote).take(spec.limits, namespaces, spec.network, wish)
+
+    def _adopt_spare(self) -> Spare | None:
+        """The spare taken for this container, its cgroup renamed and limited for it."""
+        spare, self._taken = self._taken, None
         if spare is None:
             return None
         assert self.state is not None
         try:
             self.cgroup = spare.adopt(self.state.id, self.spec.limits, self._device_rules)
         except (OSError, ContainerError):
-            spare.discard()  # e.g. a limit this host cannot apply: the normal path says why
+            # e.g. a limit this host cannot apply: the normal path says why. A root built
+            # ahead is this container's directory by now: it stays (its overlay went with the
+            # spare's mount namespace; the normal path mounts its own).
+            spare.discard(keep_directory=True)
             return None
         return spare
 
@@ -1053,6 +1090,9 @@ class Container(ContainerProcess):
 
     def _release(self) -> None:
         self._close_publisher()
+        if self._taken is not None:  # the start failed between taking and adopting it
+            self._taken.discard(keep_directory=True)  # the directory is this container's
+            self._taken = None
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

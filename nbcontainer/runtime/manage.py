@@ -153,12 +153,19 @@ def gc(root: Path | None = None) -> list[str]:
     if base.is_dir():
         for entry in os.listdir(base):
             path = base / entry
+            if entry.startswith(state_mod.SPARE_DIR_PREFIX) and path.is_dir():
+                # A spare's root built ahead: kept while its supervisor lives.
+                if state_mod.spare_directory_alive(path) is False:
+                    lifecycle.teardown(None, path)
+                    actions.append(f"removed the spare directory {entry} (its supervisor is gone)")
+                continue
             if entry.startswith(".") or not path.is_dir():
                 continue
             try:
                 st = state_mod.load(root, entry)
             except ContainerError:
-                # A directory without a record: a crash between mkdir and the first save.
+                # A directory without a record: a crash between mkdir and the first save (or
+                # a spare's, renamed, whose record comes next).
                 if time.time() - path.stat().st_mtime > 60:
                     lifecycle.teardown(None, path)
                     actions.append(f"removed incomplete container directory {entry}")

@@ -217,9 +217,46 @@ def records_lock(root: Path) -> contextlib.AbstractContextManager[None]:
     return directory_lock(containers_dir(root))
 
 
+#: A spare's directory (a root built ahead, runtime/spare.py) is ``.spare-ID`` until the
+#: container that adopts it renames it to ``ID``: no listing of containers sees it before.
+SPARE_DIR_PREFIX = ".spare-"
+#: In a spare's directory: the supervisor that made it, so ``gc`` keeps the directory while
+#: that process lives.
+SPARE_MARKER = "spare.json"
+
+
+def reserve_spare_directory(root: Path) -> Path:
+    """A directory for a spare's root built ahead (with ``upper`` and ``work``), to become
+    the directory of the container that adopts it (:func:`reserve`)."""
+    containers = containers_dir(root)
+    containers.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = containers / f"{SPARE_DIR_PREFIX}{new_id()}"
+    path.mkdir(mode=0o711)
+    for sub in ("upper", "work"):
+        (path / sub).mkdir(mode=0o755)
+    (path / SPARE_MARKER).write_text(json.dumps(
+        {"supervisor_pid": os.getpid(), "supervisor_start": process_start_time(os.getpid())}))
+    return path
+
+
+def spare_directory_alive(path: Path) -> bool | None:
+    """For a directory without a record: True/False if it is a spare's whose supervisor
+    lives/is gone, None if it is no spare's."""
+    try:
+        data = json.loads((path / SPARE_MARKER).read_text())
+        return is_alive(int(data["supervisor_pid"]), data.get("supervisor_start"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def reserve(root: Path, name: str | None, image: str, command: list[str],
-            auto_remove: bool) -> ContainerState:
-    """Create the container's directory and record, refusing a name this user already uses."""
+            auto_remove: bool, spare_dir: Path | None = None) -> ContainerState:
+    """Create the container's directory and record, refusing a name this user already uses.
+
+    ``spare_dir``: a spare's directory (a root built ahead) this container takes over: it is
+    renamed to the container's (OSError if it cannot be: gc took it)."""
     with records_lock(root):
         if name is not None:
             for st in all_states(root):
@@ -229,12 +266,20 @@ def reserve(root: Path, name: str | None, image: str, command: list[str],
                         f"({st.status}); remove it with `nbcontainer rm -f {name}` or choose "
                         "another name"
                     )
-        cid = new_id()
-        path = container_path(root, cid)
-        path.mkdir(mode=0o711)
+        if spare_dir is None:
+            cid = new_id()
+            path = container_path(root, cid)
+            path.mkdir(mode=0o711)
+        else:
+            cid = spare_dir.name.removeprefix(SPARE_DIR_PREFIX)
+            path = container_path(root, cid)
+            # The spare's overlay, mounted in its own mount namespace, follows the rename.
+            os.rename(spare_dir, path)
         state = ContainerState(id=cid, name=name, image=image, command=command,
                                created=time.time(), auto_remove=auto_remove,
                                user=current_user(), supervisor_pid=os.getpid(),
                                supervisor_start=process_start_time(os.getpid()))
         save(root, state)
+        if spare_dir is not None:  # after the record: gc always finds one of the two
+            (path / SPARE_MARKER).unlink(missing_ok=True)
     return state

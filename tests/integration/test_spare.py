@@ -14,11 +14,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from nbcontainer import Container, make_spec
+from nbcontainer.paths import store_root
+from nbcontainer.runtime.manage import gc
 from nbcontainer.runtime.spare import SPARE_PREFIX, spares
+from nbcontainer.runtime.state import SPARE_DIR_PREFIX
 from nbcontainer.runtime.zygote import Zygote
 
 pytestmark = [pytest.mark.root, pytest.mark.cgroup_v1]
@@ -151,8 +155,76 @@ def test_limits_needing_another_hierarchy_take_the_normal_path(zygote: Zygote) -
 def test_close_removes_the_spare(zygote: Zygote) -> None:
     _ready(zygote)
     assert _spare_dirs()
+    assert _spare_roots(), "a default container's spare builds the host image's root ahead"
     spares(zygote).close()
     assert _spare_dirs() == []
+    assert _spare_roots() == []
+
+
+def _spare_roots() -> list[str]:
+    """This session's spare directories (roots built ahead) in the store."""
+    base = store_root() / "containers"
+    return sorted(e for e in os.listdir(base) if e.startswith(SPARE_DIR_PREFIX)) \
+        if base.is_dir() else []
+
+
+def test_a_root_built_ahead_is_the_containers_own(zygote: Zygote, tmp_path: Path) -> None:
+    """The adopted spare's root: its directory becomes the container's, its hostname,
+    volumes and /proc are the container's, the host's secrets stay hidden (also under
+    a volume mounted above one of them: /etc here), /proc's masks hold."""
+    _ready(zygote)
+    roots = _spare_roots()
+    assert len(roots) == 1
+    (tmp_path / "data").write_text("from the host")
+    code = ("import os\n"
+            "print(os.uname().nodename)\n"
+            "print(open('/srv/data').read())\n"
+            "print(repr(open('/etc/shadow').read()))\n"
+            "print(os.getpid(), sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
+            "try:\n"
+            "    open('/proc/sys/kernel/hostname', 'w').write('x')\n"
+            "except OSError as err:\n"
+            "    print('read-only', err.errno)\n")
+    c, out = _run({"volumes": [f"{tmp_path}:/srv", "/etc:/etc:ro"]}, code)
+    try:
+        assert c._spare is not None and c._spare.root is not None  # noqa: SLF001
+        assert c.state is not None
+        assert roots[0] == SPARE_DIR_PREFIX + c.state.id, "the spare's directory is the container's"
+        assert (c.dir / "state.json").exists() and not (c.dir / "spare.json").exists()
+        lines = out.splitlines()
+        assert lines[0] == c.state.id and lines[1] == "from the host"
+        assert lines[2] == "''", "/etc/shadow under the /etc volume must stay hidden"
+        assert lines[3] == "1 ['1']"
+        assert lines[4].startswith("read-only")
+        assert c.wait(30).exit_code == 0
+    finally:
+        c.cleanup()
+    _ready(zygote)  # the next one, in a directory of its own
+    assert len(_spare_roots()) == 1 and _spare_roots() != roots
+
+
+def test_a_volume_over_what_the_root_has_mounted_takes_the_normal_path(
+        zygote: Zygote, tmp_path: Path) -> None:
+    _ready(zygote)
+    c, out = _run({"volumes": [f"{tmp_path}:/dev/extra"]}, "print('ok')")
+    try:
+        assert c._spare is None  # noqa: SLF001 - its mount point would be in the spare's /dev
+        assert out.strip() == "ok"
+    finally:
+        c.cleanup()
+    assert spares(zygote)._spare is not None  # noqa: SLF001 - kept for the next cell
+
+
+def test_gc_keeps_a_live_spares_directory_and_removes_a_dead_ones(zygote: Zygote) -> None:
+    _ready(zygote)
+    live = _spare_roots()
+    dead = store_root() / "containers" / f"{SPARE_DIR_PREFIX}0123456789ab"
+    (dead / "upper").mkdir(parents=True)
+    (dead / "spare.json").write_text('{"supervisor_pid": 999999999, "supervisor_start": 1}')
+    actions = gc()
+    assert any(dead.name in a for a in actions), actions
+    assert not dead.exists()
+    assert _spare_roots() == live
 
 
 def test_a_killed_supervisor_leaves_no_spare_cgroup() -> None:
@@ -177,6 +249,7 @@ def test_a_killed_supervisor_leaves_no_spare_cgroup() -> None:
            or os.path.exists(f"/proc/{first}")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _spare_dirs(sup.pid) == [], "the spare's first process did not remove its cgroup"
+    assert _spare_roots() == [], "the spare's first process did not remove its directory"
     assert not os.path.exists(f"/proc/{helper}") and not os.path.exists(f"/proc/{first}")
     for parent in {os.path.dirname(d) for d in spare_dirs}:
         others = [e for e in os.scandir(parent) if e.is_dir()] if os.path.isdir(parent) else []
