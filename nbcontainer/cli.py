@@ -76,7 +76,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         # The container's stdio is its own terminal (runtime/terminal.py): nothing inside
         # holds this process's terminal, not even during setup.
         stdio = dict.fromkeys(("stdin", "stdout", "stderr"), subprocess.DEVNULL)
-    container = Container(spec, root=root, keep=spec.name is not None and not args.rm, **stdio)
+    # The CLI is single-threaded: it forks the container's helper itself (no second
+    # interpreter start), as a zygote would.
+    container = Container(spec, root=root, keep=spec.name is not None and not args.rm,
+                          fork_helper=True, **stdio)
     received: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
@@ -128,7 +131,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
     st = state_mod.find(store_root(args.root), args.container)
     proc = Exec(st, args.command, env=parse_env_list(args.env), workdir=args.workdir,
-                user=parse_user(args.user) if args.user else None).start()
+                user=parse_user(args.user) if args.user else None, fork_helper=True).start()
     previous = signal.signal(signal.SIGINT, lambda s, f: proc.send_signal(s))
     try:
         result = proc.wait()

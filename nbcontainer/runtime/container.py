@@ -60,7 +60,7 @@ from nbcontainer.runtime.result import Result
 from nbcontainer.runtime.sealed import sealed_interpreter
 from nbcontainer.runtime.spare import Spare, spares
 from nbcontainer.runtime.state import ContainerState
-from nbcontainer.runtime.zygote import ForkedHelper, Zygote
+from nbcontainer.runtime.zygote import ForkedHelper, Zygote, fork_helper
 from nbcontainer.spec import BUILTIN_IMAGES, ContainerSpec
 
 if TYPE_CHECKING:
@@ -204,10 +204,13 @@ class ContainerProcess:
 
     def __init__(self, *, stdin: StdStream = None, stdout: StdStream = None,
                  stderr: StdStream = None, pass_fds: Sequence[int] = (),
-                 zygote: bool | None = None) -> None:
+                 zygote: bool | None = None, fork_helper: bool = False) -> None:
         self._stdio = (stdin, stdout, stderr)
         self._pass_fds = tuple(pass_fds)
         self._use_zygote = zygote
+        #: Without a zygote, fork the helper from this process (when single-threaded and the
+        #: first process execs) instead of starting an interpreter: the CLI's choice.
+        self._fork_helper = fork_helper
         self._helper: subprocess.Popen[bytes] | ForkedHelper | None = None
         self._helper_pidfd: int | None = None
         self._spare: Spare | None = None
@@ -377,10 +380,16 @@ class ContainerProcess:
                         self._helper = zygote.spawn(child_sock.fileno(), fds, self._pass_fds)
                     except OSError as err:
                         raise SetupError(f"the zygote could not fork a helper: {err}") from err
+            elif self._fork_helper and not self._stays_python() \
+                    and subprocess.PIPE not in self._stdio and threading.active_count() == 1:
+                # A single-threaded caller (the CLI) forks the helper itself, as a zygote
+                # does: no second interpreter start (tens of ms).
+                with _stdio_fds(self._stdio) as fds:
+                    self._helper = fork_helper(child_sock.fileno(), fds, self._pass_fds)
             else:
                 # A first process that stays Python (an init, a Python body) runs a sealed
                 # copy of the interpreter: see runtime/sealed.py.
-                stays_python = self._config().init or self._config().python is not None
+                stays_python = self._stays_python()
                 self._helper = subprocess.Popen(
                     [sys.executable, "-I", "-S", "-c", _HELPER_CODE, str(child_sock.fileno())],
                     executable=sealed_interpreter() if stays_python else None,
@@ -391,6 +400,11 @@ class ContainerProcess:
                 self._helper_pidfd = os.pidfd_open(self._helper.pid)
         finally:
             child_sock.close()
+
+    def _stays_python(self) -> bool:
+        """True if the container's first process stays Python (an init, a Python body): its
+        helper must then be a sealed interpreter (runtime/sealed.py), never a fork of ours."""
+        return bool(self._config().init or self._config().python is not None)
 
     def _zygote(self) -> Zygote | None:
         """The zygote to fork the helper from, or None to start a fresh interpreter."""
@@ -669,6 +683,10 @@ class Container(ContainerProcess):
         (host path, uid inside) pairs: each path is chowned, before the payload starts, to
         that uid as the host sees it (its mapped id with a user namespace), e.g. a kernel's
         run directory mounted inside.
+    fork_helper
+        Without a zygote, fork the helper from this process instead of starting a fresh
+        interpreter, when this process is single-threaded and the first process execs its
+        payload (the CLI: saves an interpreter start per container). Otherwise ignored.
     """
 
     def __init__(self, spec: ContainerSpec, *, root: str | os.PathLike[str] | None = None,
@@ -676,9 +694,10 @@ class Container(ContainerProcess):
                  pass_fds: Sequence[int] = (), log: bool = False, keep: bool = False,
                  cgroup_parent: str | None = None, owner: str | None = None,
                  detached: bool = False, idle: bool = False, python: str | None = None,
-                 zygote: bool | None = None, give_to: Sequence[tuple[str, int]] = ()) -> None:
+                 zygote: bool | None = None, give_to: Sequence[tuple[str, int]] = (),
+                 fork_helper: bool = False) -> None:
         super().__init__(stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds,
-                         zygote=zygote)
+                         zygote=zygote, fork_helper=fork_helper)
         self.spec = spec
         self.give_to = tuple(give_to)
         self.idmap: userns.IdMap | None = None  # with a user namespace: its id range
@@ -1068,9 +1087,9 @@ class Exec(ContainerProcess):
                  pass_fds: Sequence[int] = (), env: dict[str, str] | None = None,
                  workdir: str | None = None, user: str | None = None,
                  timeout: float | None = None, python: str | None = None,
-                 zygote: bool | None = None) -> None:
+                 zygote: bool | None = None, fork_helper: bool = False) -> None:
         super().__init__(stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds,
-                         zygote=zygote)
+                         zygote=zygote, fork_helper=fork_helper)
         self.python = python
         if not command and python is None:
             raise UsageError("exec: give a command to run, e.g. `nbcontainer exec web sh`")
