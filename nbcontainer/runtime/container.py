@@ -753,7 +753,8 @@ class Container(ContainerProcess):
         """
         require_root()
         spec = self.spec
-        self._seccomp = seccomp.filter_for(spec)  # compiled once per profile and caps (cached)
+        # compiled once per profile and caps (cached in this process and in the store)
+        self._seccomp = seccomp.filter_for(spec, cache=self.root / "cache")
         for vol in spec.volumes:
             if not os.path.exists(vol.host):
                 raise UsageError(
