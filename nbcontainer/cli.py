@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import os
 import signal
@@ -15,12 +16,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from nbcontainer.errors import ContainerError, UsageError
 from nbcontainer.options import CLI, add_run_options, did_you_mean, spec_from_args
 from nbcontainer.paths import configured_root, store_root
 from nbcontainer.spec import format_size
+
+TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
+if TYPE_CHECKING:
+    from typing import Any
 
 # Modules that add their own subcommands through ``add_commands(subparsers)``.
 COMMAND_MODULES = ("nbcontainer.images.commands", "nbcontainer.building.commands",
@@ -475,7 +479,12 @@ def permission_sentence(argv: Sequence[str], err: PermissionError) -> str:
 
 def entry() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    status = main()
+    # The interpreter's teardown collects every object the imports made: ~8 ms, as long as
+    # the container start itself. Frozen objects are skipped, so the process ends at once
+    # (exit hooks and stream flushes still run).
+    gc.freeze()
+    sys.exit(status)
 
 
 if __name__ == "__main__":

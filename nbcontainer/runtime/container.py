@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
 
 from nbcontainer import cgroups
 from nbcontainer.errors import (
@@ -63,8 +62,13 @@ from nbcontainer.runtime.state import ContainerState
 from nbcontainer.runtime.zygote import ForkedHelper, Zygote, fork_helper
 from nbcontainer.spec import BUILTIN_IMAGES, ContainerSpec
 
+TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
 if TYPE_CHECKING:
+    from typing import IO, Any
+
     from nbcontainer.registry.progress import Progress
+
+    StdStream = int | IO[Any] | None
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 # -I -S: no site, no user paths, no environment: the fastest start for a stdlib-only helper.
@@ -74,7 +78,6 @@ _HELPER_CODE = (
 )
 SETUP_TIMEOUT = 30.0
 
-StdStream = int | IO[Any] | None
 
 
 _PENDING: set[threading.Thread] = set()

@@ -32,7 +32,6 @@ import errno
 import functools
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from nbcontainer import _libc
 from nbcontainer.errors import SetupError
@@ -45,6 +44,7 @@ from nbcontainer.seccomp_profile import (
     select_rules,
 )
 
+TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
 if TYPE_CHECKING:
     from nbcontainer.spec import ContainerSpec
 

@@ -38,7 +38,6 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from nbcontainer import cgroups
 from nbcontainer.cgroups import Cgroup
@@ -48,6 +47,7 @@ from nbcontainer.protocol import Channel, Left, Pid, Prefork, ProtocolError
 from nbcontainer.runtime import lifecycle
 from nbcontainer.spec import Limits
 
+TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
 if TYPE_CHECKING:
     from nbcontainer.runtime.zygote import ForkedHelper, Zygote
 
