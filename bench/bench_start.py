@@ -136,6 +136,10 @@ def main() -> int:
     host_spec = make_spec(["/bin/true"], image="host", net="none", **limits)
     cli = [sys.executable, "-m", "nbcontainer", "run", "--memory", str(MEMORY),
            "--pids-limit", str(PIDS), "--cpus", "1", "--net", "none", "busybox", "/bin/true"]
+    # Issue 16's `nbcontainer run host /bin/true`, with --net none: the default network (a
+    # bridge: veth pair, address lease) is bench_network.py's CLI row; no network keeps this
+    # row next to the OCI runtimes' bare network namespace.
+    cli_host = [sys.executable, "-m", "nbcontainer", "run", "--net", "none", "host", "/bin/true"]
     counter = iter(range(10**9))
 
     def oci(tool: str) -> None:
@@ -147,6 +151,7 @@ def main() -> int:
         "nbcontainer API + zygote": lambda: run(busybox_spec, zygote=True),
         "API + zygote, host image [a]": lambda: run(host_spec, zygote=True),
         "nbcontainer CLI": lambda: subprocess.run(cli, check=True),
+        "CLI run --net none host [c]": lambda: subprocess.run(cli_host, check=True),
     }
     for tool in ("crun", "runc"):
         if shutil.which(tool):
@@ -192,17 +197,22 @@ def main() -> int:
                 ctrl = f.read().strip()
             print(f"{'':<32} (on a hybrid layout crun refuses to start when {UNIFIED}/"
                   f"cgroup.controllers lists any controller; here it reads {ctrl!r})")
-    print("Same work on every side except [a] and [b]: namespaces pid,net,ipc,uts,mount,cgroup; "
-          f"memory {MEMORY >> 20} MiB, pids {PIDS}, 1 CPU; an overlay over the busybox layer.")
+    print("Same work on every side except [a], [b] and [c]: namespaces pid,net,ipc,uts,mount,"
+          f"cgroup; memory {MEMORY >> 20} MiB, pids {PIDS}, 1 CPU; an overlay over the busybox "
+          "layer. The CLI row is `nbcontainer run --memory 100m --pids-limit 64 --cpus 1 --net "
+          "none busybox /bin/true`, a new interpreter per start.")
     print("Differences left: nbcontainer also installs Docker's default seccomp filter "
           "(`crun spec`'s config has none) and joins a session keyring of its own; crun/runc "
           "also mount /sys/fs/cgroup read-only (all apply a device allowlist, RLIMIT_NOFILE "
           "1024 and no_new_privs); crun makes its cgroup at "
           "each hierarchy's root (/NAME), runc and nbcontainer below their own cgroup; the "
           "bench mounts the OCI runtimes' overlay from this process (a mount(2) call, no "
-          "fork); the CLI is a whole new interpreter per start.")
+          "fork); the CLI is a whole new interpreter per start (it forks the container's helper "
+          "from itself).")
     print("[a] the host image (/ as the overlay's lower layer); [b] a floor: a read-only bind "
-          "of /, no cgroup, no overlay, no limits.")
+          "of /, no cgroup, no overlay, no limits; [c] issue 16's `nbcontainer run host "
+          "/bin/true` with --net none (the host image, no limits; the default bridge network "
+          "is bench_network.py's CLI row).")
     if attach:
         print()
         print("API + zygote (busybox; memory and pids limits, no CPU limit: a spare's cgroup "

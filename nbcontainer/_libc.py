@@ -359,6 +359,20 @@ def _libseccomp() -> ctypes.CDLL:
     return _seccomp_lib
 
 
+def libseccomp_identity() -> str:
+    """The loaded libseccomp's file as ``path:inode:size:mtime`` (from /proc/self/maps), so a
+    cached program is recompiled after any update of the library, even one that keeps its
+    version number (a distribution's patched syscall tables)."""
+    _libseccomp()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split(maxsplit=5)[-1].strip()
+            if "/libseccomp.so" in path:
+                st = os.stat(path)
+                return f"{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    return "unknown"
+
+
 def _scmp_check(result: int, what: str) -> int:
     # libseccomp returns -errno itself (errno is not set).
     if result < 0:

@@ -14,12 +14,13 @@ Pure: imports only :mod:`nbcontainer.spec` (argparse lazily, for the parsers).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from nbcontainer.spec import ContainerSpec, make_spec
 
+TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 CLI, MAGIC, KERNEL = "cli", "magic", "kernel"
 EVERY_FRONT_END = frozenset({CLI, MAGIC, KERNEL})

@@ -6,6 +6,7 @@ Layout (all root-only)::
     <root>/images/                image records (images package)
     <root>/containers/<id>/       one container: state.json, upper/, work/, log (runtime package)
     <root>/tmp/                   staging for atomic publishes; cleaned by gc
+    <root>/cache/seccomp/         compiled seccomp programs, by digest (runtime/seccomp.py)
 
 The root is ``$NBCONTAINER_ROOT`` or ``/var/lib/nbcontainer``. What every store on the machine
 shares (the network leases, user namespace id ranges) is kept apart: :func:`machine_records`.

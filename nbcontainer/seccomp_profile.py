@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from nbcontainer.errors import UsageError
+
+TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PROFILE_PATH = Path(__file__).with_name("seccomp_default.json")
 
@@ -33,7 +35,7 @@ ACTIONS = ("SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SC
            "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
 OPERATORS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE",
              "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ")
-#: platform.machine() -> (Docker's name in ``includes.arches``, the SCMP_ARCH of ``archMap``)
+#: uname's machine -> (Docker's name in ``includes.arches``, the SCMP_ARCH of ``archMap``)
 MACHINES = {"x86_64": ("amd64", "SCMP_ARCH_X86_64"), "aarch64": ("arm64", "SCMP_ARCH_AARCH64"),
             "i686": ("x86", "SCMP_ARCH_X86"), "armv7l": ("arm", "SCMP_ARCH_ARM"),
             "ppc64le": ("ppc64le", "SCMP_ARCH_PPC64LE"), "s390x": ("s390x", "SCMP_ARCH_S390X"),
@@ -188,7 +190,7 @@ def default_profile_text() -> str:
 
 def machine() -> str:
     """This machine's name for profiles: Docker's ``amd64``, ``arm64``..."""
-    name = platform.machine()
+    name = os.uname().machine  # what platform.machine() reads, without importing it
     return MACHINES.get(name, (name, ""))[0]
 
 

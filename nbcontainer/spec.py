@@ -11,13 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
 
 from nbcontainer.capnames import ALL_CAPS, DEFAULT_CAPS
 from nbcontainer.errors import UsageError
 from nbcontainer.reference import parse as parse_reference
 from nbcontainer.reference import parse_platform
 from nbcontainer.seccomp_profile import load_profile_file
+
+TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
+if TYPE_CHECKING:
+    from typing import Any
 
 NAMESPACES = ("uts", "ipc", "pid", "mount", "net", "user", "cgroup")
 DEFAULT_NAMESPACES = frozenset({"uts", "ipc", "pid", "mount", "cgroup"})

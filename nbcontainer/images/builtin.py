@@ -5,17 +5,15 @@ busybox is a real store image, made on first use; host and scratch need no layer
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from nbcontainer.errors import FeatureMissingError, ImageError, ImageNotFoundError
 
+TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
 if TYPE_CHECKING:
     from nbcontainer.images.store import ImageRecord, ImageStore
 
@@ -176,6 +174,8 @@ def ensure_busybox(store: ImageStore) -> ImageRecord:
     same diff_id, and a rebuilt store reuses the layer. A record made from another busybox
     binary (label ``org.nbcontainer.busybox.sha256``) is replaced; an imported busybox is kept.
     """
+    import hashlib  # here: resolving an image made before needs no digest (nor OpenSSL)
+
     from nbcontainer.images.layertar import write_layer_tar
     from nbcontainer.images.store import HistoryEntry, ImageRecord, LayerMeta, now_iso
 
@@ -222,6 +222,8 @@ def _populate_busybox(root: Path, binary: str) -> None:
     os.chmod(root / "tmp", 0o1777)
     os.chmod(root / "root", 0o700)
     shutil.copy2(binary, root / "bin" / "busybox")
+    import subprocess
+
     listing = subprocess.run([binary, "--list-full"], capture_output=True, text=True, check=True)
     for applet in listing.stdout.split():
         link = root / applet

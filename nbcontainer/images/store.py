@@ -29,13 +29,11 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from nbcontainer.errors import ImageError, ImageNotFoundError, UsageError
@@ -47,6 +45,10 @@ from nbcontainer.paths import (
     store_root,
     tmp_dir,
 )
+
+TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
+if TYPE_CHECKING:
+    from typing import Any
 
 BUILTIN_NAMES = ("host", "scratch")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -201,7 +203,7 @@ class ImageStore:
     def staging(self, label: str = "import") -> Iterator[Path]:
         """A private directory under tmp/, removed on exit; gc knows it is live by its lock."""
         self._ensure()
-        token = f"{label}-{os.getpid()}-{secrets.token_hex(6)}"
+        token = f"{label}-{os.getpid()}-{os.urandom(6).hex()}"
         lock_path = self.tmp / f"{token}.lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -262,7 +264,7 @@ class ImageStore:
                 raise ImageError(f"image {record.ref} names layer {diff_id}, not in the store")
         self._ensure()
         path = self._record_path(record.name, record.tag or f"@{record.digest}")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
         tmp.write_text(record.to_json())
         os.replace(tmp, path)
 
@@ -426,7 +428,7 @@ class ImageStore:
 
     def _delete_dir(self, path: Path) -> None:
         """Rename out of sight first, so a crash mid-delete never leaves a half layer in place."""
-        grave = self.tmp / f"deleted-{path.name}-{secrets.token_hex(4)}"
+        grave = self.tmp / f"deleted-{path.name}-{os.urandom(4).hex()}"
         os.rename(path, grave)
         shutil.rmtree(grave, ignore_errors=True)
 
@@ -470,7 +472,7 @@ class ImageStore:
 
 def _write_atomic(path: Path, text: str) -> None:
     """Write a small file by rename, so readers see the old or the new content, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
     tmp.write_text(text)
     os.replace(tmp, path)
 

@@ -25,20 +25,22 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import ipaddress
 import itertools
 import json
 import os
 from collections.abc import Callable, Container, Iterator
 from pathlib import Path
-from typing import Any
 
 from nbcontainer import _netlink
 from nbcontainer.errors import NetworkError, UsageError
 from nbcontainer.net import files, nat
 from nbcontainer.paths import containers_dir, directory_lock, machine_records
 from nbcontainer.spec import DEFAULT_NETWORK, NET_MODES
+
+TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_BRIDGE = "nbc0"
 DEFAULT_SUBNET = "10.88.0.0/16"
@@ -47,8 +49,8 @@ USER_SUBNETS = ipaddress.IPv4Network("10.89.0.0/16")
 #: The container's end of its veth pair.
 IFNAME = "eth0"
 
-Network = dict[str, Any]
-Attachment = dict[str, Any]
+Network = dict[str, "Any"]
+Attachment = dict[str, "Any"]
 
 
 def networks_dir() -> Path:
@@ -157,6 +159,8 @@ def bridge_name(name: str) -> str:
     (interface names have 15 characters at most)."""
     if name == DEFAULT_NETWORK:
         return DEFAULT_BRIDGE
+    import hashlib  # here: OpenSSL's libcrypto is 3 ms of a CLI start on the default network
+
     return "nbc-" + hashlib.sha256(name.encode()).hexdigest()[:10]
 
 

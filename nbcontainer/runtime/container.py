@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
 
 from nbcontainer import cgroups
 from nbcontainer.errors import (
@@ -60,11 +59,16 @@ from nbcontainer.runtime.result import Result
 from nbcontainer.runtime.sealed import sealed_interpreter
 from nbcontainer.runtime.spare import RootWish, Spare, spares
 from nbcontainer.runtime.state import ContainerState
-from nbcontainer.runtime.zygote import ForkedHelper, Zygote
+from nbcontainer.runtime.zygote import ForkedHelper, Zygote, fork_helper
 from nbcontainer.spec import BUILTIN_IMAGES, ContainerSpec
 
+TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
 if TYPE_CHECKING:
+    from typing import IO, Any
+
     from nbcontainer.registry.progress import Progress
+
+    StdStream = int | IO[Any] | None
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 # -I -S: no site, no user paths, no environment: the fastest start for a stdlib-only helper.
@@ -74,7 +78,6 @@ _HELPER_CODE = (
 )
 SETUP_TIMEOUT = 30.0
 
-StdStream = int | IO[Any] | None
 
 
 _PENDING: set[threading.Thread] = set()
@@ -204,10 +207,13 @@ class ContainerProcess:
 
     def __init__(self, *, stdin: StdStream = None, stdout: StdStream = None,
                  stderr: StdStream = None, pass_fds: Sequence[int] = (),
-                 zygote: bool | None = None) -> None:
+                 zygote: bool | None = None, fork_helper: bool = False) -> None:
         self._stdio = (stdin, stdout, stderr)
         self._pass_fds = tuple(pass_fds)
         self._use_zygote = zygote
+        #: Without a zygote, fork the helper from this process (when single-threaded and the
+        #: first process execs) instead of starting an interpreter: the CLI's choice.
+        self._fork_helper = fork_helper
         self._helper: subprocess.Popen[bytes] | ForkedHelper | None = None
         self._helper_pidfd: int | None = None
         self._spare: Spare | None = None
@@ -390,10 +396,16 @@ class ContainerProcess:
                         self._helper = zygote.spawn(child_sock.fileno(), fds, self._pass_fds)
                     except OSError as err:
                         raise SetupError(f"the zygote could not fork a helper: {err}") from err
+            elif self._fork_helper and not self._stays_python() \
+                    and subprocess.PIPE not in self._stdio and threading.active_count() == 1:
+                # A single-threaded caller (the CLI) forks the helper itself, as a zygote
+                # does: no second interpreter start (tens of ms).
+                with _stdio_fds(self._stdio) as fds:
+                    self._helper = fork_helper(child_sock.fileno(), fds, self._pass_fds)
             else:
                 # A first process that stays Python (an init, a Python body) runs a sealed
                 # copy of the interpreter: see runtime/sealed.py.
-                stays_python = self._config().init or self._config().python is not None
+                stays_python = self._stays_python()
                 self._helper = subprocess.Popen(
                     [sys.executable, "-I", "-S", "-c", _HELPER_CODE, str(child_sock.fileno())],
                     executable=sealed_interpreter() if stays_python else None,
@@ -404,6 +416,11 @@ class ContainerProcess:
                 self._helper_pidfd = os.pidfd_open(self._helper.pid)
         finally:
             child_sock.close()
+
+    def _stays_python(self) -> bool:
+        """True if the container's first process stays Python (an init, a Python body): its
+        helper must then be a sealed interpreter (runtime/sealed.py), never a fork of ours."""
+        return bool(self._config().init or self._config().python is not None)
 
     def _zygote(self) -> Zygote | None:
         """The zygote to fork the helper from, or None to start a fresh interpreter."""
@@ -682,6 +699,10 @@ class Container(ContainerProcess):
         (host path, uid inside) pairs: each path is chowned, before the payload starts, to
         that uid as the host sees it (its mapped id with a user namespace), e.g. a kernel's
         run directory mounted inside.
+    fork_helper
+        Without a zygote, fork the helper from this process instead of starting a fresh
+        interpreter, when this process is single-threaded and the first process execs its
+        payload (the CLI: saves an interpreter start per container). Otherwise ignored.
     """
 
     def __init__(self, spec: ContainerSpec, *, root: str | os.PathLike[str] | None = None,
@@ -689,9 +710,10 @@ class Container(ContainerProcess):
                  pass_fds: Sequence[int] = (), log: bool = False, keep: bool = False,
                  cgroup_parent: str | None = None, owner: str | None = None,
                  detached: bool = False, idle: bool = False, python: str | None = None,
-                 zygote: bool | None = None, give_to: Sequence[tuple[str, int]] = ()) -> None:
+                 zygote: bool | None = None, give_to: Sequence[tuple[str, int]] = (),
+                 fork_helper: bool = False) -> None:
         super().__init__(stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds,
-                         zygote=zygote)
+                         zygote=zygote, fork_helper=fork_helper)
         self.spec = spec
         self.give_to = tuple(give_to)
         self.idmap: userns.IdMap | None = None  # with a user namespace: its id range
@@ -747,7 +769,8 @@ class Container(ContainerProcess):
         """
         require_root()
         spec = self.spec
-        self._seccomp = seccomp.filter_for(spec)  # compiled once per profile and caps (cached)
+        # compiled once per profile and caps (cached in this process and in the store)
+        self._seccomp = seccomp.filter_for(spec, cache=self.root / "cache")
         for vol in spec.volumes:
             if not os.path.exists(vol.host):
                 raise UsageError(
@@ -1136,9 +1159,9 @@ class Exec(ContainerProcess):
                  pass_fds: Sequence[int] = (), env: dict[str, str] | None = None,
                  workdir: str | None = None, user: str | None = None,
                  timeout: float | None = None, python: str | None = None,
-                 zygote: bool | None = None) -> None:
+                 zygote: bool | None = None, fork_helper: bool = False) -> None:
         super().__init__(stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds,
-                         zygote=zygote)
+                         zygote=zygote, fork_helper=fork_helper)
         self.python = python
         if not command and python is None:
             raise UsageError("exec: give a command to run, e.g. `nbcontainer exec web sh`")

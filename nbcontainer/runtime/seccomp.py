@@ -14,15 +14,24 @@ The program is built in the supervisor, once per (profile, capability set) in a 
 container as bytes (base64 in ``Config.seccomp``); the container's first process only hands it
 to prctl(PR_SET_SECCOMP) (:mod:`nbcontainer.child.seccomp`), so libseccomp is never loaded
 inside a container.
+
+A process that starts one container and exits (the CLI) would compile the same program every
+time (about 15 ms: most of it libseccomp's own work), so the store also keeps compiled programs
+in ``<root>/cache/seccomp/`` (:func:`cached_filter`), named by a digest of everything the
+program depends on: the profile's text, the capabilities, the machine and kernel version, the
+loaded libseccomp file and the source of the compiler (these modules). A changed input is a new
+name, never a stale program; the files are root's, as is the store.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import errno
 import functools
-from typing import TYPE_CHECKING
+import os
+from pathlib import Path
 
 from nbcontainer import _libc
 from nbcontainer.errors import SetupError
@@ -35,16 +44,71 @@ from nbcontainer.seccomp_profile import (
     select_rules,
 )
 
+TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
 if TYPE_CHECKING:
     from nbcontainer.spec import ContainerSpec
 
 
-def filter_for(spec: ContainerSpec) -> str | None:
-    """The base64 BPF program for ``spec``'s container; None when it runs unconfined."""
+def filter_for(spec: ContainerSpec, cache: Path | None = None) -> str | None:
+    """The base64 BPF program for ``spec``'s container; None when it runs unconfined.
+
+    With ``cache`` (a directory of the store), a program compiled before, by any process, is
+    read from there (see :func:`cached_filter`)."""
     profile = spec.seccomp_profile()
     if profile is None:
         return None
-    return compile_filter(profile, spec.capabilities())
+    if cache is None:
+        return compile_filter(profile, spec.capabilities())
+    return cached_filter(profile, spec.capabilities(), cache)
+
+
+#: Bump when the cache's file format or naming changes.
+_CACHE_FORMAT = "1"
+
+
+def _cache_key(profile: str, caps: frozenset[str]) -> str:
+    """A digest of everything the compiled program depends on (see the module docstring)."""
+    from _blake2 import blake2b  # hashlib would load OpenSSL's libcrypto: 3 ms more
+
+    here = Path(__file__).resolve()
+    sources = (here, here.parents[1] / "seccomp_profile.py", here.parents[1] / "_libc.py")
+    stamps = [f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sources]
+    text = default_profile_text() if profile == "default" else profile
+    parts = [_CACHE_FORMAT, *stamps, _libc.libseccomp_identity(), machine(),
+             ".".join(map(str, kernel_version())), ",".join(sorted(caps)), text]
+    return blake2b("\0".join(parts).encode(), digest_size=20).hexdigest()
+
+
+def cached_filter(profile: str, caps: frozenset[str], cache: Path) -> str:
+    """:func:`compile_filter` through a directory of compiled programs shared by processes.
+
+    A missing or unreadable entry is compiled and written (atomically: a temporary file
+    renamed into place); one that cannot be written (a read-only store) is only compiled.
+    """
+    try:
+        key = _cache_key(profile, caps)
+    except OSError:
+        return compile_filter(profile, caps)
+    path = cache / "seccomp" / f"{key}.bpf"
+    with contextlib.suppress(OSError, ValueError, binascii.Error):
+        text = path.read_text(encoding="ascii")
+        program = base64.b64decode(text, validate=True)
+        if program and len(program) % 8 == 0:  # an array of struct sock_filter
+            return text
+    text = compile_filter(profile, caps)
+    with contextlib.suppress(OSError):
+        for directory in (cache, path.parent):
+            directory.mkdir(mode=0o700, exist_ok=True)
+        tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return text
 
 
 def _action(name: str, errno_ret: int | None) -> int:

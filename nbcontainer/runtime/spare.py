@@ -50,7 +50,6 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from nbcontainer import cgroups
 from nbcontainer.cgroups import Cgroup
@@ -61,6 +60,7 @@ from nbcontainer.runtime import hidden, lifecycle
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.spec import Limits
 
+TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
 if TYPE_CHECKING:
     from nbcontainer.runtime.zygote import ForkedHelper, Zygote
 

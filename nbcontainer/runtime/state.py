@@ -16,11 +16,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from nbcontainer.errors import ContainerNotFoundError, UsageError
 from nbcontainer.paths import (
@@ -29,6 +27,10 @@ from nbcontainer.paths import (
     replace_runtime_record,
     store_root,
 )
+
+TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def process_start_time(pid: int) -> int | None:
@@ -138,7 +140,7 @@ def current_user() -> str | None:
 
 def new_id() -> str:
     """A fresh 12-hex-digit container id (Docker's short form)."""
-    return secrets.token_hex(6)
+    return os.urandom(6).hex()  # secrets.token_hex(6), without importing random
 
 
 def container_path(root: Path, cid: str) -> Path:

@@ -30,7 +30,7 @@ from nbcontainer.protocol import Channel, ChannelClosed, ProtocolError, Spawn, S
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 
 # -- the zygote process ------------------------------------------------------------------------
@@ -51,11 +51,21 @@ def _become_helper(zygote: Channel, message: Spawn, fds: list[int]) -> None:
     from nbcontainer.child import helper as init
 
     zygote.close()
-    targets = message.targets
-    ctl, stdio, extra = fds[0], fds[1:4], fds[4:]
-    # Move every received fd above the targets first, so no dup2 clobbers one still needed.
-    high = [os.dup(fd) for fd in (ctl, *stdio, *extra)]
-    for fd in fds:
+    ctl = take_fds(fds[0], fds[1:4], fds[4:], message.targets)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    init.rebind_stdio()
+    init.main(ctl)
+
+
+def take_fds(ctl: int, stdio: Sequence[int], extra: Sequence[int], targets: Sequence[int],
+             close_others: bool = False) -> int:
+    """Put ``stdio`` on 0/1/2 and each of ``extra`` on its target number (inheritable);
+    return where ``ctl`` went (close-on-exec). With ``close_others``, every other fd of the
+    process is closed too (a helper forked by the CLI holds the whole CLI's fds)."""
+    # Move every fd above the targets first, so no dup2 clobbers one still needed.
+    given = (ctl, *stdio, *extra)
+    high = [os.dup(fd) for fd in given]
+    for fd in set(given):
         os.close(fd)
     ctl, stdio, extra = high[0], high[1:4], high[4:]
     for target, fd in zip((0, 1, 2), stdio, strict=True):
@@ -65,9 +75,14 @@ def _become_helper(zygote: Channel, message: Spawn, fds: list[int]) -> None:
         os.dup2(fd, target)
         os.set_inheritable(target, True)
         os.close(fd)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    init.rebind_stdio()
-    init.main(ctl)
+    if close_others:
+        low = 0
+        for keep in sorted({0, 1, 2, ctl, *targets}):
+            if low < keep:  # never an empty range: CPython turns closerange(n, n) into
+                os.closerange(low, keep)  # close_range(n, n - 1), i.e. every fd from n on
+            low = keep + 1
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+    return ctl
 
 
 def serve(fd: int, preload: list[str] | tuple[str, ...] = ()) -> None:
@@ -169,6 +184,69 @@ class ForkedHelper:
     def __del__(self) -> None:
         if self._pidfd >= 0:
             os.close(self._pidfd)
+
+
+class ChildHelper(ForkedHelper):
+    """A helper forked by this very process (:func:`fork_helper`): our child, so its
+    ``returncode`` is its real exit status (reaped with waitpid), as for a Popen child."""
+
+    def _exited(self) -> None:
+        while True:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:  # reaped by someone else: it died without a word
+                status = signal.SIGKILL
+                break
+        self.returncode = os.waitstatus_to_exitcode(status)
+        os.close(self._pidfd)
+        self._pidfd = -1
+
+
+def fork_helper(ctl: int, stdio: tuple[int, int, int], pass_fds: tuple[int, ...]) -> ChildHelper:
+    """Fork a helper from this process, as the zygote would: no second interpreter start.
+
+    Only for a single-threaded caller (the CLI): a fork copies the calling thread alone, so
+    a lock another thread held would stay held in the child. The child leaves the caller's
+    session, drops its signal handlers, environment and every fd but ``ctl``, ``stdio`` (on
+    0/1/2) and ``pass_fds`` (at their numbers), exactly what a freshly started helper has.
+    """
+    from nbcontainer.child import helper as init  # imported before the fork: paid once
+
+    if threading.active_count() != 1:
+        raise RuntimeError("fork_helper: the caller has other threads")
+    # The caller's handlers (the CLI forwards signals to the container) must never run in
+    # the child: signals wait, blocked, until the child has reset them (a pending one stays
+    # the parent's: fork(2) does not copy pending signals).
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, handled)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
+    if pid == 0:
+        try:
+            os.setsid()
+            for sig in handled:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.environ.clear()
+            ctl = take_fds(ctl, stdio, pass_fds, pass_fds, close_others=True)
+            init.rebind_stdio()
+            init.main(ctl)
+        finally:
+            os._exit(125)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    return ChildHelper(pid, pidfd)
 
 
 class Zygote:

@@ -252,3 +252,37 @@ def test_compiled_once_per_profile_and_capability_set() -> None:
     assert seccomp.compile_filter.cache_info().hits == hits + 1
     assert seccomp.filter_for(make_spec([], cap_add=["SYS_ADMIN"])) != first
     assert seccomp.filter_for(make_spec([], privileged=True)) is None
+
+
+@needs_libseccomp
+def test_the_store_keeps_compiled_programs_by_what_they_depend_on(tmp_path: Path) -> None:
+    """A CLI start reads the program another process compiled; a changed input (the
+    capabilities, the profile) is another file; a damaged file is compiled and written anew."""
+    from nbcontainer.runtime import seccomp
+
+    caps = frozenset(DEFAULT_CAPS)
+    compiled = seccomp.compile_filter("default", caps)
+    assert seccomp.cached_filter("default", caps, tmp_path) == compiled
+    (entry,) = (tmp_path / "seccomp").iterdir()
+    assert entry.read_text() == compiled
+    assert (tmp_path / "seccomp").stat().st_mode & 0o777 == 0o700
+    assert entry.stat().st_mode & 0o777 == 0o600
+
+    hits = seccomp.compile_filter.cache_info()
+    assert seccomp.cached_filter("default", caps, tmp_path) == compiled
+    assert seccomp.compile_filter.cache_info() == hits  # read from the file, not compiled
+
+    more = caps | {"SYS_ADMIN"}
+    assert seccomp.cached_filter("default", more, tmp_path) == seccomp.compile_filter(
+        "default", more)
+    custom = json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["unshare"], "action": "SCMP_ACT_ERRNO"}]})
+    assert seccomp.cached_filter(custom, caps, tmp_path) == seccomp.compile_filter(custom, caps)
+    assert len(list((tmp_path / "seccomp").iterdir())) == 3
+
+    entry.write_text("not base64 at all")
+    assert seccomp.cached_filter("default", caps, tmp_path) == compiled
+    assert entry.read_text() == compiled
+    entry.write_bytes(base64.b64encode(b"\0" * 7))  # not an array of 8-byte sock_filters
+    assert seccomp.cached_filter("default", caps, tmp_path) == compiled
+    assert entry.read_text() == compiled
