@@ -223,6 +223,8 @@ class ContainerProcess:
         #: ``run -t``: the master side of the container's terminal (the caller relays it)
         self.console: int | None = None
         self.cgroup: cgroups.Cgroup | None = None
+        #: The first process was born in its cgroup (``Pid.placed``): no attach.
+        self._placed = False
         #: The cgroup's counters when this run or exec began (None: a new cgroup, all zero).
         self._base: cgroups.CgroupStats | None = None
         self.timeout: float | None = None  # --timeout; subclasses set it
@@ -236,9 +238,11 @@ class ContainerProcess:
         raise NotImplementedError
 
     def _on_pid(self, pid: int) -> None:
-        """The container's first process exists and waits: attach it to the cgroup."""
+        """The container's first process exists and waits: attach it to the cgroup (unless
+        it was born there: clone3 into a v2 cgroup)."""
         assert self.cgroup is not None
-        self.cgroup.attach(pid)
+        if not self._placed:
+            self.cgroup.attach(pid)
         self._on_pid_recorded(pid)
 
     def _on_pid_recorded(self, pid: int) -> None:
@@ -294,6 +298,7 @@ class ContainerProcess:
                 chan.send(UsernsMapped())
             elif isinstance(msg, Pid) and self.pid is None:
                 self.pid = msg.pid
+                self._placed = msg.placed
                 # The child builds its root while we attach it; it waits for Attached
                 # before anything of the payload runs.
                 chan.send(Go())
@@ -865,6 +870,7 @@ class Container(ContainerProcess):
             "privileged": spec.privileged, "namespaces": namespaces,
             "no_new_privs": spec.no_new_privs(), "seccomp": self._seccomp,
         }
+        assert self.cgroup is not None
         self._config_data = _make_config(
             mode="run",
             namespaces=namespaces,
@@ -891,9 +897,9 @@ class Container(ContainerProcess):
             net=None if self._network is None else {
                 k: self._network[k] for k in ("ifname", "address", "prefixlen", "gateway")},
             join_net=self._join_net,
+            cgroup=self.cgroup.paths.get("unified"),
         )
         st = self.state
-        assert self.cgroup is not None
         st.cgroup = self.cgroup.name
         st.cgroup_parent = self.cgroup_parent
         st.cgroup_paths = dict(self.cgroup.paths)
@@ -963,7 +969,8 @@ class Container(ContainerProcess):
                 or self.spec.net_container is not None:
             return None
         spare = spares(zygote).take(self.spec.limits, self.spec.effective_namespaces(),
-                                    self.spec.network)
+                                    self.spec.network,
+                                    tuple(self._device_rules) == cgroups.DEFAULT_RULES)
         if spare is None:
             return None
         assert self.state is not None
@@ -1125,6 +1132,7 @@ class Exec(ContainerProcess):
             # the container's own filter, as compiled when it was created
             no_new_privs=cfg.get("no_new_privs", not cfg.get("privileged", False)),
             seccomp=cfg.get("seccomp"),
+            cgroup=self.cgroup.paths.get("unified"),
         )
         try:
             self._spawn()

@@ -1,4 +1,4 @@
-"""A container's first process forked inside a fresh cgroup ahead of time (cgroup v1 hosts).
+"""A container's first process forked inside a fresh cgroup ahead of time.
 
 Why: on cgroup v1 the first write to ``cgroup.procs`` after a quiet spell waits for an RCU grace
 period (``cgroup_threadgroup_rwsem`` is a per-CPU rwsem; taking it for writing from idle goes
@@ -14,8 +14,16 @@ says so; only then is the spare ready, so nothing but the first process is ever 
 The next container adopts the spare if its namespaces match and its limits need no other
 hierarchy: the cgroup is renamed to the container's id and given its limits, the first process
 receives the container's stdio over the control socket, then its config, and goes on as usual.
-That takes the attach, a fork and the namespace creation off the cell's path. cgroup v2 would
-use ``CLONE_INTO_CGROUP`` instead; there the normal path is kept.
+That takes the attach, a fork and the namespace creation off the cell's path.
+
+On cgroup v2 the first process is cloned straight into the spare's cgroup (clone3 with
+``CLONE_INTO_CGROUP``; the helper never enters it, so it has nothing to leave; where the
+kernel refuses, the supervisor attaches the first process, still off the cell's path). v2
+cannot rename a cgroup (the kernel offers rename on v1 hierarchies only), so an adopted
+spare keeps its ``spare-PID-N`` name, which the container's record saves with its path;
+adoption writes the cell's limits (``memory.max``, ``pids.max``, ``cpu.max``...). The spare
+is taken only with the default device allowlist there: v2's allowlist is an eBPF program,
+and a second, wider one cannot widen what the first denies.
 
 On a network (``--net bridge``, the default) the spare also leases an address and plugs its
 veth pair into the first process's network namespace ahead of time
@@ -79,10 +87,15 @@ class Spare:
 
     def adopt(self, name: str, limits: Limits,
               devices: Sequence[cgroups.DeviceRule] = cgroups.DEFAULT_RULES) -> Cgroup:
-        """Rename the cgroup to the container's id, apply its limits and device allowlist;
-        return it. On failure the caller discards the spare, whatever its cgroup is named by
-        then. (The spare's own cgroup already denies every device but the default ones.)"""
-        self.cgroup = self.cgroup.rename(name)
+        """Rename the cgroup to the container's id (v1; v2 keeps its name), apply its limits
+        and device allowlist; return it. On failure the caller discards the spare, whatever its
+        cgroup is named by then. (The spare's own cgroup already denies every device but the
+        default ones.)"""
+        v2 = "unified" in self.cgroup.paths
+        if v2 and tuple(devices) != cgroups.DEFAULT_RULES:
+            raise ContainerError("a spare's cgroup v2 device program cannot be widened")
+        if not v2:
+            self.cgroup = self.cgroup.rename(name)
         cgroups.apply_limits(self.cgroup, limits)
         if tuple(devices) != cgroups.DEFAULT_RULES:
             cgroups.apply_devices(self.cgroup, devices)
@@ -116,10 +129,10 @@ class SparePool:
         self._want: tuple[frozenset[str], str | None] | None = None
 
     def enable(self) -> None:
-        """Keep a spare ready from now on (cgroup v1 and hybrid hosts, as root, only)."""
+        """Keep a spare ready from now on (as root, on any cgroup version)."""
         if self._enabled or os.geteuid() != 0:
             return
-        if cgroups.detect().version not in ("v1", "hybrid"):
+        if cgroups.detect().version not in ("v1", "hybrid", "v2"):
             return
         if self._want is None:
             from nbcontainer.spec import make_spec
@@ -140,9 +153,10 @@ class SparePool:
             self._making.start()
 
     def take(self, limits: Limits, namespaces: frozenset[str],
-             network: str | None = None) -> Spare | None:
+             network: str | None = None, default_devices: bool = True) -> Spare | None:
         """The ready spare if it has these namespaces, this network and the hierarchies
-        ``limits`` need. Whoever takes it calls :meth:`refill` once its container has ended.
+        ``limits`` need (and, on v2, if the container wants the default device allowlist).
+        Whoever takes it calls :meth:`refill` once its container has ended.
 
         Never waits. A container that wants other namespaces or another network makes the next
         spare follow it (a notebook's cells tend to use the same options).
@@ -157,8 +171,11 @@ class SparePool:
                 self._spare = None
                 stale: Spare | None = spare
                 spare = None
-            elif not cgroups.v1_controllers_for(limits) <= set(spare.cgroup.paths):
-                return None
+            elif "unified" in spare.cgroup.paths and not default_devices:
+                return None  # v2: the spare's device program cannot be widened
+            elif "unified" not in spare.cgroup.paths \
+                    and not cgroups.v1_controllers_for(limits) <= set(spare.cgroup.paths):
+                return None  # v1: a hierarchy the spare's cgroup is not in (v2 has them all)
             else:
                 self._spare = None
                 stale = None
@@ -202,8 +219,9 @@ class SparePool:
 
 
 def make_spare(zygote: Zygote, namespaces: frozenset[str], network: str | None = None) -> Spare:
-    """Fork a helper, attach it to a new cgroup, have it fork a first process and leave;
-    on a ``network``, plug the first process into it.
+    """Fork a helper, attach it to a new cgroup, have it fork a first process and leave
+    (v1), or have it clone the first process into the new cgroup (v2); on a ``network``, plug
+    the first process into it.
 
     The attach is the slow part (the RCU grace period), then the veth pair: that is why this
     runs ahead of time.
@@ -223,17 +241,21 @@ def make_spare(zygote: Zygote, namespaces: frozenset[str], network: str | None =
     attachment: dict | None = None
     try:
         cgroup = cgroups.create_cgroup(f"{SPARE_PREFIX}{os.getpid()}-{next(_counter)}", Limits())
-        cgroup.attach(helper.pid)
+        v2 = "unified" in cgroup.paths
+        if not v2:
+            cgroup.attach(helper.pid)
         ours.settimeout(SETUP_TIMEOUT)
         channel.send(Prefork(namespaces=sorted(namespaces), cgroup=cgroup.name,
                              paths=dict(cgroup.paths),
                              leave=cgroups.origin_procs_files(zygote.pid, cgroup)))
         try:
             first = channel.recv(Pid)
+            assert isinstance(first, Pid)
+            if v2 and not first.placed:  # no clone3 into a cgroup here: attach it now
+                cgroup.attach(first.pid)
             channel.recv(Left)
         except ProtocolError as err:  # ChannelClosed included
             raise OSError(f"the spare's helper did not fork its first process: {err}") from None
-        assert isinstance(first, Pid)
         pid = first.pid
         ours.settimeout(None)
         if cgroup.procs() != [pid]:  # the helper could not leave: it would share the limits
