@@ -21,6 +21,11 @@ file it checks are printed instead of a row. ``--layout no-unified`` re-runs the
 private mount namespace with the cgroup2 mount removed, so crun can run: a layout users do not
 have, printed as such.
 
+``--v2vm`` runs the same benchmark inside a throw-away QEMU guest on a pure cgroup v2 kernel
+(``../shared/v2vm/run-in-v2vm.sh``, the VM the v2 test lane uses), where crun runs as users run
+it. The guest is emulated (TCG, about 10x slower on CPU than this host), so its figures compare
+the sides with each other, not with the host's table; keep ``--rounds`` small (10).
+
 The benchmark itself runs in a private mount namespace of its own (so the overlays it mounts for
 crun/runc can never leak to the host); the cgroup hierarchies are the host's.
 """
@@ -48,6 +53,31 @@ MEMORY = 100 << 20
 PIDS = 64
 CPU_QUOTA, CPU_PERIOD = 100_000, 100_000
 UNIFIED = "/sys/fs/cgroup/unified"
+#: The v2 VM's launcher, where scripts/test finds it (beside the repository), unless overridden.
+V2VM = Path(os.environ.get("NBC_V2VM", HERE.parent.parent / "shared/v2vm/run-in-v2vm.sh"))
+
+
+def run_in_v2vm(argv: list[str]) -> int:
+    """Run this script with ``argv`` inside the pure cgroup v2 VM; its exit status.
+
+    The guest sees this host's / (read-only, under a tmpfs overlay), so it runs this very
+    interpreter and checkout. /tmp gets a tmpfs of its own there: an overlay's upper directory
+    cannot be on the guest's root, itself an overlay over 9p.
+    """
+    if not V2VM.is_file():
+        print(f"--v2vm: skipped, {V2VM} not found (see ../shared/v2vm/README.md)")
+        return 0
+    if shutil.which("qemu-system-x86_64") is None:
+        print("--v2vm: skipped, qemu-system-x86_64 is not installed (apt-get install "
+              "qemu-system-x86, see ../shared/v2vm/README.md)")
+        return 0
+    env = {**os.environ, "V2VM_TMPFS": "/tmp", "V2VM_TIMEOUT": "1500", "NBC_BENCH_V2VM": "1",
+           "PYTHONPATH": os.pathsep.join([str(HERE.parent),
+                                          *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env.pop("V2VM_CGROUP", None)
+    env.pop("NBC_BENCH_NS", None)
+    return subprocess.run(["bash", str(V2VM), sys.executable, str(Path(__file__).resolve()),
+                           *argv], env=env, cwd=HERE.parent, check=False).returncode
 
 
 def reexec(layout: str) -> None:
@@ -119,9 +149,13 @@ def main() -> int:
     parser.add_argument("--layout", choices=("host", "no-unified"), default="host")
     parser.add_argument("--no-attach", action="store_true",
                         help="skip the cold/back-to-back table of spare helpers")
+    parser.add_argument("--v2vm", action="store_true",
+                        help="run inside a QEMU guest on a pure cgroup v2 kernel")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_start: run as root")
+    if args.v2vm:
+        return run_in_v2vm([a for a in sys.argv[1:] if a != "--v2vm"])
     reexec(args.layout)
 
     from nbcontainer import make_spec, run
@@ -179,17 +213,25 @@ def main() -> int:
 
     layout_note = ("the host's own layout" if args.layout == "host" else
                    f"NOT the host's layout: {UNIFIED} unmounted in a private mount namespace")
+    if os.environ.get("NBC_BENCH_V2VM"):
+        layout_note = ("inside a QEMU TCG guest on a pure v2 kernel, Linux "
+                       f"{os.uname().release}, {os.cpu_count()} vCPUs: emulated, about 10x "
+                       "slower than the host; compare the rows with each other")
     print(f"container start of /bin/true; {order_note(args.rounds, args.gap)}; "
           f"interpreter {interpreter()}")
     print(f"cgroup layout: {cgroup_layout()} ({layout_note})")
     base_name = next((n for n in ("crun run", "runc run") if n in samples), None)
-    base = median_min(samples[base_name])[0] if base_name else None
+    base, base_low = median_min(samples[base_name]) if base_name else (None, None)
     ratio_head = f"vs {base_name.split()[0]}" if base_name else ""
-    print(f"{'what':<32} {'median ms':>10} {'min ms':>8} {ratio_head:>8}")
+    # The ratio of the minimums too: on a busy machine (or an emulated one) a median can carry
+    # another process's time slice, the minimum less so.
+    low_head = "(min)" if base_name else ""
+    print(f"{'what':<32} {'median ms':>10} {'min ms':>8} {ratio_head:>8} {low_head:>7}")
     for name, values in samples.items():
         med, low = median_min(values)
         ratio = f"{med / base:.2f}x" if base else ""
-        print(f"{name:<32} {med * 1000:>10.1f} {low * 1000:>8.1f} {ratio:>8}")
+        low_ratio = f"{low / base_low:.2f}x" if base_low else ""
+        print(f"{name:<32} {med * 1000:>10.1f} {low * 1000:>8.1f} {ratio:>8} {low_ratio:>7}")
     for name, err in refused.items():
         print(f"{name:<32} {'cannot run on this layout: ' + err}")
         if name.startswith("crun") and "hybrid" in err and os.path.exists(UNIFIED):
@@ -215,9 +257,11 @@ def main() -> int:
           "is bench_network.py's CLI row).")
     if attach:
         print()
-        print("API + zygote (busybox; memory and pids limits, no CPU limit: a spare's cgroup "
-              "has no cpu hierarchy), cold (0.3 s idle before each start, as between cells) "
-              "and back-to-back; with and without a spare helper attached ahead of time")
+        print("API + zygote (busybox; memory and pids limits, no CPU limit: a v1 spare's "
+              "cgroup has no cpu hierarchy), cold (0.3 s idle before each start, as between "
+              "cells) and back-to-back; with and without a spare helper made ahead of time")
+        if base_name and base is not None:
+            print(f"(the {base_name} median above, for comparison: {base * 1000:.1f} ms)")
         print(f"{'what':<32} {'median ms':>10} {'min ms':>8}  spare adopted")
         for name, (values, adopted) in attach.items():
             med, low = median_min(values)

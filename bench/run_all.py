@@ -35,6 +35,10 @@ BENCHMARKS = [
      "this machine's layout)", "bench_start.py",
      ["--rounds", "30", "--layout", "no-unified", "--no-attach"],
      ["--rounds", "2", "--gap", "0", "--layout", "no-unified", "--no-attach"]),
+    ("start-v2vm", "Container start inside a pure cgroup v2 VM (QEMU TCG, about 10x slower than "
+     "this host): nbcontainer vs crun, as most users' machines are laid out",
+     "bench_start.py", ["--v2vm", "--rounds", "10"],
+     ["--v2vm", "--rounds", "1", "--gap", "0", "--no-attach"]),
     ("magics", "Notebook cells: %%container vs %%script python; sampler; live plot",
      "bench_magics.py", [],
      ["--rounds", "5", "--gap", "0.05", "--plot-rounds", "1", "--plot-loop", "5000000",

@@ -11,17 +11,21 @@ import errno
 import os
 
 
-def _load_libc() -> ctypes.CDLL:
+def _load_libc(kind: type[ctypes.CDLL] = ctypes.CDLL) -> ctypes.CDLL:
     # ctypes.util.find_library is slow (it may run ldconfig): try the usual soname first.
     try:
-        return ctypes.CDLL("libc.so.6", use_errno=True)
+        return kind("libc.so.6", use_errno=True)
     except OSError:
         from ctypes.util import find_library
 
-        return ctypes.CDLL(find_library("c"), use_errno=True)
+        return kind(find_library("c"), use_errno=True)
 
 
 _libc = _load_libc()
+#: The same library, called with the GIL held (a PyDLL): for clone3, which forks the way
+#: os.fork does, GIL held, so the child resumes in the state PyOS_AfterFork_Child expects.
+_libc_gil = _load_libc(ctypes.PyDLL)
+_libc_gil.syscall.restype = ctypes.c_long
 
 # <linux/sched.h>
 CLONE_NEWNS = 0x00020000
@@ -248,6 +252,60 @@ def bpf_prog_attach(prog_fd: int, target_fd: int, attach_type: int, flags: int =
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     """prctl(2)."""
     return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+
+
+# <linux/sched.h>: clone3(2)
+_SYS_CLONE3 = 435
+CLONE_INTO_CGROUP = 0x200000000
+
+
+class _CloneArgs(ctypes.Structure):
+    """struct clone_args up to ``cgroup`` (CLONE_ARGS_SIZE_VER2, 88 bytes: Linux 5.7)."""
+
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
+        "tls", "set_tid", "set_tid_size", "cgroup")]
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """fork(2) whose child is born in the cgroup v2 directory ``cgroup_fd`` refers to.
+
+    clone3(2) with CLONE_INTO_CGROUP: the child never runs outside that cgroup, and nobody
+    writes ``cgroup.procs`` (a migration takes the kernel's threadgroup rwsem for writing,
+    which after a quiet spell waits for an RCU grace period). Like ``os.fork``, the call is
+    wrapped in the interpreter's own fork bookkeeping (``PyOS_BeforeFork``,
+    ``PyOS_AfterFork_Child``/``_Parent``: the import lock, the GIL, threading's state,
+    ``os.register_at_fork`` hooks) and the syscall runs with the GIL held. The stack is the
+    caller's (``stack`` 0, no CLONE_VM), as with fork.
+
+    For a single-threaded caller only (the helper): glibc's fork handlers do not run, so
+    locks another thread held would stay held in the child. glibc's cached thread id keeps
+    the parent's value in the child; what reads it in a single-threaded process (pthread
+    mutex owners) only compares it with itself, and raise(3) asks the kernel (gettid).
+
+    Returns 0 in the child and the child's pid in the parent.
+
+    Raises
+    ------
+    OSError
+        ENOSYS (before Linux 5.3, or a seccomp filter that hides clone3), E2BIG (5.3-5.6:
+        no ``cgroup`` field), or the cgroup's refusal (EBUSY: it has controllers enabled for
+        children; EOPNOTSUPP: not a v2 directory): the caller falls back to ``os.fork`` and
+        an attach.
+    """
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=17, cgroup=cgroup_fd)  # SIGCHLD
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    pid = _libc_gil.syscall(ctypes.c_long(_SYS_CLONE3), ctypes.byref(args),
+                           ctypes.c_long(ctypes.sizeof(args)))
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone3(CLONE_INTO_CGROUP): {os.strerror(err)}")
+    return pid
 
 
 class _CapHeader(ctypes.Structure):

@@ -185,6 +185,9 @@ class Config(Message):
     #: run on a network: {"ifname", "address", "prefixlen", "gateway"}, for the first process
     #: to configure its side of the veth pair (the supervisor made the pair before Attached)
     net: dict | None = None
+    #: cgroup v2: the container's cgroup directory, which the helper forks the first process
+    #: into (clone3 with CLONE_INTO_CGROUP); None: the supervisor attaches it (v1, fallback)
+    cgroup: str | None = None
     #: run with ``--net container:NAME``: the pid whose network namespace the helper joins
     #: (instead of unsharing one) before it forks the first process
     join_net: int | None = None
@@ -223,6 +226,8 @@ class Pid(Message):
 
     op = "pid"
     pid: int
+    #: born in its cgroup (clone3 with CLONE_INTO_CGROUP, cgroup v2): nothing to attach
+    placed: bool = False
 
 
 class Left(Message):

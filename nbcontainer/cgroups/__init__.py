@@ -187,19 +187,28 @@ def v1_controllers_for(limits: Limits, root: str = DEFAULT_ROOT) -> set[str]:
 
 
 def apply_limits(cgroup: Cgroup, limits: Limits, root: str = DEFAULT_ROOT) -> None:
-    """Apply ``limits`` to an existing, still empty-of-payload v1 cgroup (an adopted spare).
+    """Apply ``limits`` to an existing, still empty-of-payload cgroup (an adopted spare).
+
+    On v2 the same files :func:`create_cgroup` writes (``memory.max``, ``pids.max``,
+    ``cpu.max``...): the spare's directory has every controller its parent enables.
 
     Raises
     ------
     FeatureMissingError
         A limit's controller is missing.
+    UsageError
+        ``--cpuset-cpus`` names CPUs that are not available.
     CgroupError
         A hierarchy the limit needs is not one the cgroup has, or a write failed.
     """
     layout = detect(root)
     _check_controllers(limits, layout)
-    if layout.version == "v2":
-        raise CgroupError("limits of an existing cgroup are only applied on cgroup v1 here")
+    if "unified" in cgroup.paths:
+        directory = cgroup.paths["unified"]
+        _check_cpuset(limits, os.path.dirname(directory), "v2")
+        for filename, value in v2.plan_limits(limits, layout.swap_accounting):
+            v2.write_file(f"{directory}/{filename}", value)
+        return
     for controller, filename, value in v1.plan_limits(limits, layout.swap_accounting):
         if controller not in cgroup.paths:
             raise CgroupError(f"cgroup {cgroup.name} has no {controller} hierarchy")

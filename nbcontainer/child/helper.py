@@ -8,7 +8,9 @@ interpreter (or has its zygote fork one), which talks to it over one SOCK_SEQPAC
 2. helper: joins the namespaces of a running container (exec), or unshares the PID one.
 3. helper forks the container's first process (PID 1 in a new PID namespace) and reports its
    host pid (``Pid``). The supervisor says ``Go``, attaches that pid to the container's
-   cgroup, then says ``Attached``.
+   cgroup, then says ``Attached``. On cgroup v2 the config names the cgroup's directory and
+   the first process is born in it (clone3 with CLONE_INTO_CGROUP, ``Pid.placed``): there
+   is nothing to attach, and the migration's wait on the kernel's threadgroup lock is gone.
 4. child: on ``Go``, the other namespaces, root filesystem, hostname — overlapping the attach,
    whose first cgroup migration after a pause waits for an RCU grace period on cgroup v1;
    on ``Attached``, the cgroup namespace (rooted at its own cgroup); with a user namespace it
@@ -21,9 +23,10 @@ The helper stays outside the container's cgroup, so its own memory is never char
 Both helper and child set PR_SET_PDEATHSIG, so the container dies with its supervisor.
 
 A *spare* (:mod:`nbcontainer.runtime.spare`) runs steps 2-3 ahead of time: its first message is
-``Prefork``, sent once the supervisor has put the helper into a fresh cgroup; the helper
-unshares, forks the first process (born in that cgroup, which unshares its namespaces and
-waits), reports ``Pid``, moves itself back to its original cgroups and reports ``Left``. When a
+``Prefork``, sent once the supervisor has put the helper into a fresh cgroup (v1; on v2 the
+first process is cloned into it); the helper unshares, forks the first process (born in that
+cgroup, which unshares its namespaces and waits), reports ``Pid``, moves itself back to its
+original cgroups (v1) and reports ``Left``. When a
 container adopts the spare, the first process receives ``Stdio`` with the container's fds
 attached (SCM_RIGHTS), then the ``Config``, ``Go`` and ``Attached`` at once, and goes on from
 step 4. If the supervisor goes away first, the waiting first process leaves (to the helper's
@@ -475,6 +478,8 @@ def main(fd: int) -> None:
     if not cfg.detached:
         _die_with_parent(supervisor)
     _ignore_stop_signals()
+    # Opened now, in the host's mount namespace: exec joins the container's before the fork.
+    cgroup_fd = _open_cgroup(cfg.cgroup)
     ns = set(cfg.namespaces)
     if cfg.mode == "exec":
         join_pid, join = cfg.join_pid or 0, cfg.join
@@ -485,11 +490,12 @@ def main(fd: int) -> None:
         _or_report(chan, lambda: _join_namespaces(join_net, ["net"]))
         ns.discard("net")
     me = os.getpid()
-    child, status_fd = _fork_first_process(chan, ns, run=cfg.mode == "run")
+    child, status_fd, placed = _fork_first_process(chan, ns, run=cfg.mode == "run",
+                                                   cgroup_fd=cgroup_fd)
     if child == 0:
         _child_main(cfg, chan, me, status_fd)
         os._exit(125)  # not reached
-    chan.send(Pid(pid=child))
+    chan.send(Pid(pid=child, placed=placed))
     _report_when_done(chan, child, status_fd)
 
 
@@ -502,9 +508,40 @@ def _or_report(chan: Channel, step: Callable[[], None]) -> None:
         os._exit(125)
 
 
-def _fork_first_process(chan: Channel, ns: set[str], run: bool) -> tuple[int, int]:
-    """Fork the container's first process; return (fork's value: 0 in the child, the fd of
-    the child's end of the status pipe in the child, of the helper's end in the helper).
+def _open_cgroup(directory: str | None) -> int | None:
+    """An O_PATH fd of the cgroup v2 directory to fork the first process into, or None (no
+    directory given, or it cannot be opened: the supervisor's attach then says why)."""
+    if not directory:
+        return None
+    try:
+        return os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _fork(cgroup_fd: int | None) -> tuple[int, bool]:
+    """fork(2), into the cgroup ``cgroup_fd`` when the kernel can (clone3 with
+    CLONE_INTO_CGROUP, Linux >= 5.7); return (fork's value, whether it was born there).
+
+    Any refusal (ENOSYS, E2BIG on 5.3-5.6, a seccomp filter around us, the cgroup's own
+    EBUSY) falls back to a plain fork: the supervisor then attaches the pid, as on v1. The fd
+    is closed on both sides.
+    """
+    if cgroup_fd is None:
+        return os.fork(), False
+    try:
+        return _libc.fork_into_cgroup(cgroup_fd), True
+    except OSError:
+        return os.fork(), False
+    finally:
+        os.close(cgroup_fd)
+
+
+def _fork_first_process(chan: Channel, ns: set[str], run: bool,
+                        cgroup_fd: int | None = None) -> tuple[int, int, bool]:
+    """Fork the container's first process (into ``cgroup_fd``'s cgroup if given and the kernel
+    can); return (fork's value: 0 in the child, the fd of the child's end of the status pipe
+    in the child, of the helper's end in the helper; whether it was born in the cgroup).
 
     For a new container the helper first unshares the PID namespace (it applies to children
     only), and the child unshares the rest itself, so the helper holds no mount namespace (and
@@ -513,14 +550,14 @@ def _fork_first_process(chan: Channel, ns: set[str], run: bool) -> tuple[int, in
     if run:
         _or_report(chan, lambda: _libc.unshare(namespaces.helper_flags(ns)))
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
-    child = os.fork()
+    child, placed = _fork(cgroup_fd)
     if child == 0:
         os.close(status_r)
         if run:
             _or_report(chan, lambda: _libc.unshare(namespaces.child_flags(ns)))
-        return 0, status_w
+        return 0, status_w, placed
     os.close(status_w)
-    return child, status_r
+    return child, status_r, placed
 
 
 def _ignore_stop_signals() -> None:
@@ -581,21 +618,26 @@ def _report_when_done(chan: Channel, child: int, status_fd: int) -> None:
 def _prefork_spare(chan: Channel, spare: Prefork) -> None:
     """A spare (runtime/spare.py): fork the container's first process now, ahead of its cell.
 
-    The supervisor has put this helper into a fresh cgroup, so the first process is born
-    there; it unshares the expected namespaces and waits for its stdio and config. The helper
-    then moves itself back to its original cgroups, says so, and waits for the first process.
+    On cgroup v1 the supervisor has put this helper into a fresh cgroup, so the first process
+    is born there, and the helper then moves itself back to its original cgroups. On v2 the
+    first process is born in the spare's cgroup by clone3 (the helper never enters it; should
+    the kernel refuse, the supervisor attaches it). It unshares the expected namespaces and
+    waits for its stdio and config; the helper says ``Left`` and waits for it.
     """
     from nbcontainer import cgroups
 
     _die_with_parent(os.getppid())  # the zygote, which dies with the supervisor
     _ignore_stop_signals()
     me = os.getpid()
-    child, status_fd = _fork_first_process(chan, set(spare.namespaces), run=True)
+    cgroup_fd = _open_cgroup(spare.paths.get("unified"))
+    child, status_fd, placed = _fork_first_process(chan, set(spare.namespaces), run=True,
+                                                   cgroup_fd=cgroup_fd)
     if child == 0:
         _await_adoption(chan, spare, me, status_fd)
         os._exit(125)  # not reached
-    chan.send(Pid(pid=child))
-    cgroups.leave(spare.leave)
+    chan.send(Pid(pid=child, placed=placed))
+    if "unified" not in spare.paths:
+        cgroups.leave(spare.leave)
     chan.send(Left())
     _report_when_done(chan, child, status_fd)
 

@@ -230,6 +230,8 @@ class ContainerProcess:
         #: ``run -t``: the master side of the container's terminal (the caller relays it)
         self.console: int | None = None
         self.cgroup: cgroups.Cgroup | None = None
+        #: The first process was born in its cgroup (``Pid.placed``): no attach.
+        self._placed = False
         #: The cgroup's counters when this run or exec began (None: a new cgroup, all zero).
         self._base: cgroups.CgroupStats | None = None
         self.timeout: float | None = None  # --timeout; subclasses set it
@@ -247,9 +249,11 @@ class ContainerProcess:
         raise NotImplementedError
 
     def _on_pid(self, pid: int) -> None:
-        """The container's first process exists and waits: attach it to the cgroup."""
+        """The container's first process exists and waits: attach it to the cgroup (unless
+        it was born there: clone3 into a v2 cgroup)."""
         assert self.cgroup is not None
-        self.cgroup.attach(pid)
+        if not self._placed:
+            self.cgroup.attach(pid)
         self._on_pid_recorded(pid)
 
     def _on_pid_recorded(self, pid: int) -> None:
@@ -312,6 +316,7 @@ class ContainerProcess:
                 chan.send(UsernsMapped())
             elif isinstance(msg, Pid) and self.pid is None:
                 self.pid = msg.pid
+                self._placed = msg.placed
                 # The child builds its root while we attach it; it waits for Attached
                 # before anything of the payload runs.
                 chan.send(Go())
@@ -906,6 +911,7 @@ class Container(ContainerProcess):
             "privileged": spec.privileged, "namespaces": namespaces,
             "no_new_privs": spec.no_new_privs(), "seccomp": self._seccomp,
         }
+        assert self.cgroup is not None
         self._config_data = _make_config(
             mode="run",
             namespaces=namespaces,
@@ -934,9 +940,9 @@ class Container(ContainerProcess):
             net=None if self._network is None or self._network.get("configured") else {
                 k: self._network[k] for k in ("ifname", "address", "prefixlen", "gateway")},
             join_net=self._join_net,
+            cgroup=self.cgroup.paths.get("unified"),
         )
         st = self.state
-        assert self.cgroup is not None
         st.cgroup = self.cgroup.name
         st.cgroup_parent = self.cgroup_parent
         st.cgroup_paths = dict(self.cgroup.paths)
@@ -1029,7 +1035,8 @@ class Container(ContainerProcess):
         if image is not None and image.layers == ("/",) and not spec.privileged \
                 and not spec.devices and "user" not in namespaces:
             wish = RootWish(self.root, tuple(v.container for v in spec.volumes))
-        return spares(zygote).take(spec.limits, namespaces, spec.network, wish)
+        return spares(zygote).take(spec.limits, namespaces, spec.network, wish,
+                                   tuple(self._device_rules) == cgroups.DEFAULT_RULES)
 
     def _adopt_spare(self) -> Spare | None:
         """The spare taken for this container, its cgroup renamed and limited for it."""
@@ -1216,6 +1223,7 @@ class Exec(ContainerProcess):
             # the container's own filter, as compiled when it was created
             no_new_privs=cfg.get("no_new_privs", not cfg.get("privileged", False)),
             seccomp=cfg.get("seccomp"),
+            cgroup=self.cgroup.paths.get("unified"),
         )
         try:
             self._spawn()

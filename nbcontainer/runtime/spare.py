@@ -1,4 +1,4 @@
-"""A container's first process forked inside a fresh cgroup ahead of time (cgroup v1 hosts).
+"""A container's first process forked inside a fresh cgroup ahead of time.
 
 Why: on cgroup v1 the first write to ``cgroup.procs`` after a quiet spell waits for an RCU grace
 period (``cgroup_threadgroup_rwsem`` is a per-CPU rwsem; taking it for writing from idle goes
@@ -14,8 +14,16 @@ says so; only then is the spare ready, so nothing but the first process is ever 
 The next container adopts the spare if its namespaces match and its limits need no other
 hierarchy: the cgroup is renamed to the container's id and given its limits, the first process
 receives the container's stdio over the control socket, then its config, and goes on as usual.
-That takes the attach, a fork and the namespace creation off the cell's path. cgroup v2 would
-use ``CLONE_INTO_CGROUP`` instead; there the normal path is kept.
+That takes the attach, a fork and the namespace creation off the cell's path.
+
+On cgroup v2 the first process is cloned straight into the spare's cgroup (clone3 with
+``CLONE_INTO_CGROUP``; the helper never enters it, so it has nothing to leave; where the
+kernel refuses, the supervisor attaches the first process, still off the cell's path). v2
+cannot rename a cgroup (the kernel offers rename on v1 hierarchies only), so an adopted
+spare keeps its ``spare-PID-N`` name, which the container's record saves with its path;
+adoption writes the cell's limits (``memory.max``, ``pids.max``, ``cpu.max``...). The spare
+is taken only with the default device allowlist there: v2's allowlist is an eBPF program,
+and a second, wider one cannot widen what the first denies.
 
 On a network (``--net bridge``, the default) the spare also leases an address, plugs its
 veth pair into the first process's network namespace and configures it ahead of time
@@ -130,10 +138,15 @@ class Spare:
 
     def adopt(self, name: str, limits: Limits,
               devices: Sequence[cgroups.DeviceRule] = cgroups.DEFAULT_RULES) -> Cgroup:
-        """Rename the cgroup to the container's id, apply its limits and device allowlist;
-        return it. On failure the caller discards the spare, whatever its cgroup is named by
-        then. (The spare's own cgroup already denies every device but the default ones.)"""
-        self.cgroup = self.cgroup.rename(name)
+        """Rename the cgroup to the container's id (v1; v2 keeps its name), apply its limits
+        and device allowlist; return it. On failure the caller discards the spare, whatever its
+        cgroup is named by then. (The spare's own cgroup already denies every device but the
+        default ones.)"""
+        v2 = "unified" in self.cgroup.paths
+        if v2 and tuple(devices) != cgroups.DEFAULT_RULES:
+            raise ContainerError("a spare's cgroup v2 device program cannot be widened")
+        if not v2:
+            self.cgroup = self.cgroup.rename(name)
         cgroups.apply_limits(self.cgroup, limits)
         if tuple(devices) != cgroups.DEFAULT_RULES:
             cgroups.apply_devices(self.cgroup, devices)
@@ -170,10 +183,10 @@ class SparePool:
         self._prebuild = True
 
     def enable(self) -> None:
-        """Keep a spare ready from now on (cgroup v1 and hybrid hosts, as root, only)."""
+        """Keep a spare ready from now on (as root, on any cgroup version)."""
         if self._enabled or os.geteuid() != 0:
             return
-        if cgroups.detect().version not in ("v1", "hybrid"):
+        if cgroups.detect().version not in ("v1", "hybrid", "v2"):
             return
         if self._want is None:
             from nbcontainer.paths import store_root
@@ -196,10 +209,12 @@ class SparePool:
             self._making.start()
 
     def take(self, limits: Limits, namespaces: frozenset[str],
-             network: str | None = None, root: RootWish | None = None) -> Spare | None:
+             network: str | None = None, root: RootWish | None = None,
+             default_devices: bool = True) -> Spare | None:
         """The ready spare if it has these namespaces, this network, the hierarchies
-        ``limits`` need and, for a container that can use one (``root``), a root built ahead
-        that fits it. Whoever takes it calls :meth:`refill` once its container has ended.
+        ``limits`` need (and, on v2, if the container wants the default device allowlist)
+        and, for a container that can use one (``root``), a root built ahead that fits it.
+        Whoever takes it calls :meth:`refill` once its container has ended.
 
         Never waits. A container that wants other namespaces, another network or another kind
         of root makes the next spare follow it (a notebook's cells tend to use the same
@@ -218,9 +233,13 @@ class SparePool:
                 self._spare = None
                 stale: Spare | None = spare
                 spare = None
-            elif not cgroups.v1_controllers_for(limits) <= set(spare.cgroup.paths) or (
-                    spare.root is not None and not spare.root.fits(root)):
-                return None
+            elif "unified" in spare.cgroup.paths and not default_devices:
+                return None  # v2: the spare's device program cannot be widened
+            elif "unified" not in spare.cgroup.paths \
+                    and not cgroups.v1_controllers_for(limits) <= set(spare.cgroup.paths):
+                return None  # v1: a hierarchy the spare's cgroup is not in (v2 has them all)
+            elif spare.root is not None and not spare.root.fits(root):
+                return None  # a volume over what its root has mounted already
             else:
                 self._spare = None
                 stale = None
@@ -274,9 +293,10 @@ class SparePool:
 
 def make_spare(zygote: Zygote, namespaces: frozenset[str], network: str | None = None,
                store: Path | None = None) -> Spare:
-    """Fork a helper, attach it to a new cgroup, have it fork a first process and leave;
-    on a ``network``, plug the first process into it; with a ``store``, have the first
-    process build the host image's root ahead, in a container directory of that store.
+    """Fork a helper, attach it to a new cgroup, have it fork a first process and leave
+    (v1), or have it clone the first process into the new cgroup (v2); on a ``network``, plug
+    the first process into it; with a ``store``, have the first process build the host
+    image's root ahead, in a container directory of that store.
 
     The attach is the slow part (the RCU grace period), then the veth pair, then the root:
     that is why this runs ahead of time.
@@ -297,7 +317,9 @@ def make_spare(zygote: Zygote, namespaces: frozenset[str], network: str | None =
     root: PreparedRoot | None = None
     try:
         cgroup = cgroups.create_cgroup(f"{SPARE_PREFIX}{os.getpid()}-{next(_counter)}", Limits())
-        cgroup.attach(helper.pid)
+        v2 = "unified" in cgroup.paths
+        if not v2:
+            cgroup.attach(helper.pid)
         layout = None
         if store is not None:
             root = PreparedRoot(store, state_mod.reserve_spare_directory(store),
@@ -323,6 +345,8 @@ def make_spare(zygote: Zygote, namespaces: frozenset[str], network: str | None =
             expected.discard(type(msg))
             if isinstance(msg, Pid):
                 pid = msg.pid
+                if v2 and not msg.placed:  # no clone3 into a cgroup here: attach it now
+                    cgroup.attach(pid)
         ours.settimeout(None)
         if cgroup.procs() != [pid]:  # the helper could not leave: it would share the limits
             raise OSError(f"the spare's helper is still in {cgroup.name}")

@@ -4,6 +4,8 @@ What must hold, on the real kernel: a container that adopts a spare has its limi
 namespaces, only its own process is ever in its cgroup, a container that wants other
 namespaces takes the normal path and the next spare follows it, nothing is left after
 shutdown, and a supervisor killed with SIGKILL leaves no spare cgroup or process behind.
+On cgroup v1 the helper enters the spare's cgroup, forks and leaves; on v2 the first process is
+cloned into it (clone3 with CLONE_INTO_CGROUP) and the cgroup keeps its name when adopted.
 """
 
 from __future__ import annotations
@@ -19,13 +21,22 @@ from pathlib import Path
 import pytest
 
 from nbcontainer import Container, make_spec
+from nbcontainer.cgroups import Cgroup
 from nbcontainer.paths import store_root
 from nbcontainer.runtime.manage import gc
 from nbcontainer.runtime.spare import SPARE_PREFIX, spares
 from nbcontainer.runtime.state import SPARE_DIR_PREFIX
 from nbcontainer.runtime.zygote import Zygote
 
-pytestmark = [pytest.mark.root, pytest.mark.cgroup_v1]
+pytestmark = [pytest.mark.root]
+
+
+def _limit(cgroup: Cgroup, v1: tuple[str, str], v2: str) -> str:
+    """A limit file's content: ``v1`` = (hierarchy, file), ``v2`` = the unified file."""
+    path = (f"{cgroup.paths['unified']}/{v2}" if "unified" in cgroup.paths
+            else f"{cgroup.paths[v1[0]]}/{v1[1]}")
+    with open(path) as f:
+        return f.read().strip()
 
 
 @pytest.fixture
@@ -83,12 +94,18 @@ def test_adopted_spare_has_the_limits_and_only_the_container(zygote: Zygote) -> 
         os.close(w)
         assert c._spare is not None, "the container did not adopt the spare"  # noqa: SLF001
         assert c.cgroup is not None and c.state is not None
-        assert all(os.path.basename(p) == c.state.id for p in c.cgroup.paths.values())
-        with open(c.cgroup.paths["memory"] + "/memory.limit_in_bytes") as f:
-            assert int(f.read()) == 64 << 20
-        with open(c.cgroup.paths["pids"] + "/pids.max") as f:
-            assert f.read().strip() == "7"
-        # The helper moves itself out of the container's cgroup right after the fork.
+        if "unified" in c.cgroup.paths:
+            # v2 cannot rename a cgroup: the record names the spare's, and it was only ever
+            # the first process's (cloned into it; the helper never entered).
+            assert c.cgroup.name.startswith(SPARE_PREFIX) and c.state.cgroup == c.cgroup.name
+            assert c.state.cgroup_paths == c.cgroup.paths
+            assert c.cgroup.procs() == [c.pid]
+        else:
+            assert all(os.path.basename(p) == c.state.id for p in c.cgroup.paths.values())
+        assert int(_limit(c.cgroup, ("memory", "memory.limit_in_bytes"), "memory.max")) \
+            == 64 << 20
+        assert _limit(c.cgroup, ("pids", "pids.max"), "pids.max") == "7"
+        # The helper moves itself out of the container's cgroup right after the fork (v1).
         deadline = time.monotonic() + 5
         while c.cgroup.procs() != [c.pid] and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -141,6 +158,7 @@ def test_other_namespaces_take_the_normal_path_and_the_next_spare_follows(
         c.cleanup()
 
 
+@pytest.mark.cgroup_v1
 def test_limits_needing_another_hierarchy_take_the_normal_path(zygote: Zygote) -> None:
     _ready(zygote)
     c, out = _run({"cpus": "0.5"}, "print('ok')")
@@ -150,6 +168,33 @@ def test_limits_needing_another_hierarchy_take_the_normal_path(zygote: Zygote) -
     finally:
         c.cleanup()
     assert spares(zygote)._spare is not None  # noqa: SLF001 - the spare is still there
+
+
+@pytest.mark.cgroup_v2
+def test_v2_spare_takes_a_cpu_limit(zygote: Zygote) -> None:
+    """v2 has every controller in one directory: --cpus adopts the spare, writing cpu.max."""
+    _ready(zygote)
+    c, out = _run({"cpus": "0.5"}, "print('ok')")
+    try:
+        assert c._spare is not None and out.strip() == "ok"  # noqa: SLF001
+        assert c.cgroup is not None
+        assert _limit(c.cgroup, ("cpu", "cpu.cfs_quota_us"), "cpu.max") == "50000 100000"
+    finally:
+        c.cleanup()
+
+
+@pytest.mark.cgroup_v2
+def test_v2_spare_is_not_taken_with_other_devices(zygote: Zygote) -> None:
+    """v2's device allowlist is an eBPF program that a second one cannot widen: a container
+    with --device takes the normal path, and its device works."""
+    _ready(zygote)
+    c, out = _run({"devices": ["/dev/zero:/dev/zeroes"]},
+                  "print(len(open('/dev/zeroes', 'rb').read(3)))")
+    try:
+        assert c._spare is None and out.strip() == "3"  # noqa: SLF001
+    finally:
+        c.cleanup()
+    assert spares(zygote)._spare is not None  # noqa: SLF001 - kept for the next cell
 
 
 def test_close_removes_the_spare(zygote: Zygote) -> None:
