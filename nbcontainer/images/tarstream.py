@@ -327,17 +327,16 @@ def _pax_record(key: str, value: bytes) -> bytes:
     return str(length).encode() + body
 
 
+_USTAR = (b"%s%07o\x00%07o\x00%07o\x00%011o\x00%011o\x00        %s%sustar\x0000" + bytes(64)
+          + b"%07o\x00%07o\x00" + bytes(167))
+_MAX_ID, _MAX_SIZE = 8 ** 7, 8 ** 11
+
+
 def _ustar(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, kind: bytes,
            linkname: bytes, devmajor: int, devminor: int) -> bytes:
     """One ustar header block, numbers in zero-padded octal, empty user and group names."""
-    block = b"".join((
-        name[:100].ljust(100, b"\x00"),
-        b"%07o\x00" % mode, b"%07o\x00" % uid, b"%07o\x00" % gid,
-        b"%011o\x00" % size, b"%011o\x00" % mtime,
-        b"        ", kind, linkname[:100].ljust(100, b"\x00"),
-        b"ustar\x0000", bytes(64),
-        b"%07o\x00" % devmajor, b"%07o\x00" % devminor, bytes(167),
-    ))
+    block = _USTAR % (name[:100].ljust(100, b"\x00"), mode, uid, gid, size, mtime, kind,
+                      linkname[:100].ljust(100, b"\x00"), devmajor, devminor)
     return block[:148] + b"%06o\x00 " % sum(block) + block[156:]
 
 
@@ -352,6 +351,12 @@ def encode_header(name: str, kind: bytes, *, mode: int = 0o644, uid: int = 0, gi
     as GNU tar and tarfile write them. Independent of the Python version, unlike tarfile.
     """
     raw_name = name.encode("utf-8", "surrogateescape")
+    if (not xattrs and len(raw_name) <= 100 and raw_name.isascii() and len(linkname) <= 100
+            and linkname.isascii() and 0 <= uid < _MAX_ID and 0 <= gid < _MAX_ID
+            and 0 <= size < _MAX_SIZE and 0 <= mtime < _MAX_SIZE):
+        # the common case, by far (one block), without building the pax records
+        return _ustar(raw_name, mode & 0o7777, uid, gid, size, mtime, kind,
+                      linkname.encode(), devmajor, devminor)
     raw_link = linkname.encode("utf-8", "surrogateescape")
     records = []
     if len(raw_name) > 100 or not raw_name.isascii():
