@@ -50,6 +50,7 @@ class TarSummary:
     diff_id: str
     tar_size: int
     content_size: int
+    entries: int = 0
 
 
 class HashingWriter:
@@ -142,6 +143,7 @@ class _TarWriter:
         self.sink = sink
         self.buf = bytearray()
         self.unmap = unmap
+        self.entries = 0
 
     def ids(self, st: os.stat_result) -> tuple[int, int]:
         """The owner to record: with ``unmap`` (host uid, host gid, count of a user
@@ -155,6 +157,7 @@ class _TarWriter:
     def entry(self, name: str, st: os.stat_result, kind: bytes, mode: int = -1, size: int = 0,
               linkname: str = "", xattrs: dict[str, bytes] | None = None, devmajor: int = 0,
               devminor: int = 0) -> None:
+        self.entries += 1
         uid, gid = (st.st_uid, st.st_gid) if self.unmap is None else self.ids(st)
         self.buf += encode_header(name, kind, mode=st.st_mode if mode < 0 else mode, uid=uid,
                                   gid=gid, size=size, mtime=int(st.st_mtime), linkname=linkname,
@@ -210,7 +213,7 @@ def write_layer_tar(src: str | os.PathLike[str], out: BinaryIO | None,
     finally:
         os.close(fd)
     walk.tar.close()
-    return TarSummary(walk.tar.sink.digest, walk.tar.sink.count, walk.content)
+    return TarSummary(walk.tar.sink.digest, walk.tar.sink.count, walk.content, walk.tar.entries)
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
