@@ -387,6 +387,8 @@ class LayerExtractor:
         self._mknod_whiteout(parent, name, m.name)
         if self.same_owner:
             os.chown(name, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
+        ns = int(m.mtime * 1e9)  # the entry's, so that `save` writes the same tar again
+        os.utime(name, ns=(ns, ns), dir_fd=parent, follow_symlinks=False)
 
     def _mknod_whiteout(self, parent: int, name: str, what: str) -> None:
         """An overlay whiteout is a 0/0 character device (overlayfs docs, "whiteouts")."""

@@ -123,7 +123,8 @@ class AdoptPlan:
       FIFOs, whiteouts, the root);
     - ``drop``: entries the extractor does not create (sockets, device nodes but whiteouts);
     - ``chown``: (path, uid, gid, mode to restore or -1, security.capability to restore or
-      None): a user namespace container's files, from host ids to the ids inside;
+      None): a user namespace container's files, from host ids to the ids inside (-1: the
+      id stays; a whiteout made with another mode than overlay's 0 gets 0 this way);
     - ``dir_mtimes``: directories whose mtime is put back after ``drop`` removed a child;
     - ``refuse``: why the tree cannot be adopted as it is (a name that the tar turns into a
       whiteout, ``.wh.*``); the caller then copies through the tar instead.
@@ -298,6 +299,8 @@ class _Walk:
         if stat.S_ISCHR(mode) and st.st_rdev == 0:
             tar.entry(prefix + WHITEOUT_PREFIX + name, st, REGULAR, mode=0o644)
             self._bare(dfd, name, arcname, st)
+            if plan is not None and stat.S_IMODE(mode):  # the extractor's have mode 0, as
+                plan.chown.append((arcname, -1, -1, 0, None))  # overlay's own
             return
         if stat.S_ISLNK(mode):
             tar.entry(arcname, st, SYMLINK, linkname=os.readlink(name, dir_fd=dfd))

@@ -154,15 +154,10 @@ def apply_plan(root: Path, plan: AdoptPlan) -> None:
                         raise
         for rel, uid, gid, mode, caps in plan.chown:
             os.chown(path(rel), uid, gid, follow_symlinks=False)
-            if mode >= 0 or caps is not None:  # what chown(2) cleared on a regular file
-                fd = os.open(path(rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    if mode >= 0:
-                        os.fchmod(fd, mode)
-                    if caps is not None:
-                        os.setxattr(fd, "security.capability", caps)
-                finally:
-                    os.close(fd)
+            if mode >= 0:  # what chown(2) cleared on a regular file; a whiteout's mode
+                os.chmod(path(rel), mode)  # (neither is a symlink: nothing to follow)
+            if caps is not None:
+                os.setxattr(path(rel), "security.capability", caps, follow_symlinks=False)
         for rel in plan.drop:
             os.unlink(path(rel))
         for rel, mtime in plan.dir_mtimes.items():
