@@ -146,12 +146,14 @@ def clean_name(name: str, max_depth: int = 512) -> tuple[str, ...]:
     """Split a tar member name into safe components: leading ``/`` dropped, ``..`` rejected."""
     if "\x00" in name:
         raise UnsafeLayerError(f"layer entry name {name!r} contains a NUL byte")
-    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    parts = name.split("/")
+    if "" in parts or "." in parts:
+        parts = [p for p in parts if p not in ("", ".")]
     if ".." in parts:
         raise UnsafeLayerError(f"layer entry {name!r} climbs out of the layer with '..'; rejected")
     if len(parts) > max_depth:
         raise UnsafeLayerError(f"layer entry {name[:80]!r}... is nested deeper than {max_depth}")
-    return parts
+    return tuple(parts)
 
 
 class _ThroughLink(UnsafeLayerError):

@@ -260,6 +260,12 @@ class TarStream:
         if size > _MAX_META:
             raise TarFormatError(f"{what} of {size} bytes at byte {self.offset}: too large "
                                  "to be a header")
+        padded = size + (-size % BLOCK)
+        off = self._off
+        if len(self._buf) - off >= padded:  # the usual case: all of it at hand
+            self._off = off + padded
+            self.offset += padded
+            return self._buf[off:off + size]
         data = self._take(size, what)
         self._skip(-size % BLOCK)
         return data
