@@ -44,6 +44,7 @@ from nbcontainer.images.tarstream import (
 
 _CHUNK = 1 << 20
 _ZEROS = bytes(BLOCK)
+_DIRECT = 64 << 10  # pieces of file data at least this large skip the buffer
 _RECORD = 20 * 512  # tar's default record size: archives are padded to a multiple of it
 
 
@@ -65,7 +66,7 @@ class HashingWriter:
         self.sha = hashlib.sha256()
         self.count = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray) -> int:
         self.sha.update(data)
         self.count += len(data)
         if self.sink is not None:
@@ -180,15 +181,19 @@ class _TarWriter:
             if not chunk:
                 raise ImageError(f"{name} shrank while it was being archived; is the "
                                  "container still writing to it?")
-            buf += chunk
             left -= len(chunk)
+            if len(chunk) >= _DIRECT:  # a large file's piece: to the sink as it is, no copy
+                self.flush()
+                self.sink.write(chunk)
+                continue
+            buf += chunk
             if len(buf) >= _CHUNK:
                 self.flush()
         buf += _ZEROS[:-size % BLOCK]
 
     def flush(self) -> None:
         if self.buf:
-            self.sink.write(bytes(self.buf))
+            self.sink.write(self.buf)  # the sink hashes and writes it before returning
             self.buf.clear()
 
     def close(self) -> None:
