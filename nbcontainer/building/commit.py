@@ -144,8 +144,8 @@ def _adopt(store: ImageStore, st: ContainerState, root: Path, upper: Path, creat
         return publish_tree(store, upper, created_by, unmap=unmap)
     if moved:
         assert layer is not None
-        # (a crash before the record is saved leaves the layer unused until it is committed
-        # again: the container then misses it; the two steps are two syscalls apart)
+        # A crash from here to the saved record (three syscalls) would leave the layer
+        # unreferenced and the container without an upper directory (docs/images.md).
         upper.mkdir(mode=0o755)
         if st.userns:
             os.chown(upper, st.userns["uid"], st.userns["gid"])
