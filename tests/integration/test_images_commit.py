@@ -323,8 +323,17 @@ def test_stopped_container_commit_moves_its_upper_directory(store, tmp_path):
         store.remove_image("moved:1")
         store.remove_image("moved:2")
         assert store.has_layer(record.layers[-1])
+        # and the CLI still lists and removes it (plain `rm`: it is stopped)
+        env = {**os.environ, "NBCONTAINER_ROOT": str(store.root)}
+        ps = subprocess.run([sys.executable, "-m", "nbcontainer", "ps", "-a"], env=env,
+                            capture_output=True, text=True)
+        assert ps.returncode == 0 and "moved-one" in ps.stdout, ps
+        rm = subprocess.run([sys.executable, "-m", "nbcontainer", "rm", "moved-one"], env=env,
+                            capture_output=True, text=True)
+        assert rm.returncode == 0, rm.stderr
     finally:
-        manage.remove(c.id, force=True, root=store.root)
+        if c.dir.exists():
+            manage.remove(c.id, force=True, root=store.root)
     assert not c.dir.exists()
     assert store.gc()["layers"] == [record.layers[-1]]
 
