@@ -68,6 +68,10 @@ def build(root: Path, base: int) -> None:
     with socket.socket(socket.AF_UNIX) as s:
         s.bind(str(root / "a" / "sock"))                                  # not in a tar
     (root / ("L" * 150)).write_text("long name\n")
+    for mode in (0o666, 0o600, 0o444, 0o2755, 0o1777, 0o000):  # past the umask, special bits
+        (root / f"mode-{mode:04o}").write_bytes(b"m" * mode)
+        os.chmod(root / f"mode-{mode:04o}", mode)
+    (root / "big").write_bytes(bytes(range(256)) * 6000)  # more than the writer's 1 MiB pieces
     (root / "dé j").mkdir(mode=0o1777)
     (root / "dé j" / "é").write_text("not ascii\n")
     own(root / "dé j", 7, 8)
@@ -142,6 +146,8 @@ def test_moved_layer_is_the_copied_layer(tmp_path: Path, userns: bool) -> None:
     assert got["a/f"][6] == ["a/b/hl", "a/f"]
     assert dict(got["opq"][5]) == {"trusted.overlay.opaque": b"y"}
     assert got["xw"][5] == [] and got["a/b/sl"][5] == []
+    assert stat.S_IMODE(got["mode-2755"][0]) == 0o2755
+    assert stat.S_IMODE(got["mode-0666"][0]) == 0o666
     assert dict(got["a"][5]) == {"user.dir": b"kept"}
     # ``save`` writes the same tar from either (not the diff_id: the devices are gone)
     assert write_layer_tar(new_fs, None) == write_layer_tar(old_fs, None)
