@@ -1,9 +1,12 @@
 """Write a layer directory back out as a deterministic OCI layer tar.
 
 Used by ``save`` (stored layer -> blob), by ``commit`` (a container's upper directory -> new
-layer) and to compute the diff_id of layers we make ourselves (busybox). The walk is fd-based
-(``os.fwalk``) and files are opened with ``O_NOFOLLOW``, so a container swapping a file for a
-symlink while we read its upper directory cannot make us archive a host file.
+layer, or only its diff_id when a stopped container's upper directory is moved into the store
+as it is) and to compute the diff_id of layers we make ourselves (busybox). The walk is by
+directory fds (``os.scandir`` of an fd opened ``O_DIRECTORY|O_NOFOLLOW`` below its parent's)
+and files are opened with ``O_NOFOLLOW``, so a container swapping a file or a directory for a
+symlink while we read its upper directory cannot make us archive a host file. Per small file it
+makes five system calls (lstat, open, flistxattr, read, close; GNU tar makes seven).
 
 Overlay's forms are translated back to OCI's: a 0/0 character device becomes an empty
 ``.wh.NAME`` file, a directory with ``trusted.overlay.opaque=y`` gains a ``.wh..wh..opq`` entry,
