@@ -268,3 +268,91 @@ def test_cli_commit_with_message(store):
         assert bad.returncode == 125 and "no such container" in bad.stderr
     finally:
         nbc("rm", "-f", "clicommit")
+
+
+def run_stopped(store: ImageStore, name: str) -> Container:
+    """A kept busybox container that made CHANGES and exited."""
+    c = Container(make_spec(["sh", "-c", CHANGES], image="busybox", name=name, net="none"),
+                  root=store.root, keep=True, stdin=subprocess.DEVNULL,
+                  stdout=subprocess.DEVNULL)
+    c.start()
+    assert c.wait().exit_code == 0
+    c.cleanup()
+    return c
+
+
+def seen_in(image: str, store: ImageStore) -> dict[str, tuple]:
+    c = start_idle(image, store)
+    try:
+        return tree(f"/proc/{c.pid}/root")
+    finally:
+        stop(c)
+
+
+def test_stopped_container_commit_moves_its_upper_directory(store, tmp_path):
+    from nbcontainer.images.snapshot import publish_tree
+
+    c = run_stopped(store, "moved-one")
+    try:
+        upper = c.upper_dir
+        inode = os.lstat(upper).st_ino
+        # the old path, on the same upper directory (it only reads it), in a store of its own
+        reference = publish_tree(ImageStore(tmp_path / "reference"), upper, "ref")
+        record = commit("moved-one", "moved:1", root=store.root)
+        assert reference is not None and record.layers[-1] == reference.diff_id
+        layer = store.layer_fs(record.layers[-1])
+        assert os.lstat(layer).st_ino == inode                # renamed, not copied
+        assert tree(str(layer)) == tree(str(ImageStore(tmp_path / "reference").layer_fs(
+            reference.diff_id)))
+        # the container keeps what it saw: its image's layers, the committed one, a new upper
+        st = state_mod.find(store.root, "moved-one")
+        busybox = ensure_busybox(store)
+        assert st.status == "exited"
+        assert st.layers == [str(store.layer_fs(d)) for d in busybox.layers] + [str(layer)]
+        assert upper.is_dir() and os.listdir(upper) == []
+        # a second commit carries the moved layer (and records that nothing changed since)
+        again = commit("moved-one", "moved:2", root=store.root)
+        assert again.layers == record.layers
+        assert [h.empty_layer for h in again.history[-2:]] == [False, True]
+        assert sum(not h.empty_layer for h in again.history) == len(again.layers)
+        first = seen_in("moved:1", store)
+        assert seen_in("moved:2", store) == first
+        assert "etc/hostname" not in first and first["data/new.txt"][1:3] == (1000, 2000)
+        assert [k for k in first if k.startswith("usr/sbin/")] == ["usr/sbin/only"]
+        # no image names the layer any more: the container still does, so it stays
+        store.remove_image("moved:1")
+        store.remove_image("moved:2")
+        assert store.has_layer(record.layers[-1])
+        # and the CLI still lists and removes it (plain `rm`: it is stopped)
+        env = {**os.environ, "NBCONTAINER_ROOT": str(store.root)}
+        ps = subprocess.run([sys.executable, "-m", "nbcontainer", "ps", "-a"], env=env,
+                            capture_output=True, text=True)
+        assert ps.returncode == 0 and "moved-one" in ps.stdout, ps
+        rm = subprocess.run([sys.executable, "-m", "nbcontainer", "rm", "moved-one"], env=env,
+                            capture_output=True, text=True)
+        assert rm.returncode == 0, rm.stderr
+    finally:
+        if c.dir.exists():
+            manage.remove(c.id, force=True, root=store.root)
+    assert not c.dir.exists()
+    assert store.gc()["layers"] == [record.layers[-1]]
+
+
+def test_concurrent_commits_of_a_stopped_container_both_keep_its_changes(store):
+    import threading
+
+    c = run_stopped(store, "twice")
+    records: dict[str, object] = {}
+    try:
+        threads = [threading.Thread(target=lambda n=n: records.__setitem__(
+            n, commit("twice", f"twice:{n}", root=store.root))) for n in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(records) == {1, 2}
+        layers = [r.layers for r in records.values()]  # type: ignore[attr-defined]
+        assert layers[0] == layers[1] and len(layers[0]) == 2
+        assert seen_in("twice:1", store) == seen_in("twice:2", store)
+    finally:
+        manage.remove(c.id, force=True, root=store.root)

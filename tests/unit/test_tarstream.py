@@ -298,3 +298,17 @@ def test_gnu_tar_lists_encoded_headers(tmp_path: Path) -> None:
     for name, _, _ in plan:
         assert name in listing
     assert "3000000000/7" in listing
+
+
+def test_byte_sum_is_sum_for_every_kind_of_block() -> None:
+    """The header checksum's fast sum (Adler-32 of each half) is exactly ``sum``."""
+    import random
+
+    from nbcontainer.images.tarstream import byte_sum
+
+    rng = random.Random(7)
+    blocks = [bytes(512), b"\xff" * 512, b"\xff" * 256 + bytes(256), bytes(256) + b"\xff" * 256]
+    blocks += [rng.randbytes(512) for _ in range(2000)]
+    blocks += [bytes(rng.choice((0, 255)) for _ in range(512)) for _ in range(200)]
+    for block in blocks:
+        assert byte_sum(block) == sum(block)
