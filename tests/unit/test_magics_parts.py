@@ -230,10 +230,14 @@ class ScriptedSampler:
         self.i = 0
         self.closed = False
 
-    def read(self, fast_only: bool = False) -> CgroupStats:
+    def read(self) -> CgroupStats:
         s = self.samples[min(self.i, len(self.samples) - 1)]
         self.i += 1
         return s
+
+    def memory_current(self) -> int | None:
+        """The fast path sees the memory of the sample the last full read returned."""
+        return self.samples[min(max(0, self.i - 1), len(self.samples) - 1)].memory_current
 
     def close(self) -> None:
         self.closed = True
@@ -242,8 +246,10 @@ class ScriptedSampler:
 class ScriptedCgroup:
     def __init__(self, samples: list[CgroupStats]) -> None:
         self.sampler = ScriptedSampler(samples)
+        self.only: tuple[str, ...] | None = None
 
-    def open_sampler(self) -> ScriptedSampler:
+    def open_sampler(self, only: tuple[str, ...] | None = None) -> ScriptedSampler:
+        self.only = only
         return self.sampler
 
 
@@ -254,8 +260,8 @@ def stats(current: int, peak: int, kills: int, cpu_ns: int = 0) -> CgroupStats:
 def test_meter_takes_peak_and_oom_kills_from_the_counters():
     cg = ScriptedCgroup([stats(10 * MIB, 10 * MIB, 0), stats(20 * MIB, 99 * MIB, 1),
                          stats(5 * MIB, 99 * MIB, 1), stats(5 * MIB, 99 * MIB, 2)])
-    meter = Meter(cg, rate=200).start()
-    time.sleep(0.1)
+    meter = Meter(cg, rate=20).start()  # at 20 Hz every sample is a full read
+    time.sleep(0.4)
     series = meter.stop()
     assert cg.sampler.closed
     assert series.peak == 99 * MIB  # the spike the samples never saw
@@ -264,25 +270,54 @@ def test_meter_takes_peak_and_oom_kills_from_the_counters():
     assert list(series.memory[:3]) == [10.0, 20.0, 5.0]
 
 
+def test_meter_reads_the_counters_20_times_a_second_and_memory_at_every_sample():
+    cg = ScriptedCgroup([stats(10 * MIB, 10 * MIB, 0, cpu_ns=0)]
+                        + [stats(20 * MIB, 30 * MIB, 1, cpu_ns=10**8 * i) for i in range(1, 99)])
+    meter = Meter(cg, rate=200).start()
+    time.sleep(0.3)
+    series = meter.stop()
+    assert cg.only is not None and "pids_current" not in cg.only
+    full = cg.sampler.i  # the first sample, one in ten after it, the last one
+    assert series.samples >= 20 and 2 <= full <= series.samples // 10 + 3, (full, series)
+    # The fast samples in between record the memory of the last full read, and its CPU use.
+    assert series.memory[0] == 10.0 and series.memory[-1] == 20.0
+    assert len(series.times) == len(series.memory) == len(series.cpu) == series.samples
+    assert series.cpu[-1] > 0 and series.cpu[-2] > 0
+    assert series.peak == 30 * MIB and series.oom_kills == 1
+
+
 def test_meter_counts_kills_from_the_first_sample_for_an_exec():
     cg = ScriptedCgroup([stats(1, 1, 4), stats(1, 1, 5)])
-    meter = Meter(cg, rate=200, base_oom_kills=None).start()
-    time.sleep(0.05)
+    meter = Meter(cg, rate=20, base_oom_kills=None).start()
+    time.sleep(0.1)
     assert meter.stop().oom_kills == 1
 
 
 def test_meter_stops_when_the_cgroup_goes():
     class Gone(ScriptedSampler):
-        def read(self, fast_only: bool = False) -> CgroupStats:
-            if self.i >= 2:
+        """Two reads (full or fast) work, then the cgroup is gone."""
+
+        calls = 0
+
+        def _call(self) -> None:
+            self.calls += 1
+            if self.calls > 2:
                 raise OSError("cgroup removed")
+
+        def read(self) -> CgroupStats:
+            self._call()
             return super().read()
+
+        def memory_current(self) -> int | None:
+            self._call()
+            return super().memory_current()
 
     cg = ScriptedCgroup([stats(1, 1, 0)])
     cg.sampler = Gone([stats(1, 1, 0)])
     meter = Meter(cg, rate=500).start()
     time.sleep(0.05)
     assert meter.stop().samples == 2
+    assert not meter._thread.is_alive()
 
 
 # -- plot ---------------------------------------------------------------------------------------
