@@ -186,7 +186,7 @@ class MemoryFigure:
         if first_kill is not None:
             handles.append(first_kill)
         self._cpu(series[0] if len(series) == 1 else None)
-        xlim = max(nice(xmax * 1.02), self._xlim)
+        xlim = max(nice(xmax * 1.02, TIME_STEPS), self._xlim)
         if live:
             self._xlim = xlim = max(xlim, LIVE_SPAN)
         ax.set_xlim(0, xlim)
@@ -220,7 +220,8 @@ class MemoryFigure:
                                 framealpha=1.0)
         legend.set_animated(True)
         self.ax.draw_artist(legend)
-        box = legend.get_window_extent(self.canvas.get_renderer())
+        # One pixel more on each side: the frame's edge is stroked across the box's border.
+        box = legend.get_window_extent(self.canvas.get_renderer()).padded(1)
         self._legend_pixels = self.canvas.copy_from_bbox(box)
         self._legend_key = legend_key
 
@@ -238,12 +239,17 @@ class MemoryFigure:
         return buf.getvalue()
 
 
-def nice(value: float) -> float:
+#: Steps of the time axis: each widening is a full draw, so no 2.5 (which the value axes keep,
+#: to use more of the height).
+TIME_STEPS = (1.0, 2.0, 5.0, 10.0)
+
+
+def nice(value: float, steps: Sequence[float] = (1.0, 2.0, 2.5, 5.0, 10.0)) -> float:
     """The next 1-2-5 step at or above ``value`` (axis limits that rarely change)."""
     if value <= 0:
         return 1.0
     exponent = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
+    for step in steps:
         if value <= step * exponent:
             return step * exponent
     return 10 * exponent  # pragma: no cover

@@ -344,6 +344,57 @@ def test_frame_is_a_small_png():
     assert set(data) == {"image/png", "text/plain"} and isinstance(data["image/png"], str)
 
 
+def _pixels(png: bytes) -> object:
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def test_live_time_axis_spans_two_seconds_and_only_grows():
+    pytest.importorskip("matplotlib")
+    from nbcontainer.notebook.plot import LIVE_SPAN, MemoryFigure
+
+    figure = MemoryFigure()
+    figure.render([series("", 15)], live=True)  # 0.3 s of samples
+    assert figure.ax.get_xlim() == (0, LIVE_SPAN)
+    figure.render([series("", 125)], live=True)  # 2.5 s: the next step is 5, not 2.5
+    assert figure.ax.get_xlim() == (0, 5)
+    figure.render([series("", 50)])  # the final frame keeps the live axis
+    assert figure.ax.get_xlim() == (0, 5)
+    # A plot that only ever draws its final frame (a short failed cell) fits its data.
+    only_final = MemoryFigure()
+    only_final.render([series("", 15)])
+    assert only_final.ax.get_xlim() == (0, 0.5)
+
+
+def test_blitted_and_reused_frames_show_what_a_full_draw_shows():
+    """Frames drawn by blitting (kept background, legend pasted back) on a figure reused from
+    another cell are the picture a new figure draws in full for the same data."""
+    pytest.importorskip("matplotlib")
+    import numpy as np
+
+    from nbcontainer.notebook.plot import MemoryFigure, give_back, take_figure
+
+    old = take_figure("container memory")
+    old.render([series("a", 400, (3.0,)), series("b", 200, (1.0, 2.0))], live=True)
+    give_back(old)
+    figure = take_figure("container memory")
+    assert figure is old
+    blits = 0
+    for n, kills in ((20, ()), (40, ()), (60, (0.9,)), (80, (0.9,)), (90, (0.9, 1.7)),
+                     (95, (0.9, 1.7))):
+        key = figure._key
+        got = _pixels(figure.render([series("", n, kills)], live=True))
+        blits += key == figure._key
+        want = _pixels(MemoryFigure().render([series("", n, kills)], live=True))
+        # Identical but for antialiasing of the legend's edge (a few levels of one channel).
+        assert np.abs(got - want).max() <= 8, f"frame of {n} samples differs"
+        marks = figure.kills[0]
+        assert [m.get_xdata()[0] for m in marks] == list(kills)
+    assert blits >= 3  # most frames were blitted: the test compared the blitting path
+
+
 def test_live_plot_waits_then_limits_the_frame_rate():
     pytest.importorskip("matplotlib")
     from nbcontainer.notebook.plot import LivePlot
