@@ -77,9 +77,13 @@ class MemoryFigure:
         self.canvas = FigureCanvasAgg(self.figure)
         self.figure.subplots_adjust(left=0.09, right=0.9, bottom=0.17, top=0.9)
         ax = self.ax = self.figure.add_subplot(1, 1, 1)
+        # The title and the time label at fixed places: placed automatically, every full draw
+        # measures the tick labels around them first. (The value labels stay automatic: their
+        # tick labels' width varies, 5 to 2000 MiB.)
         ax.set_xlabel("seconds")
+        ax.xaxis.set_label_coords(0.5, -0.14)
         ax.set_ylabel("memory (MiB)")
-        ax.set_title(title, fontsize="medium")
+        ax.set_title(title, fontsize="medium", y=1.0, pad=4)
         ax.grid(True, alpha=0.3)
         self.ax2: Any = None
         self.cpu_line: Any = None
@@ -103,7 +107,7 @@ class MemoryFigure:
         cost about twice a full draw)."""
         if title != self.title:
             self.title = title
-            self.ax.set_title(title, fontsize="medium")
+            self.ax.set_title(title, fontsize="medium", y=1.0, pad=4)
             self._key = None
         self._xlim = 0.0
 
