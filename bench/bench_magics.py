@@ -3,7 +3,8 @@
 1. Latency of a ``pass`` cell: ``%%container --mem 100m`` vs ``%%script python`` vs
    ``!python -c pass`` vs a plain ``pass``; every side runs this interpreter.
 2. Sampler CPU cost: the meter thread at 20, 50 and 100 Hz on a live container cgroup, as CPU
-   seconds of its thread per wall second (``time.thread_time``), and per sample.
+   seconds of its thread per wall second (``time.thread_time``), and per sample; the rates
+   take turns over 5 runs of 3 s, medians.
 3. Live plot cost: a CPU-bound cell (a fixed loop) under ``--plot`` vs ``--no-plot``: the
    wall-time ratio says how much drawing in the kernel slows the container; the kernel
    process's extra CPU time (``/proc/PID/stat``) divided by the frames it published is what
@@ -130,28 +131,35 @@ class TimedMeter(Meter):
         self.cpu = time.thread_time() - t0
 
 
-def sampler_cost(rates: tuple[float, ...], seconds: float) -> dict[float, tuple[float, float]]:
+def sampler_cost(rates: tuple[float, ...], seconds: float,
+                 rounds: int) -> dict[float, tuple[float, float]]:
     """Per sampling rate on a live cgroup: the meter thread's CPU (fraction of a core) and CPU
-    seconds per sample."""
+    seconds per sample, medians over ``rounds`` runs of ``seconds`` each (the rates take turns,
+    so a busy moment of the machine does not land on one rate only)."""
     from nbcontainer import Container, make_spec
 
-    out: dict[float, tuple[float, float]] = {}
+    runs: dict[float, list[tuple[float, float, int]]] = {rate: [] for rate in rates}
     c = Container(make_spec(["sleep", "600"], image="busybox", memory="100m"),
                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     c.start()
     try:
-        for rate in rates:
-            meter = TimedMeter(c.cgroup, rate=rate)
-            meter.start()
-            time.sleep(seconds)
-            series = meter.stop()
-            out[rate] = (meter.cpu / seconds, meter.cpu / max(1, series.samples))
-            print(f"  {rate:g} Hz: {series.samples} samples in {seconds:g} s "
-                  f"({series.samples / seconds:.1f}/s achieved)")
+        for _ in range(rounds):
+            for rate in rates:
+                meter = TimedMeter(c.cgroup, rate=rate)
+                meter.start()
+                time.sleep(seconds)
+                series = meter.stop()
+                runs[rate].append((meter.cpu / seconds, meter.cpu / max(1, series.samples),
+                                   series.samples))
     finally:
         c.kill()
         c.cleanup()
-    return out
+    for rate, values in runs.items():
+        samples = statistics.median(n for _, _, n in values)
+        print(f"  {rate:g} Hz: {samples:.0f} samples in {seconds:g} s "
+              f"({samples / seconds:.1f}/s achieved; median of {rounds} runs)")
+    return {rate: (statistics.median(f for f, _, _ in values),
+                   statistics.median(e for _, e, _ in values)) for rate, values in runs.items()}
 
 
 def plot_cost(kc: Any, pid: int, rounds: int, loop: int,
@@ -246,7 +254,8 @@ def main() -> None:
                         help="part 5: also print the N lines that allocated most (net)")
     parser.add_argument("--parts", default="1,2,3,4,5",
                         help="which parts to run, e.g. 2,3 (default: all)")
-    parser.add_argument("--sampler-seconds", type=float, default=5.0)
+    parser.add_argument("--sampler-seconds", type=float, default=3.0)
+    parser.add_argument("--sampler-rounds", type=int, default=5)
     parser.add_argument("--plot-loop", type=int, default=25_000_000,
                         help="iterations of the CPU-bound cell's loop (default: about 2-3 s)")
     parser.add_argument("--gap", type=float, default=0.3,
@@ -267,7 +276,8 @@ def main() -> None:
                 print("2. sampler CPU cost (meter thread, fraction of one core; CPU per "
                       "sample; the rate asked for, and the rate achieved)")
                 for rate, (frac, each) in sampler_cost((20.0, 50.0, 100.0),
-                                                       args.sampler_seconds).items():
+                                                       args.sampler_seconds,
+                                                       args.sampler_rounds).items():
                     print(f"  {rate:g} Hz: {frac * 100:.3f} % of a core, "
                           f"{each * 1e6:.0f} us per sample")
             if 3 in parts:
