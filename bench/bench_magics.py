@@ -3,11 +3,19 @@
 1. Latency of a ``pass`` cell: ``%%container --mem 100m`` vs ``%%script python`` vs
    ``!python -c pass`` vs a plain ``pass``; every side runs this interpreter.
 2. Sampler CPU cost: the meter thread at 20, 50 and 100 Hz on a live container cgroup, as CPU
-   seconds of its thread per wall second (``time.thread_time``), and per sample.
+   seconds of its thread per wall second (``time.thread_time``), and per sample; the rates
+   take turns over 5 runs of 3 s, medians.
 3. Live plot cost: a CPU-bound cell (a fixed loop) under ``--plot`` vs ``--no-plot``: the
    wall-time ratio says how much drawing in the kernel slows the container; the kernel
    process's extra CPU time (``/proc/PID/stat``) divided by the frames it published is what
    one frame costs the kernel.
+4. The kernel process's memory (RSS and its peak) after these cells.
+5. Allocation per cell in the kernel process (tracemalloc, started after the cells above, so
+   imports and first-use caches are warm): each side runs through ``run_cell_magic`` inside a
+   cell that reads ``tracemalloc.get_traced_memory()`` around it, so IPython's own work for a
+   cell (the same for every cell) is not counted; peak (above the start) and net (left traced
+   afterwards) per cell, median over the rounds. ``--trace-top N`` also prints the N source
+   lines that allocated most, net, over the ``%%container`` rounds (a snapshot diff).
 
 Sides of 1 and 3 run in a shuffled order each round with an idle gap before each cell (as
 between cells a user runs), so one side's background work (a spare helper being refilled, a
@@ -59,8 +67,10 @@ def start_kernel(tmp: str) -> tuple[KernelManager, Any]:
     return km, kc
 
 
-def run(kc: Any, code: str, timeout: float = 300) -> tuple[float, int]:
-    """Execute ``code``; wall time from request to idle, and the plot frames it published."""
+def run(kc: Any, code: str, timeout: float = 300,
+        out: list[str] | None = None) -> tuple[float, int]:
+    """Execute ``code``; wall time from request to idle, and the plot frames it published
+    (``out``: collects what it printed)."""
     start = time.perf_counter()
     msg_id = kc.execute(code)
     frames = 0
@@ -76,6 +86,8 @@ def run(kc: Any, code: str, timeout: float = 300) -> tuple[float, int]:
         if (msg["header"]["msg_type"] in FRAMES
                 and "image/png" in msg["content"].get("data", {})):
             frames += 1
+        if out is not None and msg["header"]["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
         if msg["header"]["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             return time.perf_counter() - start, frames
 
@@ -119,28 +131,35 @@ class TimedMeter(Meter):
         self.cpu = time.thread_time() - t0
 
 
-def sampler_cost(rates: tuple[float, ...], seconds: float) -> dict[float, tuple[float, float]]:
+def sampler_cost(rates: tuple[float, ...], seconds: float,
+                 rounds: int) -> dict[float, tuple[float, float]]:
     """Per sampling rate on a live cgroup: the meter thread's CPU (fraction of a core) and CPU
-    seconds per sample."""
+    seconds per sample, medians over ``rounds`` runs of ``seconds`` each (the rates take turns,
+    so a busy moment of the machine does not land on one rate only)."""
     from nbcontainer import Container, make_spec
 
-    out: dict[float, tuple[float, float]] = {}
+    runs: dict[float, list[tuple[float, float, int]]] = {rate: [] for rate in rates}
     c = Container(make_spec(["sleep", "600"], image="busybox", memory="100m"),
                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     c.start()
     try:
-        for rate in rates:
-            meter = TimedMeter(c.cgroup, rate=rate)
-            meter.start()
-            time.sleep(seconds)
-            series = meter.stop()
-            out[rate] = (meter.cpu / seconds, meter.cpu / max(1, series.samples))
-            print(f"  {rate:g} Hz: {series.samples} samples in {seconds:g} s "
-                  f"({series.samples / seconds:.1f}/s achieved)")
+        for _ in range(rounds):
+            for rate in rates:
+                meter = TimedMeter(c.cgroup, rate=rate)
+                meter.start()
+                time.sleep(seconds)
+                series = meter.stop()
+                runs[rate].append((meter.cpu / seconds, meter.cpu / max(1, series.samples),
+                                   series.samples))
     finally:
         c.kill()
         c.cleanup()
-    return out
+    for rate, values in runs.items():
+        samples = statistics.median(n for _, _, n in values)
+        print(f"  {rate:g} Hz: {samples:.0f} samples in {seconds:g} s "
+              f"({samples / seconds:.1f}/s achieved; median of {rounds} runs)")
+    return {rate: (statistics.median(f for f, _, _ in values),
+                   statistics.median(e for _, e, _ in values)) for rate, values in runs.items()}
 
 
 def plot_cost(kc: Any, pid: int, rounds: int, loop: int,
@@ -168,6 +187,54 @@ def plot_cost(kc: Any, pid: int, rounds: int, loop: int,
     return times, per_frame, int(statistics.median(frames)) if frames else 0
 
 
+#: One measured cell in the kernel: traced bytes around ``run_cell_magic`` (peak above the start,
+#: net after it), printed as JSON on a line of its own.
+TRACED_CELL = """\
+import json as _json, tracemalloc as _tm
+_tm.reset_peak()
+_start = _tm.get_traced_memory()[0]
+get_ipython().run_cell_magic({magic!r}, {line!r}, "pass\\n")
+_now, _peak = _tm.get_traced_memory()
+print("\\nTRACED " + _json.dumps([_peak - _start, _now - _start]))
+"""
+
+
+def allocation(kc: Any, rounds: int, gap: float, top: int) -> dict[str, tuple[float, float]]:
+    """Median (peak, net) traced bytes per ``pass`` cell of each side, tracemalloc started
+    after a warm-up of each; with ``top``, the lines that allocated most (net) over the
+    ``%%container`` rounds."""
+    sides = {"%%container pass": ("container", ""),
+             "%%container --no-plot": ("container", "--no-plot"),
+             "%%script python": ("script", sys.executable)}
+    for magic, line in sides.values():
+        run(kc, f"%%{magic} {line}\npass")
+    run(kc, "import tracemalloc\ntracemalloc.start(25)")
+    traced: dict[str, list[tuple[int, int]]] = {name: [] for name in sides}
+    try:
+        for magic, line in sides.values():  # warm-up under tracing (its first-use caches)
+            run(kc, TRACED_CELL.format(magic=magic, line=line))
+        if top:
+            run(kc, "_snap0 = tracemalloc.take_snapshot()")
+        for _ in range(rounds):
+            for name, (magic, line) in sides.items():
+                time.sleep(gap)
+                out: list[str] = []
+                run(kc, TRACED_CELL.format(magic=magic, line=line), out=out)
+                peak, net = json.loads("".join(out).rsplit("TRACED ", 1)[1])
+                traced[name].append((peak, net))
+        if top:
+            out = []
+            run(kc, "_diff = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter("
+                    "False, tracemalloc.__file__)]).compare_to(_snap0.filter_traces(["
+                    "tracemalloc.Filter(False, tracemalloc.__file__)]), 'lineno')\n"
+                    f"for _d in _diff[:{top}]:\n    print('   ', _d)", out=out)
+            print("".join(out), end="")
+    finally:
+        run(kc, "tracemalloc.stop()")
+    return {name: (statistics.median(p for p, _ in v), statistics.median(n for _, n in v))
+            for name, v in traced.items()}
+
+
 def report(title: str, times: dict[str, list[float]], base: str) -> None:
     """Median, min and the ratio of medians to ``base``."""
     print(title)
@@ -181,8 +248,14 @@ def report(title: str, times: dict[str, list[float]], base: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--plot-rounds", type=int, default=5)
-    parser.add_argument("--sampler-seconds", type=float, default=5.0)
+    parser.add_argument("--plot-rounds", type=int, default=11)
+    parser.add_argument("--alloc-rounds", type=int, default=10)
+    parser.add_argument("--trace-top", type=int, default=0,
+                        help="part 5: also print the N lines that allocated most (net)")
+    parser.add_argument("--parts", default="1,2,3,4,5",
+                        help="which parts to run, e.g. 2,3 (default: all)")
+    parser.add_argument("--sampler-seconds", type=float, default=3.0)
+    parser.add_argument("--sampler-rounds", type=int, default=5)
     parser.add_argument("--plot-loop", type=int, default=25_000_000,
                         help="iterations of the CPU-bound cell's loop (default: about 2-3 s)")
     parser.add_argument("--gap", type=float, default=0.3,
@@ -194,23 +267,37 @@ def main() -> None:
         os.environ.setdefault("NBCONTAINER_ROOT", os.path.join(tmp, "store"))
         print(f"cpus: {os.cpu_count()}; kernel and every Python side: {interpreter()}")
         km, kc = start_kernel(tmp)
+        parts = {int(p) for p in args.parts.split(",")}
         try:
-            report(f"1. latency of a `pass` cell ({order_note(args.rounds, args.gap)})",
-                   latency(kc, args.rounds, args.gap), "%%script python")
-            print("2. sampler CPU cost (meter thread, fraction of one core; CPU per sample)")
-            for rate, (frac, each) in sampler_cost((20.0, 50.0, 100.0),
-                                                   args.sampler_seconds).items():
-                print(f"  {rate:g} Hz: {frac * 100:.3f} % of a core, "
-                      f"{each * 1e6:.0f} us per sample")
-            times, per_frame, frames = plot_cost(kc, km.provisioner.process.pid,
-                                                 args.plot_rounds, args.plot_loop, args.gap)
-            report(f"3. CPU-bound cell, live plot on vs off "
-                   f"({order_note(args.plot_rounds, args.gap)})", times, "--no-plot")
-            print(f"  kernel CPU per plot frame: {per_frame * 1000:.1f} ms "
-                  f"({frames} frames per plotted cell, median)")
-            rss, hwm = kernel_memory(km.provisioner.process.pid)
-            print(f"4. kernel process memory after these cells (nbcontainer and matplotlib "
-                  f"loaded): RSS {rss:.0f} MiB, peak {hwm:.0f} MiB")
+            if 1 in parts:
+                report(f"1. latency of a `pass` cell ({order_note(args.rounds, args.gap)})",
+                       latency(kc, args.rounds, args.gap), "%%script python")
+            if 2 in parts:
+                print("2. sampler CPU cost (meter thread, fraction of one core; CPU per "
+                      "sample; the rate asked for, and the rate achieved)")
+                for rate, (frac, each) in sampler_cost((20.0, 50.0, 100.0),
+                                                       args.sampler_seconds,
+                                                       args.sampler_rounds).items():
+                    print(f"  {rate:g} Hz: {frac * 100:.3f} % of a core, "
+                          f"{each * 1e6:.0f} us per sample")
+            if 3 in parts:
+                times, per_frame, frames = plot_cost(kc, km.provisioner.process.pid,
+                                                     args.plot_rounds, args.plot_loop, args.gap)
+                report(f"3. CPU-bound cell, live plot on vs off "
+                       f"({order_note(args.plot_rounds, args.gap)})", times, "--no-plot")
+                print(f"  kernel CPU per plot frame: {per_frame * 1000:.1f} ms "
+                      f"({frames} frames per plotted cell, median)")
+            if 4 in parts:
+                rss, hwm = kernel_memory(km.provisioner.process.pid)
+                print(f"4. kernel process memory after these cells (nbcontainer and "
+                      f"matplotlib loaded): RSS {rss:.0f} MiB, peak {hwm:.0f} MiB")
+            if 5 in parts:
+                print(f"5. allocation in the kernel process per `pass` cell (tracemalloc, "
+                      f"{args.alloc_rounds} rounds after a warm-up, {args.gap * 1000:.0f} ms "
+                      f"idle before each; median; IPython's own per-cell work not counted)")
+                for name, (peak, net) in allocation(kc, args.alloc_rounds, args.gap,
+                                                    args.trace_top).items():
+                    print(f"  {name:<24} peak {peak / 2**20:6.2f} MiB   net {net / 1024:8.1f} KiB")
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=False)

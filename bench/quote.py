@@ -141,7 +141,20 @@ def q_magics(r: Results, link: str) -> str:
             f"The sampler thread costs {float(rates['20'][0]):.2f} % of a core at 20 Hz and "
             f"{float(rates['100'][0]):.2f} % at 100 Hz ({rates['100'][1]} µs of CPU per sample, "
             f"wake-up included); each plot frame costs the kernel about {frame} ms of CPU, and a "
-            f"CPU-bound cell takes {plot_x}x its time without the plot.\n")
+            f"CPU-bound cell takes {plot_x}x its time without the plot.{_allocation(r)}\n")
+
+
+def _allocation(r: Results) -> str:
+    """The sentence on part 5 (tracemalloc per cell), when RESULTS.md has it."""
+    rows = {m.group(1): (m.group(2), m.group(3)) for m in re.finditer(
+        r"^\s+(%%container pass|%%script python)\s+peak\s+([\d.]+) MiB\s+net\s+([\d.]+) KiB",
+        r.section("magics"), re.M)}
+    if len(rows) < 2:
+        return ""
+    (peak, net), (script, _) = rows["%%container pass"], rows["%%script python"]
+    return (f" A `%%container` `pass` cell allocates at most {peak} MiB in the kernel process "
+            f"({net} KiB left allocated after it; tracemalloc), a `%%script python` one "
+            f"{script} MiB.")
 
 
 def q_frame_cpu(r: Results, link: str) -> str:

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from typing import Any, ClassVar
 
 MAX_MESSAGE = 1 << 20
+#: Where the peek at a message's length writes its one byte (its content is never read).
+_PEEK = bytearray(1)
 MAX_FDS = 64
 
 
@@ -323,14 +325,23 @@ class Channel:
     def recv_with_fds(self) -> tuple[Message, list[int]]:
         """The next message and the fds attached to it (the caller owns them)."""
         fds = array.array("i")
-        data, ancdata, _, _ = self.sock.recvmsg(
-            MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize))
+        # The message's length first (MSG_PEEK | MSG_TRUNC: a SOCK_SEQPACKET record's whole
+        # length, nothing consumed), then a buffer of that size. recvmsg(MAX_MESSAGE) allocates
+        # 1 MiB for every message and shrinks it: about 50 us a message on a VM, and the kernel
+        # process's largest allocation in a `pass` cell (bench/bench_magics.py part 5).
+        size = self.sock.recv_into(_PEEK, 1, socket.MSG_PEEK | socket.MSG_TRUNC)
+        data, ancdata, flags, _ = self.sock.recvmsg(
+            min(max(size, 1), MAX_MESSAGE), socket.CMSG_SPACE(MAX_FDS * fds.itemsize))
         for level, kind, blob in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(blob[: len(blob) - (len(blob) % fds.itemsize)])
         if not data:
             _close(fds)
             raise ChannelClosed("the other side closed the control socket")
+        if flags & socket.MSG_TRUNC:
+            _close(fds)
+            raise ProtocolError(f"a message of {size} bytes: more than the {MAX_MESSAGE} a "
+                                "message may have (or another thread read the one peeked at)")
         try:
             return decode(data), list(fds)
         except ProtocolError:

@@ -50,6 +50,16 @@ class CgroupStats:
     oom_counted: bool = True
 
 
+#: The sampler's file keys (v1 and v2 together) that each :class:`CgroupStats` field is parsed
+#: from, where they differ from the field's name.
+STAT_FIELD_FILES: dict[str, tuple[str, ...]] = {
+    "oom_kills": ("oom_control", "memory_events"),
+    "limit_hits": ("memory_events",),
+    "oom_counted": ("oom_control",),
+    "cpu_usage_ns": ("cpu_usage", "cpu_stat"),
+}
+
+
 # -- small I/O helpers: the only place OSError becomes CgroupError ---------------------------
 
 
@@ -199,15 +209,9 @@ class Sampler:
             self.close()
             raise
         self._missing = [key for key in files if key not in self._fds]
-        self._last: dict[str, str | None] = {}
 
-    #: What changes from one sample to the next; the rest (limits, the kernel's peak and
-    #: OOM-kill counters, pids) may be read less often without losing anything, since the
-    #: counters are cumulative.
-    FAST = frozenset({"memory_current", "cpu_usage", "cpu_stat"})
-
-    def read(self, fast_only: bool = False) -> CgroupStats:
-        """Take one sample (``fast_only``: re-read only :attr:`FAST`, reuse the rest).
+    def read(self) -> CgroupStats:
+        """Take one sample of every kept file.
 
         Returns
         -------
@@ -218,20 +222,31 @@ class Sampler:
         CgroupError
             When the cgroup was removed meanwhile (the kernel answers ENODEV).
         """
-        if fast_only and self._last:
-            raw = dict(self._last)
-            keys = [key for key in self._fds if key in self.FAST]
-        else:
-            raw = dict.fromkeys(self._missing)
-            keys = list(self._fds)
-        for key in keys:
+        raw: dict[str, str | None] = dict.fromkeys(self._missing)
+        for key in self._fds:
             try:
                 # Every sampled file is a few lines; 4 KiB is one page and plenty.
                 raw[key] = os.pread(self._fds[key], 4096, 0).decode()
             except OSError as err:
                 raise CgroupError(f"cannot read {self.paths[key]}: {strerror(err)}") from err
-        self._last = raw
         return self._parse(raw)
+
+    def memory_current(self) -> int | None:
+        """Memory in use now, in bytes: one ``pread`` of one kept fd and nothing else.
+
+        The meter's fast path, taken for most samples: measured in the meter thread, a
+        sample's cost is the wakeup plus the Python it runs afterwards with cold caches
+        (about 90 us for :meth:`read` against 6 us in a tight loop), so this path does no
+        dict, no record and no parsing beyond ``int``. None when there is no memory controller.
+        """
+        fd = self._fds.get("memory_current")
+        if fd is None:
+            return None
+        try:
+            return int(os.pread(fd, 32, 0))
+        except OSError as err:
+            raise CgroupError(f"cannot read {self.paths['memory_current']}: "
+                              f"{strerror(err)}") from err
 
     def close(self) -> None:
         """Close the kept file descriptors (idempotent)."""
@@ -346,15 +361,26 @@ class Cgroup(abc.ABC):
         with self.open_sampler() as sampler:
             return sampler.read()
 
-    def open_sampler(self) -> Sampler:
+    def open_sampler(self, only: Iterable[str] | None = None) -> Sampler:
         """A :class:`Sampler` with this cgroup's statistics files kept open.
+
+        Parameters
+        ----------
+        only
+            The :class:`CgroupStats` fields wanted (default: all); files feeding none of them
+            are not opened or read, and those fields read as missing (the meter needs no pids
+            files: two reads fewer per full sample).
 
         Returns
         -------
         Sampler
             Close it (or use it as a context manager) when done.
         """
-        return Sampler(self._stat_files(), self._parse_stats)
+        files = self._stat_files()
+        if only is not None:
+            wanted = {key for field in only for key in STAT_FIELD_FILES.get(field, (field,))}
+            files = {key: path for key, path in files.items() if key in wanted}
+        return Sampler(files, self._parse_stats)
 
     @abc.abstractmethod
     def _stat_files(self) -> dict[str, str]:

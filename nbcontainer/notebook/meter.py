@@ -1,13 +1,21 @@
 """The cgroup meter: a thread that samples a container's cgroup many times a second.
 
 It reads through a :class:`~nbcontainer.cgroups.Sampler` (file descriptors kept open, one
-``pread`` per file) so that a sample costs few syscalls (bench/RESULTS.md). Sampling is much
-faster than drawing: a spike between two frames is in the samples, and a spike between two
-samples is still in the kernel's own peak and OOM-kill counters, which every sample reads.
+``pread`` per file). Sampling is much faster than drawing: a spike between two frames is in the
+samples, and a spike between two samples is still in the kernel's own peak and OOM-kill
+counters, which are read about 20 times a second whatever the rate.
+
+What a sample costs (bench/RESULTS.md, measured in the meter thread on a 2-CPU VM): the wakeup
+itself, 45-65 us of thread CPU whatever the mechanism (``poll`` with a timeout, ``sleep``, a
+periodic timerfd), plus the Python run after it with cold caches, which costs 10-20 times what
+the same code costs in a tight loop (a full :meth:`~nbcontainer.cgroups.Sampler.read` and
+append: about 120 us, against 6 us hot). So most samples take a fast path that reads one file
+(the memory in use) with one ``pread`` and appends three numbers; every
+``rate / 20``-th sample is a full one (limits, the kernel's peak, OOM kills, CPU time). CPU use
+is a 0.25 s average anyway, so the fast samples repeat the last full sample's value.
+
 The wait between samples is a ``poll(2)`` on a pipe that :meth:`Meter.stop` writes to, so
-stopping is immediate (memory_profiler's trick: the wait doubles as the stop signal); measured on
-a VM, that wakeup costs about half of what ``threading.Event.wait`` does, and the wakeup, not the
-reading, is most of a sample's cost.
+stopping is immediate (memory_profiler's trick: the wait doubles as the stop signal).
 """
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ MIB = 1 << 20
 #: CPU use is averaged over this window: per-sample values at 50 Hz only show the quota's
 #: on/off periods (a 100 ms CFS period), not the rate a user thinks of.
 CPU_WINDOW = 0.25
+#: What the meter reads from the cgroup (no pids files: nothing here draws them).
+METER_FIELDS = ("memory_current", "memory_peak", "memory_limit", "oom_kills", "cpu_usage_ns")
 
 
 class Meter:
@@ -61,7 +71,8 @@ class Meter:
     cgroup
         An :class:`nbcontainer.cgroups.Cgroup` (anything with ``open_sampler()``).
     rate
-        Samples per second (the thread sleeps ``1/rate`` between reads).
+        Samples per second (the thread sleeps ``1/rate`` between reads); at most about 20
+        of them are full reads, the rest read the memory in use only.
     label
         The series label (a comparison run's value).
     base_oom_kills
@@ -75,12 +86,13 @@ class Meter:
         self.rate = max(1.0, float(rate))
         self._full_every = max(1, round(self.rate / 20))
         self.series = Series(label=label, base_oom_kills=base_oom_kills)
-        self._sampler = cgroup.open_sampler()
+        self._sampler = cgroup.open_sampler(METER_FIELDS)
         self._stopped = False
         self._wake_r, self._wake_w = os.pipe()
         self._lock = threading.Lock()
         self._t0 = time.monotonic()
         self._cpu_hist: deque[tuple[float, int]] = deque()
+        self._cpu = 0.0  # CPU use at the last full sample, % of one core
         self._thread = threading.Thread(target=self._run, name="nbcontainer-meter", daemon=True)
 
     def start(self) -> Meter:
@@ -92,26 +104,49 @@ class Meter:
 
     def _run(self) -> None:
         interval = 1.0 / self.rate
-        poller = select.poll()
-        poller.register(self._wake_r, select.POLLIN)
-        due = time.monotonic()
+        full_every = self._full_every
+        poll = select.poll()
+        poll.register(self._wake_r, select.POLLIN)
+        # The fast path, inlined with its methods bound once: each bytecode after a wakeup runs
+        # with cold caches, so fewer of them is most of what makes a sample cheaper.
+        wait_for_stop, monotonic = poll.poll, time.monotonic
+        read_memory = self._sampler.memory_current
+        s = self.series
+        times, memory, cpu = s.times.append, s.memory.append, s.cpu.append
+        t0 = self._t0
+        due = monotonic()
+        n = 0
         while True:
             due += interval  # a schedule, not a sleep: the rate does not drift with the work
-            wait = due - time.monotonic()
+            wait = due - monotonic()
             if wait < 0:
-                due = time.monotonic()
+                due = monotonic()
                 wait = 0
-            if poller.poll(wait * 1000) or self._stopped:
+            if wait_for_stop(wait * 1000) or self._stopped:
                 break
-            if not self.sample():
+            n += 1
+            if n % full_every == 0:
+                if not self.sample():
+                    break
+                continue
+            # Memory only (one pread) and the CPU value of the last full sample. No lock:
+            # the arrays only grow and Series.copy cuts them to a common length.
+            try:
+                current = read_memory() or 0
+            except (ContainerError, OSError, ValueError):
                 break
+            times(monotonic() - t0)
+            memory(current / MIB)
+            cpu(self._cpu)
+            if s.peak is None or current > s.peak:  # a kernel without a peak counter
+                s.peak = current
+            s.samples += 1
 
     def sample(self) -> bool:
-        """Read the cgroup once and append; False when the cgroup is gone."""
+        """Read the cgroup fully once (usage, limit, peak, OOM kills, CPU) and append; False
+        when the cgroup is gone."""
         try:
-            # Limits, peak and OOM counters at most ~20 times a second; usage every sample.
-            full = self.series.samples % self._full_every == 0
-            stats = self._sampler.read(fast_only=not full)
+            stats = self._sampler.read()
         except (ContainerError, OSError, ValueError):
             return False
         now = time.monotonic()
@@ -125,6 +160,7 @@ class Meter:
             then, used = hist[0]
             if now > then:
                 cpu = max(0.0, 100.0 * (stats.cpu_usage_ns - used) / 1e9 / (now - then))
+        self._cpu = cpu
         s = self.series
         with self._lock:
             current = stats.memory_current or 0

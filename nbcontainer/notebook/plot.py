@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,10 @@ COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#0
 #: JupyterLab). Long cells get fewer (see :meth:`LivePlot.tick`).
 FRAME_RATE = 4.0
 
+
+#: The shortest time axis of a live frame, seconds: a cell's first frames do not each widen
+#: the axis (0.5, 1, 2 s...), which would redraw ticks and labels, a full draw, every time.
+LIVE_SPAN = 2.0
 
 #: More points than pixels only costs drawing time: long runs are thinned to about this many,
 #: keeping each bin's maximum so a spike stays visible.
@@ -72,9 +77,13 @@ class MemoryFigure:
         self.canvas = FigureCanvasAgg(self.figure)
         self.figure.subplots_adjust(left=0.09, right=0.9, bottom=0.17, top=0.9)
         ax = self.ax = self.figure.add_subplot(1, 1, 1)
+        # The title and the time label at fixed places: placed automatically, every full draw
+        # measures the tick labels around them first. (The value labels stay automatic: their
+        # tick labels' width varies, 5 to 2000 MiB.)
         ax.set_xlabel("seconds")
+        ax.xaxis.set_label_coords(0.5, -0.14)
         ax.set_ylabel("memory (MiB)")
-        ax.set_title(title, fontsize="medium")
+        ax.set_title(title, fontsize="medium", y=1.0, pad=4)
         ax.grid(True, alpha=0.3)
         self.ax2: Any = None
         self.cpu_line: Any = None
@@ -86,6 +95,21 @@ class MemoryFigure:
         # draw's cost, and a frame is paid for by the kernel while the cell runs.
         self._background: Any = None
         self._key: Any = None
+        # The legend is opaque and drawn last, so its pixels depend on its labels only: kept
+        # after drawing it and pasted back while the labels stay the same (building and
+        # drawing a legend was half of a blitted frame's cost).
+        self._legend_pixels: Any = None
+        self._legend_key: Any = None
+        self._xlim = 0.0  # the time axis only grows while a plot is live: fewer full draws
+
+    def reset(self, title: str) -> None:
+        """Ready for another cell's plot (a figure is reused: making one and its first draw
+        cost about twice a full draw)."""
+        if title != self.title:
+            self.title = title
+            self.ax.set_title(title, fontsize="medium", y=1.0, pad=4)
+            self._key = None
+        self._xlim = 0.0
 
     def _series_artists(self, i: int) -> tuple[Any, Any]:
         while len(self.lines) <= i:
@@ -115,8 +139,15 @@ class MemoryFigure:
         self.cpu_line.set_data(t, cpu)
         self.ax2.set_ylim(0, nice(max(100.0, float(cpu.max()) * 1.1 if len(cpu) else 100.0)))
 
-    def render(self, series: Sequence[Series], elapsed: float | None = None) -> bytes:
-        """One frame as PNG bytes."""
+    def render(self, series: Sequence[Series], elapsed: float | None = None,
+               live: bool = False) -> bytes:
+        """One frame as PNG bytes.
+
+        ``live``: a frame while the cell runs, whose time axis spans at least
+        :data:`LIVE_SPAN` seconds. Once a live frame was drawn the time axis never shrinks,
+        so most frames only blit the data over a kept background; a figure that only ever
+        draws its final frame fits the time axis to the data (a short OOM-killed cell).
+        """
         ax = self.ax
         many = len(series) > 1
         xmax = max([elapsed or 0.0] + [s.times[-1] for s in series if len(s.times)]) or 1.0
@@ -159,15 +190,16 @@ class MemoryFigure:
         if first_kill is not None:
             handles.append(first_kill)
         self._cpu(series[0] if len(series) == 1 else None)
-        ax.set_xlim(0, nice(xmax * 1.02))
+        xlim = max(nice(xmax * 1.02, TIME_STEPS), self._xlim)
+        if live:
+            self._xlim = xlim = max(xlim, LIVE_SPAN)
+        ax.set_xlim(0, xlim)
         limited = any(s.limit for s in series)
         ax.set_ylim(0, ymax * 1.12 if limited else nice(ymax * 1.12))
-        legend = ax.legend(handles=handles, loc="upper left", fontsize="small", framealpha=0.7)
-        legend.set_animated(True)
         cpu_axis = self.ax2 if self.ax2 is not None and self.ax2.get_visible() else None
         key = (ax.get_xlim(), ax.get_ylim(), cpu_axis.get_ylim() if cpu_axis else None,
                tuple((lim.get_visible(), tuple(lim.get_ydata())) for _, lim in self.lines),
-               tuple(len(m) for m in self.kills))
+               tuple(tuple(m.get_xdata()[0] for m in marks) for marks in self.kills))
         if key != self._key or self._background is None:
             self.canvas.draw()  # everything but the animated artists
             self._background = self.canvas.copy_from_bbox(self.figure.bbox)
@@ -178,8 +210,24 @@ class MemoryFigure:
             cpu_axis.draw_artist(self.cpu_line)
         for line, _ in self.lines[:len(series)]:
             ax.draw_artist(line)
-        ax.draw_artist(legend)
+        self._draw_legend(handles)
         return self._png()
+
+    def _draw_legend(self, handles: list[Any]) -> None:
+        """Draw the legend, or paste its pixels from the last frame when nothing in it changed
+        (it is opaque: what lies below does not show through)."""
+        legend_key = tuple((id(h), h.get_label()) for h in handles)
+        if legend_key == self._legend_key and self._legend_pixels is not None:
+            self.canvas.restore_region(self._legend_pixels)
+            return
+        legend = self.ax.legend(handles=handles, loc="upper left", fontsize="small",
+                                framealpha=1.0)
+        legend.set_animated(True)
+        self.ax.draw_artist(legend)
+        # One pixel more on each side: the frame's edge is stroked across the box's border.
+        box = legend.get_window_extent(self.canvas.get_renderer()).padded(1)
+        self._legend_pixels = self.canvas.copy_from_bbox(box)
+        self._legend_key = legend_key
 
     def _png(self) -> bytes:
         """The canvas as PNG, without drawing it again."""
@@ -187,18 +235,25 @@ class MemoryFigure:
 
         width, height = self.canvas.get_width_height()
         image = Image.frombuffer("RGBA", (width, height), self.canvas.buffer_rgba(), "raw",
-                                 "RGBA", 0, 1)
+                                 "RGBA", 0, 1).convert("RGB")  # the figure is opaque
         buf = io.BytesIO()
-        image.save(buf, format="png")
+        # zlib level 1: a third of the default level's time for a PNG about as small (a
+        # plot is mostly flat colour), on every frame the kernel draws.
+        image.save(buf, format="png", compress_level=1)
         return buf.getvalue()
 
 
-def nice(value: float) -> float:
+#: Steps of the time axis: each widening is a full draw, so no 2.5 (which the value axes keep,
+#: to use more of the height).
+TIME_STEPS = (1.0, 2.0, 5.0, 10.0)
+
+
+def nice(value: float, steps: Sequence[float] = (1.0, 2.0, 2.5, 5.0, 10.0)) -> float:
     """The next 1-2-5 step at or above ``value`` (axis limits that rarely change)."""
     if value <= 0:
         return 1.0
     exponent = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
+    for step in steps:
         if value <= step * exponent:
             return step * exponent
     return 10 * exponent  # pragma: no cover
@@ -207,6 +262,29 @@ def nice(value: float) -> float:
 def bundle(png: bytes, text: str) -> dict[str, Any]:
     """A raw MIME bundle: the PNG (base64, as the notebook format stores it) and a summary."""
     return {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": text}
+
+
+#: A figure a finished plot gave back, for the next cell's plot (at most one; the kernel runs
+#: one cell at a time, the lock is for the container kernel's drawing thread).
+_spare: list[MemoryFigure] = []
+_spare_lock = threading.Lock()
+
+
+def take_figure(title: str) -> MemoryFigure:
+    """The spare figure, ready for a new plot, or a new one."""
+    with _spare_lock:
+        figure = _spare.pop() if _spare else None
+    if figure is None:
+        return MemoryFigure(title)
+    figure.reset(title)
+    return figure
+
+
+def give_back(figure: MemoryFigure) -> None:
+    """Keep ``figure`` for the next plot (one is kept; more would only hold memory)."""
+    with _spare_lock:
+        if not _spare:
+            _spare.append(figure)
 
 
 class LiveDisplay:
@@ -255,13 +333,13 @@ class LivePlot:
         """True once a frame is in the output."""
         return self.display.handle is not None
 
-    def _draw(self, series: list[Series], text: str) -> None:
+    def _draw(self, series: list[Series], text: str, live: bool) -> None:
         if self.failed:
             return
         try:
             if self.figure is None:
-                self.figure = MemoryFigure(self.title)
-            self.display.show(self.figure.render(series), text)
+                self.figure = take_figure(self.title)
+            self.display.show(self.figure.render(series, live=live), text)
         except Exception as err:  # noqa: BLE001 - a plot problem must never stop the cell
             self.failed = f"{type(err).__name__}: {err}"
 
@@ -281,10 +359,13 @@ class LivePlot:
         series = self.finished + ([current] if current is not None else [])
         latest = series[-1] if series else None
         mem = f"{latest.memory[-1]:.0f} MiB" if latest and latest.memory else "n/a"
-        self._draw(series, f"container memory (live): {mem}")
+        self._draw(series, f"container memory (live): {mem}", live=True)
 
     def finish(self, text: str) -> None:
         """The last frame, with the summary as its text/plain; drawn when shown or forced."""
         if self.mode == "off" or not (self.shown or self.mode == "on"):
             return
-        self._draw(list(self.finished), text)
+        self._draw(list(self.finished), text, live=False)
+        if self.figure is not None and not self.failed:
+            give_back(self.figure)
+        self.figure = None

@@ -469,6 +469,29 @@ def test_stats_and_sampler(layout: Layout, cgroups: list[Cgroup]) -> None:
     sampler.close()
 
 
+def test_meter_sampler_reads_only_its_files_and_memory_in_one_read(
+        cgroups: list[Cgroup]) -> None:
+    """The meter's sampler (open_sampler(only)): no pids files; memory_current() (its fast
+    path, one pread) agrees with a full read of a process holding 40 MiB."""
+    from nbcontainer.notebook.meter import METER_FIELDS
+
+    cg = create_cgroup(_id("e3"), Limits(memory=256 * MiB, pids_limit=50))
+    cgroups.append(cg)
+    code = ("import sys; sys.stdin.readline(); b = bytearray(40 << 20); "
+            "print('ready', flush=True); sys.stdin.readline()")
+    with attached(cg, [sys.executable, "-c", code]) as proc, \
+            cg.open_sampler(METER_FIELDS) as sampler:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        assert not any(key.startswith("pids") for key in sampler.paths), sampler.paths
+        full = sampler.read()
+        fast = sampler.memory_current()
+        assert full.pids_current is None and full.pids_limit is None
+        assert full.memory_limit == 256 * MiB and full.cpu_usage_ns
+        assert full.memory_current is not None and full.memory_current >= 40 * MiB
+        assert fast is not None and abs(fast - full.memory_current) < 4 * MiB, (fast, full)
+
+
 def test_sampler_fails_clearly_after_remove() -> None:
     cg = create_cgroup(_id("e2"), Limits(memory=64 * MiB))
     sampler = cg.open_sampler()
@@ -476,6 +499,8 @@ def test_sampler_fails_clearly_after_remove() -> None:
         cg.remove()
         with pytest.raises(CgroupError, match="cannot read"):
             sampler.read()
+        with pytest.raises(CgroupError, match="cannot read"):
+            sampler.memory_current()
     finally:
         sampler.close()
 

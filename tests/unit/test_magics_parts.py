@@ -230,10 +230,14 @@ class ScriptedSampler:
         self.i = 0
         self.closed = False
 
-    def read(self, fast_only: bool = False) -> CgroupStats:
+    def read(self) -> CgroupStats:
         s = self.samples[min(self.i, len(self.samples) - 1)]
         self.i += 1
         return s
+
+    def memory_current(self) -> int | None:
+        """The fast path sees the memory of the sample the last full read returned."""
+        return self.samples[min(max(0, self.i - 1), len(self.samples) - 1)].memory_current
 
     def close(self) -> None:
         self.closed = True
@@ -242,8 +246,10 @@ class ScriptedSampler:
 class ScriptedCgroup:
     def __init__(self, samples: list[CgroupStats]) -> None:
         self.sampler = ScriptedSampler(samples)
+        self.only: tuple[str, ...] | None = None
 
-    def open_sampler(self) -> ScriptedSampler:
+    def open_sampler(self, only: tuple[str, ...] | None = None) -> ScriptedSampler:
+        self.only = only
         return self.sampler
 
 
@@ -254,8 +260,8 @@ def stats(current: int, peak: int, kills: int, cpu_ns: int = 0) -> CgroupStats:
 def test_meter_takes_peak_and_oom_kills_from_the_counters():
     cg = ScriptedCgroup([stats(10 * MIB, 10 * MIB, 0), stats(20 * MIB, 99 * MIB, 1),
                          stats(5 * MIB, 99 * MIB, 1), stats(5 * MIB, 99 * MIB, 2)])
-    meter = Meter(cg, rate=200).start()
-    time.sleep(0.1)
+    meter = Meter(cg, rate=20).start()  # at 20 Hz every sample is a full read
+    time.sleep(0.4)
     series = meter.stop()
     assert cg.sampler.closed
     assert series.peak == 99 * MIB  # the spike the samples never saw
@@ -264,25 +270,54 @@ def test_meter_takes_peak_and_oom_kills_from_the_counters():
     assert list(series.memory[:3]) == [10.0, 20.0, 5.0]
 
 
+def test_meter_reads_the_counters_20_times_a_second_and_memory_at_every_sample():
+    cg = ScriptedCgroup([stats(10 * MIB, 10 * MIB, 0, cpu_ns=0)]
+                        + [stats(20 * MIB, 30 * MIB, 1, cpu_ns=10**8 * i) for i in range(1, 99)])
+    meter = Meter(cg, rate=200).start()
+    time.sleep(0.3)
+    series = meter.stop()
+    assert cg.only is not None and "pids_current" not in cg.only
+    full = cg.sampler.i  # the first sample, one in ten after it, the last one
+    assert series.samples >= 20 and 2 <= full <= series.samples // 10 + 3, (full, series)
+    # The fast samples in between record the memory of the last full read, and its CPU use.
+    assert series.memory[0] == 10.0 and series.memory[-1] == 20.0
+    assert len(series.times) == len(series.memory) == len(series.cpu) == series.samples
+    assert series.cpu[-1] > 0 and series.cpu[-2] > 0
+    assert series.peak == 30 * MIB and series.oom_kills == 1
+
+
 def test_meter_counts_kills_from_the_first_sample_for_an_exec():
     cg = ScriptedCgroup([stats(1, 1, 4), stats(1, 1, 5)])
-    meter = Meter(cg, rate=200, base_oom_kills=None).start()
-    time.sleep(0.05)
+    meter = Meter(cg, rate=20, base_oom_kills=None).start()
+    time.sleep(0.1)
     assert meter.stop().oom_kills == 1
 
 
 def test_meter_stops_when_the_cgroup_goes():
     class Gone(ScriptedSampler):
-        def read(self, fast_only: bool = False) -> CgroupStats:
-            if self.i >= 2:
+        """Two reads (full or fast) work, then the cgroup is gone."""
+
+        calls = 0
+
+        def _call(self) -> None:
+            self.calls += 1
+            if self.calls > 2:
                 raise OSError("cgroup removed")
+
+        def read(self) -> CgroupStats:
+            self._call()
             return super().read()
+
+        def memory_current(self) -> int | None:
+            self._call()
+            return super().memory_current()
 
     cg = ScriptedCgroup([stats(1, 1, 0)])
     cg.sampler = Gone([stats(1, 1, 0)])
     meter = Meter(cg, rate=500).start()
     time.sleep(0.05)
     assert meter.stop().samples == 2
+    assert not meter._thread.is_alive()
 
 
 # -- plot ---------------------------------------------------------------------------------------
@@ -307,6 +342,57 @@ def test_frame_is_a_small_png():
     assert many.startswith(b"\x89PNG")
     data = bundle(png, "summary")
     assert set(data) == {"image/png", "text/plain"} and isinstance(data["image/png"], str)
+
+
+def _pixels(png: bytes) -> object:
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def test_live_time_axis_spans_two_seconds_and_only_grows():
+    pytest.importorskip("matplotlib")
+    from nbcontainer.notebook.plot import LIVE_SPAN, MemoryFigure
+
+    figure = MemoryFigure()
+    figure.render([series("", 15)], live=True)  # 0.3 s of samples
+    assert figure.ax.get_xlim() == (0, LIVE_SPAN)
+    figure.render([series("", 125)], live=True)  # 2.5 s: the next step is 5, not 2.5
+    assert figure.ax.get_xlim() == (0, 5)
+    figure.render([series("", 50)])  # the final frame keeps the live axis
+    assert figure.ax.get_xlim() == (0, 5)
+    # A plot that only ever draws its final frame (a short failed cell) fits its data.
+    only_final = MemoryFigure()
+    only_final.render([series("", 15)])
+    assert only_final.ax.get_xlim() == (0, 0.5)
+
+
+def test_blitted_and_reused_frames_show_what_a_full_draw_shows():
+    """Frames drawn by blitting (kept background, legend pasted back) on a figure reused from
+    another cell are the picture a new figure draws in full for the same data."""
+    pytest.importorskip("matplotlib")
+    import numpy as np
+
+    from nbcontainer.notebook.plot import MemoryFigure, give_back, take_figure
+
+    old = take_figure("container memory")
+    old.render([series("a", 400, (3.0,)), series("b", 200, (1.0, 2.0))], live=True)
+    give_back(old)
+    figure = take_figure("container memory")
+    assert figure is old
+    blits = 0
+    for n, kills in ((20, ()), (40, ()), (60, (0.9,)), (80, (0.9,)), (90, (0.9, 1.7)),
+                     (95, (0.9, 1.7))):
+        key = figure._key
+        got = _pixels(figure.render([series("", n, kills)], live=True))
+        blits += key == figure._key
+        want = _pixels(MemoryFigure().render([series("", n, kills)], live=True))
+        # Identical but for antialiasing of the legend's edge (a few levels of one channel).
+        assert np.abs(got - want).max() <= 8, f"frame of {n} samples differs"
+        marks = figure.kills[0]
+        assert [m.get_xdata()[0] for m in marks] == list(kills)
+    assert blits >= 3  # most frames were blitted: the test compared the blitting path
 
 
 def test_live_plot_waits_then_limits_the_frame_rate():

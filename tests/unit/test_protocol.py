@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import contextlib
 import os
 import socket
@@ -99,3 +100,40 @@ def test_a_channel_passes_fds_and_closes_unexpected_ones() -> None:
         b.close()
         os.close(r)
         os.close(w)
+
+
+def test_a_channel_reads_each_message_whole_and_refuses_an_oversized_one() -> None:
+    """recv_with_fds peeks at a message's length and reads exactly that: small and large
+    messages come back whole, one at a time; one above MAX_MESSAGE is a ProtocolError in words
+    (its fds closed), and the next message still reads."""
+    from nbcontainer.protocol import MAX_MESSAGE
+
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    right.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    a, b = Channel(left), Channel(right)
+    r, w = os.pipe()
+    try:
+        big = Spawn(targets=list(range(100_000, 200_000)))  # about 700 KB of JSON
+        assert MAX_MESSAGE // 2 < len(encode(big)) < MAX_MESSAGE
+        a.send(Pid(pid=1))
+        a.send(big)
+        a.send(Pid(pid=2))
+        assert b.recv(Pid) == Pid(pid=1)
+        assert b.recv(Spawn) == big
+        assert b.recv(Pid) == Pid(pid=2)
+        left.sendmsg([b"{" + b" " * MAX_MESSAGE + b"}"],
+                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [w]))])
+        with pytest.raises(ProtocolError, match=f"more than the {MAX_MESSAGE}"):
+            b.recv_with_fds()
+        a.send(Pid(pid=3))
+        assert b.recv(Pid) == Pid(pid=3)
+        os.close(w)
+        w = -1
+        assert os.read(r, 1) == b"", "the oversized message's fd was closed"
+    finally:
+        a.close()
+        b.close()
+        os.close(r)
+        if w >= 0:
+            os.close(w)
