@@ -14,8 +14,9 @@ Sources: ``notebooks/src/LANG/NN-name.md`` (jupytext MyST markdown). Each langua
 Cell ids come from the cell itself, never from its position (inserting a cell renumbers
 nothing): an explicit ``:name:`` option, else a hash of the lesson name, cell type and source
 (``-2``, ``-3`` for repeats). A zh code cell is identical to its en twin, so it gets the same
-id. No outputs are ever written. Each edition directory below ``notebooks/`` gets a
-``course.py`` symlink to ``notebooks/course.py``, so the lessons' ``import course`` works there.
+id. No outputs are ever written. Each edition directory below ``notebooks/`` gets symlinks to
+``notebooks/course.py`` and ``course_messages.py``, so the lessons' ``import course`` works there
+(and course.py tells the language and edition from the kernel's working directory).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # nbformat 4.5's cell id rule
 # a cell that fails on purpose (nbclient and the tests let it, and check that it did).
 TAGS = ("solution", "exercise", "hint", "raises-exception")
 OPTIONS = ("tags", "name")  # a cell's option block may hold only these
+# Linked into every edition directory below notebooks/, so the lessons' `import course` works.
+COURSE_FILES = ("course.py", "course_messages.py")
 METADATA = {
     "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
                    "name": "python3"},
@@ -155,7 +158,8 @@ def expected(root: Path = HERE, src: Path = SRC) -> tuple[dict[Path, str], dict[
         for edition in EDITIONS:
             folder = edition_dir(language, edition, root)
             if folder != root:
-                links[folder / "course.py"] = os.path.relpath(root / "course.py", folder)
+                for name in COURSE_FILES:
+                    links[folder / name] = os.path.relpath(root / name, folder)
     return files, links
 
 
