@@ -21,6 +21,7 @@ import contextlib
 import os
 import shutil
 import sys
+import unicodedata
 from pathlib import Path
 
 from course_messages import MESSAGES
@@ -223,11 +224,18 @@ def side_by_side(host: dict[str, str], container: dict[str, str],
                    for t in (titles or ("table.host", "table.container")))
     keys = sorted(set(host) | set(container))
     width = max(len(k) for k in keys) if keys else 4
-    print(f"{'':<{width}}  {left:<24}  {right:<24}  {msg('table.same?')}")
+    print(f"{'':<{width}}  {pad(left, 24)}  {pad(right, 24)}  {msg('table.same?')}")
     for k in keys:
         a, b = host.get(k, "-"), container.get(k, "-")
-        print(f"{k:<{width}}  {a:<24}  {b:<24}  "
+        print(f"{k:<{width}}  {pad(a, 24)}  {pad(b, 24)}  "
               f"{msg('table.same') if a == b else msg('table.different')}")
+
+
+def pad(text: str, width: int) -> str:
+    """``text`` left-aligned in ``width`` columns of a monospaced font, where a Chinese
+    character takes two (str.ljust counts it as one, and the zh tables would not line up)."""
+    columns = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    return text + " " * max(0, width - columns)
 
 
 def namespaces_of(pid: str | int = "self") -> dict[str, str]:
