@@ -123,6 +123,12 @@ def execute(path: Path, kernel_dir: Path, name: str, km_class: Any = None,
     return nb, time.monotonic() - start, error
 
 
+def first_output(nb: Any) -> str:
+    """What the first code cell (the environment check, ``CAN_RUN = ...``) printed."""
+    cell = next((c for c in nb.cells if c.cell_type == "code"), None)
+    return "".join(o.get("text", "") for o in cell.outputs) if cell is not None else ""
+
+
 def title(nb: Any) -> str:
     """The lesson's title: its first markdown heading."""
     for cell in nb.cells:
@@ -209,10 +215,16 @@ def main(argv: list[str] | None = None) -> int:
             nb, seconds, error = execute(page.path, Path(kernels), "course-python3")
             target = render(page, nb, args.out)
             done.append((page, title(nb)))
-            state = "ok" if error is None else "FAILED"
-            print(f"{page.key}: {state} in {seconds:.0f} s -> {target}", flush=True)
+            problem = None
             if error is not None:
-                failed.append(f"{page.key}: {str(error).strip().splitlines()[-1]}")
+                problem = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()[-1]
+            elif "CAN_RUN = True" not in first_output(nb):
+                problem = ("the environment check says containers cannot run here, so the "
+                           "page shows the demonstrations skipped (see its first cell)")
+            if problem is not None:
+                failed.append(f"{page.key}: {problem}")
+            print(f"{page.key}: {'FAILED' if problem else 'ok'} in {seconds:.0f} s -> {target}",
+                  flush=True)
     index = write_index(args.out, done)
     print(f"index: {index}")
     for line in failed:

@@ -84,12 +84,6 @@ class SharedConnectionKernelManager(KernelManager):
         os.chmod(self.connection_file, 0o644)
 
 
-def first_output(nb: Any) -> str:
-    """What the first code cell (the environment check) printed."""
-    cell = next(c for c in nb.cells if c.cell_type == "code")
-    return "".join(o.get("text", "") for o in cell.outputs)
-
-
 def errors_of(nb: Any) -> list[tuple[str, list[str], str]]:
     """(cell id, tags, 'ename: evalue') of every cell whose output holds an error."""
     found = []
@@ -177,7 +171,7 @@ def test_notebook_runs_as_root(page: Any, kernel_dir: Path, html_dir: Path,
     errors = errors_of(nb)
     untagged = [e for e in errors if "raises-exception" not in e[1]]
     assert error is None and not untagged, f"cells failed: {untagged or error}"
-    first = first_output(nb)
+    first = render.first_output(nb)
     assert "CAN_RUN = True" in first, f"the environment check refused to run: {first}"
     failed_ids = {e[0] for e in errors}
     for cell in nb.cells:
@@ -240,6 +234,6 @@ def test_notebook_skips_without_root(page: Any, kernel_dir: Path, nobody_dir: Pa
                                   SharedConnectionKernelManager, connection_dir=nobody_dir)
     assert error is None and not errors_of(nb), \
         f"cells failed without root: {errors_of(nb) or error}"
-    first = first_output(nb)
+    first = render.first_output(nb)
     not_root = MESSAGES[page.language]["env.not_root"]
     assert "CAN_RUN = False" in first and not_root in first, first
