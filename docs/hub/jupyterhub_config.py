@@ -135,8 +135,10 @@ class CourseSpawner(SimpleLocalProcessSpawner):
     async def start(self):  # type: ignore[no-untyped-def]
         home = Path(self.home_dir)
         if self.course and not home.exists():
-            shutil.copytree(self.course, home,
-                            ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+            # The student editions only: not the solutions (instructor/, zh/instructor/), the
+            # lessons' sources or their builder (docs/course.md).
+            shutil.copytree(self.course, home, ignore=shutil.ignore_patterns(
+                "__pycache__", ".ipynb_checkpoints", "instructor", "src", "build.py"))
         dirs = self._make_cgroups()
         # The server joins its cgroups before it runs anything (a shell, then exec): what it
         # starts, kernels and their containers, is born inside the student's limits.

@@ -1,30 +1,37 @@
-"""The teaching notebooks (SPEC section 6), executed top to bottom as a reader's "Run All" would.
+"""The teaching notebooks (SPEC section 6), executed top to bottom as a reader's "Run All" would,
+in every edition (en and zh, student and instructor: docs/course.md), and rendered as HTML.
 
-Each notebook runs in a fresh ipykernel started from a ``python3``-style kernelspec written to a
-temporary directory and pointing at this interpreter (the kernel inherits this session's private
-store, ``NBCONTAINER_ROOT``). nbclient stops at the first error in a cell that is not tagged
-``raises-exception``; the test also checks that every tagged cell really raised (the lesson
-shows its OOM kill), that the cgroups notebook keeps the live memory plot as an image/png, and
-that the kernel is shut down before the test ends, gracefully as Jupyter does (so its atexit
-hooks run: the magics remove their named containers, 01 its hand-made bridge, also after a
-failed cell), so the autouse leak check sees every named container, cgroup, mount and link the
-notebook made gone; bridges, which the leak check leaves out, are checked here.
+Each notebook runs once, in a fresh ipykernel started in the notebook's own directory (so
+``course`` picks the edition's language and edition) from a ``python3``-style kernelspec
+written to a temporary directory and pointing at this interpreter (the kernel inherits this
+session's private store, ``NBCONTAINER_ROOT``). notebooks/render.py does the running and the
+rendering, for this test and for scripts/render-course alike. nbclient stops at the first
+error in a cell that is not tagged ``raises-exception``; the test also checks that every tagged
+cell really raised (the lesson shows its OOM kill), that the cgroups notebook keeps the live
+memory plot as an image/png, and that the kernel is shut down before the test ends, gracefully
+as Jupyter does (so its atexit hooks run: the magics remove their named containers, 01 its
+hand-made bridge, also after a failed cell), so the autouse leak check sees every named
+container, cgroup, mount and link the notebook made gone; bridges, which the leak check leaves
+out, are checked here. In an instructor edition the solutions run and their checks
+(``course.expect``) raise when a solution is wrong.
 
-A second run executes every notebook as an unprivileged user (uid 65534), as on Binder: the
-first cell must say that containers cannot run and every later cell must skip, not crash.
-``test_committed_without_outputs`` and ``test_committed_match_generator`` need neither root
-nor a kernel.
+The executed notebook becomes its HTML page (in ``$NBCONTAINER_COURSE_HTML``, scripts/test
+sets it to build/course, else a temporary directory); ``test_rendered_course`` then writes the
+index and checks the pages: every image of the run is an ``<img>`` (02-cgroups' live plot
+among them).
+
+A second run executes every student edition as an unprivileged user (uid 65534), as on Binder:
+the first cell must say that containers cannot run and every later cell must skip, not crash.
+Whether the committed notebooks match their sources is tests/unit/test_course_sources.py's.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,28 +40,40 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
-from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 from jupyter_client.manager import KernelManager  # noqa: E402
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]-*.ipynb"))
+
+
+def load_render() -> Any:
+    """notebooks/render.py as a module (a script, not part of the package)."""
+    import importlib.util
+
+    if "course_render" in sys.modules:
+        return sys.modules["course_render"]
+    spec = importlib.util.spec_from_file_location("course_render", NOTEBOOK_DIR / "render.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["course_render"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+render = load_render()
+sys.path.insert(0, str(NOTEBOOK_DIR))
+from course_messages import MESSAGES  # noqa: E402
+
+sys.path.remove(str(NOTEBOOK_DIR))
+PAGES = render.pages()
+STUDENT = [p for p in PAGES if p.edition == "student"]
 NOBODY = 65534
 # "Under about two minutes" each on an idle machine; the bound leaves room for a busy 2-core VM.
 MAX_SECONDS = 240
+IMG = re.compile(r'<img[^>]+src="data:image/png;base64,')
 
 
-def ids(path: Path) -> str:
-    return path.stem
-
-
-def write_kernelspec(kernel_dir: Path, name: str, argv_prefix: list[str]) -> None:
-    spec = kernel_dir / name
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [*argv_prefix, sys.executable, "-m", "ipykernel_launcher",
-                 "-f", "{connection_file}"],
-        "display_name": f"Python 3 ({name})", "language": "python",
-    }))
+def key(page: Any) -> str:
+    return str(page.key)
 
 
 class SharedConnectionKernelManager(KernelManager):
@@ -63,26 +82,6 @@ class SharedConnectionKernelManager(KernelManager):
     def write_connection_file(self, **kwargs: Any) -> None:  # type: ignore[override]
         super().write_connection_file(**kwargs)
         os.chmod(self.connection_file, 0o644)
-
-
-def execute(path: Path, kernel_dir: Path, name: str, km_class: type[KernelManager] = KernelManager,
-            connection_dir: Path | None = None) -> tuple[Any, float]:
-    """Run the notebook in a fresh kernel of kernelspec ``name``; return it, executed, and secs."""
-    nb = nbformat.read(path, as_version=4)
-    km = km_class(kernel_name=name, kernel_spec_manager=KernelSpecManager(
-        kernel_dirs=[str(kernel_dir)]))
-    if connection_dir is not None:
-        km.connection_file = str(connection_dir / f"kernel-{path.stem}.json")
-    client = nbclient.NotebookClient(nb, km=km, timeout=300, startup_timeout=120,
-                                     allow_errors=False,
-                                     resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
-    start = time.monotonic()
-    try:
-        client.execute()
-    finally:
-        if km.has_kernel:  # we own km, so nbclient leaves it running; graceful, as Jupyter
-            km.shutdown_kernel(now=False)  # (a shutdown request, a kill after 5 s)
-    return nb, time.monotonic() - start
 
 
 def errors_of(nb: Any) -> list[tuple[str, list[str], str]]:
@@ -121,46 +120,34 @@ def left_bridges(before: set[str]) -> list[str]:
                   if b != "nbc0" and not b.startswith("nbc-") and not foreign(b))
 
 
-def test_committed_without_outputs() -> None:
-    """The notebooks in the repository carry no outputs or execution counts."""
-    assert len(NOTEBOOKS) >= 5, f"expected the course notebooks in {NOTEBOOK_DIR}"
-    for path in NOTEBOOKS:
-        nb = nbformat.read(path, as_version=4)
-        nbformat.validate(nb)
-        for cell in nb.cells:
-            if cell.cell_type == "code":
-                assert not cell.outputs, f"{path.name} cell {cell.id} has outputs"
-                assert cell.execution_count is None, f"{path.name} cell {cell.id} was executed"
-
-
-def test_committed_match_generator(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every committed notebook is what notebooks/make_notebooks.py writes (edit the generator,
-    then run it: a hand edit of an .ipynb, or a forgotten regeneration, fails here)."""
-    import importlib.util
-
-    monkeypatch.setattr(sys, "dont_write_bytecode", True)
-    spec = importlib.util.spec_from_file_location("make_notebooks",
-                                                  NOTEBOOK_DIR / "make_notebooks.py")
-    assert spec is not None and spec.loader is not None
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
-    assert sorted(generator.NOTEBOOKS) == [p.stem for p in NOTEBOOKS]
-    for name, cells in generator.NOTEBOOKS.items():
-        expected = json.loads(nbformat.writes(generator.build(name, cells)))
-        committed = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
-        assert committed == expected, f"{name}.ipynb differs from the generator's output: " \
-            "run `.venv/bin/python notebooks/make_notebooks.py` and commit the result"
-
-
 @pytest.fixture(scope="module")
 def kernel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ``course-python3`` kernelspec (this interpreter) and a ``course-nobody`` one."""
     kernels = tmp_path_factory.mktemp("kernels")
     os.chmod(kernels, 0o755)
-    write_kernelspec(kernels, "course-python3", [])
-    write_kernelspec(kernels, "course-nobody",
-                     ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"])
+    render.write_kernelspec(kernels, "course-python3", [])
+    render.write_kernelspec(kernels, "course-nobody",
+                            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                             "--clear-groups"])
     return kernels
+
+
+@pytest.fixture(scope="module")
+def html_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the rendered pages go: ``$NBCONTAINER_COURSE_HTML`` (kept) or a temporary one."""
+    wanted = os.environ.get("NBCONTAINER_COURSE_HTML")
+    if wanted:
+        out = Path(wanted)
+        shutil.rmtree(out, ignore_errors=True)  # no page of an earlier run may pass for this one
+        out.mkdir(parents=True)
+        return out
+    return tmp_path_factory.mktemp("course-html")
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, tuple[Any, int]]:
+    """The pages rendered by this module's runs: key -> (page, number of PNG outputs)."""
+    return {}
 
 
 @pytest.fixture(autouse=True)
@@ -170,29 +157,56 @@ def no_bytecode(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.root
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
-def test_notebook_runs_as_root(path: Path, kernel_dir: Path) -> None:
-    """Run All as root: no error outside ``raises-exception`` cells, and those do raise."""
+@pytest.mark.parametrize("page", PAGES, ids=key)
+def test_notebook_runs_as_root(page: Any, kernel_dir: Path, html_dir: Path,
+                               rendered: dict[str, tuple[Any, int]]) -> None:
+    """Run All as root: no error outside ``raises-exception`` cells, and those do raise; then
+    the executed notebook is rendered (also when it failed, as scripts/render-course does)."""
     before = bridges()
-    nb, seconds = execute(path, kernel_dir, "course-python3")
-    assert not left_bridges(before), f"{path.name} left bridges: {left_bridges(before)}"
-    print(f"{path.name}: {seconds:.1f} s")
+    nb, seconds, error = render.execute(page.path, kernel_dir, "course-python3")
+    render.render(page, nb, html_dir)
+    rendered[page.key] = (page, pngs(nb))
+    assert not left_bridges(before), f"{page.key} left bridges: {left_bridges(before)}"
+    print(f"{page.key}: {seconds:.1f} s")
     errors = errors_of(nb)
     untagged = [e for e in errors if "raises-exception" not in e[1]]
-    assert not untagged, f"cells failed: {untagged}"
-    first = "".join(o.get("text", "") for o in nb.cells[1].outputs)
+    assert error is None and not untagged, f"cells failed: {untagged or error}"
+    first = render.first_output(nb)
     assert "CAN_RUN = True" in first, f"the environment check refused to run: {first}"
     failed_ids = {e[0] for e in errors}
     for cell in nb.cells:
         if "raises-exception" in cell.metadata.get("tags", []):
-            assert cell.id in failed_ids, f"{path.name} cell {cell.id} is tagged "\
+            assert cell.id in failed_ids, f"{page.key} cell {cell.id} is tagged "\
                 "raises-exception but did not raise: the lesson no longer shows its failure"
-    if path.stem == "02-cgroups":
+    if page.lesson == "02-cgroups":
         assert pngs(nb) >= 1, "the cgroups notebook must keep the live memory plot as image/png"
         oom_cell = next(c for c in nb.cells if "raises-exception" in c.metadata.get("tags", []))
         assert any("image/png" in o.get("data", {}) for o in oom_cell.outputs), \
             "the OOM cell's output must hold its memory plot"
-    assert seconds < MAX_SECONDS, f"{path.name} took {seconds:.0f} s"
+    assert seconds < MAX_SECONDS, f"{page.key} took {seconds:.0f} s"
+
+
+@pytest.mark.root
+def test_rendered_course(html_dir: Path, rendered: dict[str, tuple[Any, int]]) -> None:
+    """The HTML of the runs above: every page holds each of its run's images as an embedded
+    ``<img>`` (02-cgroups: the live memory plot's final frames), and the index links every
+    page. Runs after them (pytest keeps the file's order)."""
+    if not rendered:
+        pytest.skip("no notebook ran in this session (run the whole file)")
+    index = render.write_index(html_dir, [(p, render.title(nbformat.read(
+        p.out(html_dir, ".ipynb"), as_version=4))) for p, _ in rendered.values()])
+    links = set(re.findall(r'href="([^"]+)"', index.read_text(encoding="utf-8")))
+    for page, images in rendered.values():
+        target = page.out(html_dir, ".html")
+        assert target.relative_to(html_dir).as_posix() in links, f"the index misses {target}"
+        text = target.read_text(encoding="utf-8")
+        assert len(IMG.findall(text)) == images, \
+            f"{target}: {len(IMG.findall(text))} embedded images, the run made {images}"
+        if page.lesson == "02-cgroups":
+            assert images >= 2, f"{target}: the live memory plots are missing"
+    missing = [p.key for p in PAGES if p.key not in rendered]
+    if missing:
+        pytest.skip(f"pages checked; not rendered in this session: {', '.join(missing)}")
 
 
 @pytest.fixture
@@ -207,16 +221,19 @@ def nobody_dir() -> Iterator[Path]:
 
 
 @pytest.mark.root
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
-def test_notebook_skips_without_root(path: Path, kernel_dir: Path, nobody_dir: Path,
+@pytest.mark.parametrize("page", STUDENT, ids=key)
+def test_notebook_skips_without_root(page: Any, kernel_dir: Path, nobody_dir: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """As on Binder (no root): the first cell says so, and no cell crashes."""
+    """As on Binder (no root): the first cell says so in the edition's language, and no cell
+    crashes."""
     home = nobody_dir / "home"
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("IPYTHONDIR", str(home / ".ipython"))
     monkeypatch.setenv("MPLCONFIGDIR", str(home / ".mpl"))
-    nb, _ = execute(path, kernel_dir, "course-nobody", SharedConnectionKernelManager,
-                    connection_dir=nobody_dir)
-    assert not errors_of(nb), f"cells failed without root: {errors_of(nb)}"
-    first = "".join(o.get("text", "") for o in nb.cells[1].outputs)
-    assert "CAN_RUN = False" in first and "not running as root" in first, first
+    nb, _, error = render.execute(page.path, kernel_dir, "course-nobody",
+                                  SharedConnectionKernelManager, connection_dir=nobody_dir)
+    assert error is None and not errors_of(nb), \
+        f"cells failed without root: {errors_of(nb) or error}"
+    first = render.first_output(nb)
+    not_root = MESSAGES[page.language]["env.not_root"]
+    assert "CAN_RUN = False" in first and not_root in first, first
