@@ -56,6 +56,25 @@ MESSAGES: dict[str, dict[str, str]] = {
                                 "exercise has no solution cell (tag it `solution`), or it did "
                                 "not set {names}",
         "exercise.wrong_solution": "the solution cell's answer fails its own check: {hint}",
+        # Lesson 03: union filesystems.
+        "03.seed.mount_failed": "the kernel refused an overlay mount with these options "
+                                "({error}): an overlay mount takes lowerdir=, upperdir= and "
+                                "workdir=, separated by commas, each naming existing "
+                                "directories",
+        "03.seed.missing": "the mount worked, but mnt lacks some of the seed's files: every "
+                           "layer of the seed's dirs= list must be in it, in one role or "
+                           "another",
+        "03.seed.order": "the mount worked, but a lower image layer wins over a higher one in "
+                         "mnt: look again at which end of the list overlayfs puts on top",
+        "03.seed.upper": "the mount worked, but writing to mnt/image-layer4.txt did not leave "
+                         "its copy in container-layer with image-layer4 untouched: which "
+                         "layer did the seed make writable?",
+        "03.whiteouts.not_a_set": "answer with a set of path strings",
+        "03.whiteouts.extra": "some of your paths are not whiteouts in the upper directory: "
+                              "which of the command's effects is a deletion of something the "
+                              "image has?",
+        "03.whiteouts.missing": "some whiteouts of the upper directory are not in your set: "
+                                "every name deleted from the image leaves one",
     },
     "zh": {
         "env.not_linux": "这不是 Linux：命名空间、cgroup 和 overlayfs 都是 Linux 的功能",
@@ -94,5 +113,20 @@ MESSAGES: dict[str, dict[str, str]] = {
         "exercise.no_solution": "教师版在空白答案上运行了这个检查：这道练习没有答案单元格"
                                 "（给它加上 `solution` 标签），或者答案没有设置 {names}",
         "exercise.wrong_solution": "答案单元格的答案没有通过它自己的检查：{hint}",
+        "03.seed.mount_failed": "内核拒绝了用这些选项做的 overlay 挂载（{error}）："
+                                "overlay 挂载需要 lowerdir=、upperdir= 和 workdir=，"
+                                "用逗号分隔，每个都指向已存在的目录",
+        "03.seed.missing": "挂载成功了，但 mnt 里缺少种子中的某些文件："
+                           "种子 dirs= 列表里的每一层都必须出现在挂载中，担任某一种角色",
+        "03.seed.order": "挂载成功了，但在 mnt 中一个较低的镜像层盖过了较高的镜像层："
+                         "再看看 overlayfs 把列表的哪一端放在最上面",
+        "03.seed.upper": "挂载成功了，但写 mnt/image-layer4.txt 之后，"
+                         "container-layer 里没有它的副本、或者 image-layer4 被改动了："
+                         "种子让哪一层可写？",
+        "03.whiteouts.not_a_set": "请用路径字符串组成的集合（set）作答",
+        "03.whiteouts.extra": "你的路径中有些在上层目录里并不是 whiteout："
+                              "命令的哪些效果是删除了镜像中已有的东西？",
+        "03.whiteouts.missing": "上层目录里有些 whiteout 不在你的集合中："
+                                "从镜像中删除的每个名字都会留下一个",
     },
 }
