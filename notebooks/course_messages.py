@@ -75,6 +75,17 @@ MESSAGES: dict[str, dict[str, str]] = {
                               "image has?",
         "03.whiteouts.missing": "some whiteouts of the upper directory are not in your set: "
                                 "every name deleted from the image leaves one",
+        # Lesson 04: write your own union filesystem.
+        "04.aufs.left": "AUFS marker files are still in the layers ({left}): overlayfs would "
+                        "show them as ordinary files",
+        "04.aufs.differ": "the converted layers merge differently from our overlay-form "
+                          "layers at {paths}",
+        "04.patch.motd": "/etc/motd is still there in the union of your layer over the other "
+                         "three: leaving a name out of a layer does not hide it below",
+        "04.patch.greet": "/bin/greet is not a file in the union of your layer over the other "
+                          "three",
+        "04.patch.run": "a container of handmade-patched ran `test ! -e /etc/motd && "
+                        "/bin/greet` and did not print just hi ({status}; it printed: {out})",
     },
     "zh": {
         "env.not_linux": "这不是 Linux：命名空间、cgroup 和 overlayfs 都是 Linux 的功能",
@@ -128,5 +139,12 @@ MESSAGES: dict[str, dict[str, str]] = {
                               "命令的哪些效果是删除了镜像中已有的东西？",
         "03.whiteouts.missing": "上层目录里有些 whiteout 不在你的集合中："
                                 "从镜像中删除的每个名字都会留下一个",
+        "04.aufs.left": "这些层里仍有 AUFS 的标记文件（{left}）：overlayfs 会把它们当作普通文件显示",
+        "04.aufs.differ": "转换后的层在 {paths} 处的合并结果与我们 overlay 形式的层不同",
+        "04.patch.motd": "在你的层叠加到另外三层之上的联合视图里，/etc/motd 仍然存在："
+                         "一个层里不写某个名字，并不能遮住下层的它",
+        "04.patch.greet": "在你的层叠加到另外三层之上的联合视图里，/bin/greet 不是一个文件",
+        "04.patch.run": "一个 handmade-patched 镜像的容器运行了 `test ! -e /etc/motd && "
+                        "/bin/greet`，但输出的不只是 hi（{status}；它输出了：{out}）",
     },
 }
