@@ -86,6 +86,16 @@ MESSAGES: dict[str, dict[str, str]] = {
                           "three",
         "04.patch.run": "a container of handmade-patched ran `test ! -e /etc/motd && "
                         "/bin/greet` and did not print just hi ({status}; it printed: {out})",
+        # Lesson 05: images and layers.
+        "05.commit.sizes": "the commit's own layer: {top} bytes; the seed's flat tar would "
+                           "hold about {total} bytes, the whole image again",
+        "05.layers.wrong": "not that many: for each instruction ask whether it changes a file "
+                           "of the image, and remember the base image's own layers",
+        "05.cache.not_set": "answer with a set of variant letters",
+        "05.cache.extra": "some of the variants you chose ran their RUN step again: what does "
+                          "each of them change in that step's cache key?",
+        "05.cache.missing": "some variants that took the RUN step from the cache are not in "
+                            "your set: does every edit of the file change that step's key?",
     },
     "zh": {
         "env.not_linux": "这不是 Linux：命名空间、cgroup 和 overlayfs 都是 Linux 的功能",
@@ -146,5 +156,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "04.patch.greet": "在你的层叠加到另外三层之上的联合视图里，/bin/greet 不是一个文件",
         "04.patch.run": "一个 handmade-patched 镜像的容器运行了 `test ! -e /etc/motd && "
                         "/bin/greet`，但输出的不只是 hi（{status}；它输出了：{out}）",
+        "05.commit.sizes": "这次 commit 自己的层：{top} 字节；种子那种扁平的 tar 包"
+                           "会装下大约 {total} 字节，也就是把整个镜像再存一遍",
+        "05.layers.wrong": "不是这个数：逐条指令问一问它是否改变了镜像里的文件，"
+                           "别忘了基础镜像自己的层",
+        "05.cache.not_set": "请用变体字母组成的集合（set）作答",
+        "05.cache.extra": "你选的变体中有些重新运行了它们的 RUN 步骤："
+                          "它们各自改变了这一步缓存键里的什么？",
+        "05.cache.missing": "有些从缓存中取得 RUN 步骤的变体不在你的集合里："
+                            "对文件的每一处修改都会改变这一步的键吗？",
     },
 }
