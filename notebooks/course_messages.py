@@ -149,7 +149,8 @@ MESSAGES: dict[str, dict[str, str]] = {
                               "命令的哪些效果是删除了镜像中已有的东西？",
         "03.whiteouts.missing": "上层目录里有些 whiteout 不在你的集合中："
                                 "从镜像中删除的每个名字都会留下一个",
-        "04.aufs.left": "这些层里仍有 AUFS 的标记文件（{left}）：overlayfs 会把它们当作普通文件显示",
+        "04.aufs.left": "这些层里仍有 AUFS 的标记文件（{left}）："
+                        "overlayfs 会把它们当作普通文件显示",
         "04.aufs.differ": "转换后的层在 {paths} 处的合并结果与我们 overlay 形式的层不同",
         "04.patch.motd": "在你的层叠加到另外三层之上的联合视图里，/etc/motd 仍然存在："
                          "一个层里不写某个名字，并不能遮住下层的它",
