@@ -56,6 +56,46 @@ MESSAGES: dict[str, dict[str, str]] = {
                                 "exercise has no solution cell (tag it `solution`), or it did "
                                 "not set {names}",
         "exercise.wrong_solution": "the solution cell's answer fails its own check: {hint}",
+        # Lesson 03: union filesystems.
+        "03.seed.mount_failed": "the kernel refused an overlay mount with these options "
+                                "({error}): an overlay mount takes lowerdir=, upperdir= and "
+                                "workdir=, separated by commas, each naming existing "
+                                "directories",
+        "03.seed.missing": "the mount worked, but mnt lacks some of the seed's files: every "
+                           "layer of the seed's dirs= list must be in it, in one role or "
+                           "another",
+        "03.seed.order": "the mount worked, but a lower image layer wins over a higher one in "
+                         "mnt: look again at which end of the list overlayfs puts on top",
+        "03.seed.upper": "the mount worked, but writing to mnt/image-layer4.txt did not leave "
+                         "its copy in container-layer with image-layer4 untouched: which "
+                         "layer did the seed make writable?",
+        "03.whiteouts.not_a_set": "answer with a set of path strings",
+        "03.whiteouts.extra": "some of your paths are not whiteouts in the upper directory: "
+                              "which of the command's effects is a deletion of something the "
+                              "image has?",
+        "03.whiteouts.missing": "some whiteouts of the upper directory are not in your set: "
+                                "every name deleted from the image leaves one",
+        # Lesson 04: write your own union filesystem.
+        "04.aufs.left": "AUFS marker files are still in the layers ({left}): overlayfs would "
+                        "show them as ordinary files",
+        "04.aufs.differ": "the converted layers merge differently from our overlay-form "
+                          "layers at {paths}",
+        "04.patch.motd": "/etc/motd is still there in the union of your layer over the other "
+                         "three: leaving a name out of a layer does not hide it below",
+        "04.patch.greet": "/bin/greet is not a file in the union of your layer over the other "
+                          "three",
+        "04.patch.run": "a container of handmade-patched ran `test ! -e /etc/motd && "
+                        "/bin/greet` and did not print just hi ({status}; it printed: {out})",
+        # Lesson 05: images and layers.
+        "05.commit.sizes": "the commit's own layer: {top} bytes; the seed's flat tar would "
+                           "hold about {total} bytes, the whole image again",
+        "05.layers.wrong": "not that many: for each instruction ask whether it changes a file "
+                           "of the image, and remember the base image's own layers",
+        "05.cache.not_set": "answer with a set of variant letters",
+        "05.cache.extra": "some of the variants you chose ran their RUN step again: what does "
+                          "each of them change in that step's cache key?",
+        "05.cache.missing": "some variants that took the RUN step from the cache are not in "
+                            "your set: does every edit of the file change that step's key?",
     },
     "zh": {
         "env.not_linux": "这不是 Linux：命名空间、cgroup 和 overlayfs 都是 Linux 的功能",
@@ -94,5 +134,37 @@ MESSAGES: dict[str, dict[str, str]] = {
         "exercise.no_solution": "教师版在空白答案上运行了这个检查：这道练习没有答案单元格"
                                 "（给它加上 `solution` 标签），或者答案没有设置 {names}",
         "exercise.wrong_solution": "答案单元格的答案没有通过它自己的检查：{hint}",
+        "03.seed.mount_failed": "内核拒绝了用这些选项做的 overlay 挂载（{error}）："
+                                "overlay 挂载需要 lowerdir=、upperdir= 和 workdir=，"
+                                "用逗号分隔，每个都指向已存在的目录",
+        "03.seed.missing": "挂载成功了，但 mnt 里缺少种子中的某些文件："
+                           "种子 dirs= 列表里的每一层都必须出现在挂载中，担任某一种角色",
+        "03.seed.order": "挂载成功了，但在 mnt 中一个较低的镜像层盖过了较高的镜像层："
+                         "再看看 overlayfs 把列表的哪一端放在最上面",
+        "03.seed.upper": "挂载成功了，但写 mnt/image-layer4.txt 之后，"
+                         "container-layer 里没有它的副本、或者 image-layer4 被改动了："
+                         "种子让哪一层可写？",
+        "03.whiteouts.not_a_set": "请用路径字符串组成的集合（set）作答",
+        "03.whiteouts.extra": "你的路径中有些在上层目录里并不是 whiteout："
+                              "命令的哪些效果是删除了镜像中已有的东西？",
+        "03.whiteouts.missing": "上层目录里有些 whiteout 不在你的集合中："
+                                "从镜像中删除的每个名字都会留下一个",
+        "04.aufs.left": "这些层里仍有 AUFS 的标记文件（{left}）："
+                        "overlayfs 会把它们当作普通文件显示",
+        "04.aufs.differ": "转换后的层在 {paths} 处的合并结果与我们 overlay 形式的层不同",
+        "04.patch.motd": "在你的层叠加到另外三层之上的联合视图里，/etc/motd 仍然存在："
+                         "一个层里不写某个名字，并不能遮住下层的它",
+        "04.patch.greet": "在你的层叠加到另外三层之上的联合视图里，/bin/greet 不是一个文件",
+        "04.patch.run": "一个 handmade-patched 镜像的容器运行了 `test ! -e /etc/motd && "
+                        "/bin/greet`，但输出的不只是 hi（{status}；它输出了：{out}）",
+        "05.commit.sizes": "这次 commit 自己的层：{top} 字节；种子那种扁平的 tar 包"
+                           "会装下大约 {total} 字节，也就是把整个镜像再存一遍",
+        "05.layers.wrong": "不是这个数：逐条指令问一问它是否改变了镜像里的文件，"
+                           "别忘了基础镜像自己的层",
+        "05.cache.not_set": "请用变体字母组成的集合（set）作答",
+        "05.cache.extra": "你选的变体中有些重新运行了它们的 RUN 步骤："
+                          "它们各自改变了这一步缓存键里的什么？",
+        "05.cache.missing": "有些从缓存中取得 RUN 步骤的变体不在你的集合里："
+                            "对文件的每一处修改都会改变这一步的键吗？",
     },
 }
