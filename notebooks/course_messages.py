@@ -56,6 +56,32 @@ MESSAGES: dict[str, dict[str, str]] = {
                                 "exercise has no solution cell (tag it `solution`), or it did "
                                 "not set {names}",
         "exercise.wrong_solution": "the solution cell's answer fails its own check: {hint}",
+        # Lesson 06, the container kernel: exercise 1 (a profile), exercise 2 (no network).
+        "06.profile.refused": "nbcontainer refused those options (its message is above): a "
+                              "profile takes the options of `nbcontainer run`, each flag "
+                              "followed by its value",
+        "06.profile.memory": "the profile allows {memory} of memory, not the 128 MiB the class "
+                             "is to fit in",
+        "06.profile.swap": "the memory limit is right, but the profile lets the kernel add "
+                           "swap on top (memory and swap together: {swap}), so a notebook over "
+                           "the limit would go on in swap instead of being OOM-killed",
+        "06.profile.unset": "not set (nbcontainer's default)",
+        "06.profile.ok": "✓ Correct: course-small allows {memory} of memory and no swap on top "
+                         "(memory and swap together: {swap}).",
+        "06.net.printed": "your code printed, inside the kernel: {printed}",
+        "06.net.raised": "your code failed inside the kernel ({error})",
+        "06.net.nothing": "your code printed nothing inside the kernel: end it with a print of "
+                          "the list",
+        "06.net.not_a_list": "the last line your code printed, {line!r}, is not a Python list "
+                             "of names",
+        "06.net.wrong": "your list {got} is not the set of interfaces that are up in that "
+                        "kernel: check how your code tells an interface that is up from one "
+                        "that is merely there",
+        "06.net.right": "✓ Your list is right: {got}.",
+        "06.net.not_isolated": "the kernel's network is not isolated: up inside: {up}; host "
+                               "interfaces visible inside: {host}",
+        "06.net.ok": "✓ In the no-network kernel only lo is up (present but down: {down}), and "
+                     "none of the host's interfaces is there.",
     },
     "zh": {
         "env.not_linux": "这不是 Linux：命名空间、cgroup 和 overlayfs 都是 Linux 的功能",
@@ -94,5 +120,25 @@ MESSAGES: dict[str, dict[str, str]] = {
         "exercise.no_solution": "教师版在空白答案上运行了这个检查：这道练习没有答案单元格"
                                 "（给它加上 `solution` 标签），或者答案没有设置 {names}",
         "exercise.wrong_solution": "答案单元格的答案没有通过它自己的检查：{hint}",
+        "06.profile.refused": "nbcontainer 拒绝了这些选项（它的说明在上面）：配置（profile）"
+                              "接受的是 `nbcontainer run` 的选项，每个选项后面跟着它的值",
+        "06.profile.memory": "这个配置允许 {memory} 内存，而不是全班要求的 128 MiB",
+        "06.profile.swap": "内存限制对了，但这个配置让内核在内存之外再加 swap"
+                           "（内存加 swap 共 {swap}），超出限制的笔记本会在 swap 里继续运行，"
+                           "而不是被 OOM kill",
+        "06.profile.unset": "未设置（nbcontainer 的默认值）",
+        "06.profile.ok": "✓ 正确：course-small 允许 {memory} 内存，不额外加 swap"
+                         "（内存加 swap 共 {swap}）。",
+        "06.net.printed": "你的代码在内核里打印了：{printed}",
+        "06.net.raised": "你的代码在内核里运行失败（{error}）",
+        "06.net.nothing": "你的代码在内核里什么也没打印：最后用 print 打印出这个列表",
+        "06.net.not_a_list": "你的代码打印的最后一行 {line!r} 不是由名字组成的 Python 列表",
+        "06.net.wrong": "你的列表 {got} 不是这个内核里处于 up 状态的网络接口集合："
+                        "检查一下你的代码怎样区分“已经 up 的接口”和“仅仅存在的接口”",
+        "06.net.right": "✓ 你的列表是对的：{got}。",
+        "06.net.not_isolated": "这个内核的网络没有隔离：里面 up 的接口：{up}；"
+                               "里面能看到的宿主机接口：{host}",
+        "06.net.ok": "✓ 在没有网络的内核里只有 lo 是 up 的（存在但 down 的：{down}），"
+                     "宿主机的接口一个也看不到。",
     },
 }
