@@ -96,6 +96,69 @@ MESSAGES: dict[str, dict[str, str]] = {
                           "each of them change in that step's cache key?",
         "05.cache.missing": "some variants that took the RUN step from the cache are not in "
                             "your set: does every edit of the file change that step's key?",
+        # Lesson 06, the container kernel: exercise 1 (a profile), exercise 2 (no network).
+        "06.profile.refused": "nbcontainer refused those options (its message is above): a "
+                              "profile takes the options of `nbcontainer run`, each flag "
+                              "followed by its value",
+        "06.profile.memory": "the profile allows {memory} of memory, not the 128 MiB the class "
+                             "is to fit in",
+        "06.profile.swap": "the memory limit is right, but the profile lets the kernel add "
+                           "swap on top (memory and swap together: {swap}), so a notebook over "
+                           "the limit would go on in swap instead of being OOM-killed",
+        "06.profile.unset": "not set (nbcontainer's default)",
+        "06.profile.ok": "✓ Correct: course-small allows {memory} of memory and no swap on top "
+                         "(memory and swap together: {swap}).",
+        "06.net.printed": "your code printed, inside the kernel: {printed}",
+        "06.net.raised": "your code failed inside the kernel ({error})",
+        "06.net.nothing": "your code printed nothing inside the kernel: end it with a print of "
+                          "the list",
+        "06.net.not_a_list": "the last line your code printed, {line!r}, is not a Python list "
+                             "of names",
+        "06.net.wrong": "your list {got} is not the set of interfaces that are up in that "
+                        "kernel: check how your code tells an interface that is up from one "
+                        "that is merely there",
+        "06.net.right": "✓ Your list is right: {got}.",
+        "06.net.not_isolated": "the kernel's network is not isolated: up inside: {up}; host "
+                               "interfaces visible inside: {host}",
+        "06.net.ok": "✓ In the no-network kernel only lo is up (present but down: {down}), and "
+                     "none of the host's interfaces is there.",
+        # Lesson 07, build a container yourself: the steps' checks and the two exercises.
+        "07.step1.ok": "✓ inside: {name} in {uts}; the host: {host} in {host_uts}; entering the "
+                       "child's namespace from the host shows {entered}",
+        "07.step2.ok": "✓ {shared} shared mount(s) in the new namespace before "
+                       "MS_REC|MS_PRIVATE, none after; the child wrote 'hello' on its tmpfs, "
+                       "the host's {scratch} stayed empty",
+        "07.step3.ok": "✓ inside: getpid() = 1, /proc/self -> 1, /proc lists only {pids}; the "
+                       "host's /proc is untouched and sees that process as PID {host_pid}",
+        "07.step4a.ok": "✓ chroot: / was the rootfs {jailed}; after mkdir+chroot+chdir('..') "
+                        "the child stood in the host's real / again {escaped}",
+        "07.step4b.ok": "✓ pivot_root: the same escape ended where it began, in the rootfs "
+                        "{root}; the host's / was out of reach",
+        "07.step5.ok": "✓ cgroup {version}: 10 MiB ran, 200 MiB was killed by SIGKILL at the "
+                       "{limit} MiB limit ({counters}); the cgroups are gone",
+        "07.step6.ok": "✓ unmapped: uid {unmapped} (nobody); mapped: uid 0 with CapEff "
+                       "{cap_eff} inside, uid {outside} on the host, and opening the host's "
+                       "0600 file failed with {error}",
+        "07.step7.ok": "✓ a ({a}) and b ({b}) pinged each other through {bridge} (ports "
+                       "{ports}); the bridge and both veth pairs are gone",
+        "07.step8.lines": "✓ mini_container.py: {lines} lines ({code} neither blank nor "
+                          "comment), standard library only",
+        "07.step8.ok": "✓ the mini container: hostname mini, its shell is PID 1, / is the "
+                       "rootfs, and its memory cgroup killed the growing shell (status 137); "
+                       "nothing left behind",
+        "07.tmp.failed": "your private_tmp failed in the child ({error})",
+        "07.tmp.not_rootfs": "after your steps, / is not the rootfs: the child still sees the "
+                             "host's files (or no busybox)",
+        "07.tmp.shared": "/tmp is still the rootfs's own directory: what the container wrote "
+                         "there, the host sees in ROOTFS/tmp ({host_tmp})",
+        "07.tmp.ok": "✓ inside, /tmp is a filesystem of its own holding {tmp}; the host's "
+                     "ROOTFS/tmp stayed empty",
+        "07.pids.failed": "your limit_pids failed ({error})",
+        "07.pids.unlimited": "the process made all of its 10 children: nothing limited it",
+        "07.pids.wrong": "the process made {made} children under a limit of 4: what does the "
+                         "limit count, and is the forking process itself among them?",
+        "07.pids.ok": "✓ with a limit of 4 the process forked 3 children, and its next fork "
+                      "failed",
     },
     "zh": {
         "env.not_linux": "这不是 Linux：命名空间、cgroup 和 overlayfs 都是 Linux 的功能",
@@ -166,5 +229,58 @@ MESSAGES: dict[str, dict[str, str]] = {
                           "它们各自改变了这一步缓存键里的什么？",
         "05.cache.missing": "有些从缓存中取得 RUN 步骤的变体不在你的集合里："
                             "对文件的每一处修改都会改变这一步的键吗？",
+        "06.profile.refused": "nbcontainer 拒绝了这些选项（它的说明在上面）：配置（profile）"
+                              "接受的是 `nbcontainer run` 的选项，每个选项后面跟着它的值",
+        "06.profile.memory": "这个配置允许 {memory} 内存，而不是全班要求的 128 MiB",
+        "06.profile.swap": "内存限制对了，但这个配置让内核在内存之外再加 swap"
+                           "（内存加 swap 共 {swap}），超出限制的笔记本会在 swap 里继续运行，"
+                           "而不是被 OOM kill",
+        "06.profile.unset": "未设置（nbcontainer 的默认值）",
+        "06.profile.ok": "✓ 正确：course-small 允许 {memory} 内存，不额外加 swap"
+                         "（内存加 swap 共 {swap}）。",
+        "06.net.printed": "你的代码在内核里打印了：{printed}",
+        "06.net.raised": "你的代码在内核里运行失败（{error}）",
+        "06.net.nothing": "你的代码在内核里什么也没打印：最后用 print 打印出这个列表",
+        "06.net.not_a_list": "你的代码打印的最后一行 {line!r} 不是由名字组成的 Python 列表",
+        "06.net.wrong": "你的列表 {got} 不是这个内核里处于 up 状态的网络接口集合："
+                        "检查一下你的代码怎样区分“已经 up 的接口”和“仅仅存在的接口”",
+        "06.net.right": "✓ 你的列表是对的：{got}。",
+        "06.net.not_isolated": "这个内核的网络没有隔离：里面 up 的接口：{up}；"
+                               "里面能看到的宿主机接口：{host}",
+        "06.net.ok": "✓ 在没有网络的内核里只有 lo 是 up 的（存在但 down 的：{down}），"
+                     "宿主机的接口一个也看不到。",
+        "07.step1.ok": "✓ 里面：{name}，在 {uts} 中；宿主机：{host}，在 {host_uts} 中；"
+                       "从宿主机进入子进程的命名空间看到的是 {entered}",
+        "07.step2.ok": "✓ MS_REC|MS_PRIVATE 之前新命名空间里有 {shared} 个共享挂载，"
+                       "之后一个也没有；"
+                       "子进程在它的 tmpfs 上写了 'hello'，宿主机的 {scratch} 仍然是空的",
+        "07.step3.ok": "✓ 里面：getpid() = 1，/proc/self -> 1，/proc 只列出 {pids}；"
+                       "宿主机的 /proc 没有变，在宿主机上这个进程是 PID {host_pid}",
+        "07.step4a.ok": "✓ chroot：/ 曾是 rootfs {jailed}；mkdir+chroot+chdir('..') 之后，"
+                        "子进程又站在了宿主机真正的 / 里 {escaped}",
+        "07.step4b.ok": "✓ pivot_root：同样的逃逸停在了原地，仍在 rootfs {root} 里；"
+                        "宿主机的 / 够不着了",
+        "07.step5.ok": "✓ cgroup {version}：10 MiB 运行成功，200 MiB 在 {limit} MiB 的限制处"
+                       "被 SIGKILL 杀死（{counters}）；这些 cgroup 都已删除",
+        "07.step6.ok": "✓ 未映射时：uid {unmapped}（nobody）；映射之后：里面是 uid 0，CapEff 为 "
+                       "{cap_eff}，宿主机上是 uid {outside}，打开宿主机上 0600 的文件失败：{error}",
+        "07.step7.ok": "✓ a（{a}）和 b（{b}）通过 {bridge}（端口 {ports}）互相 ping 通了；"
+                       "网桥和两对 veth 都已删除",
+        "07.step8.lines": "✓ mini_container.py：{lines} 行（其中 {code} 行既不是空行也不是注释），"
+                          "只用标准库",
+        "07.step8.ok": "✓ 迷你容器：主机名是 mini，它的 shell 是 PID 1，/ 是 rootfs，"
+                       "它的 memory cgroup 杀死了不断增长的 shell（状态 137）；什么也没留下",
+        "07.tmp.failed": "你的 private_tmp 在子进程里失败了（{error}）",
+        "07.tmp.not_rootfs": "执行你的步骤之后，/ 不是 rootfs：子进程仍然看得到宿主机的文件"
+                             "（或者看不到 busybox）",
+        "07.tmp.shared": "/tmp 仍然是 rootfs 自己的目录：容器在里面写的东西，"
+                         "宿主机在 ROOTFS/tmp 里看得到（{host_tmp}）",
+        "07.tmp.ok": "✓ 在里面，/tmp 是一个独立的文件系统，里面有 {tmp}；"
+                     "宿主机的 ROOTFS/tmp 仍然是空的",
+        "07.pids.failed": "你的 limit_pids 失败了（{error}）",
+        "07.pids.unlimited": "这个进程把 10 个子进程全都创建出来了：什么也没有限制它",
+        "07.pids.wrong": "在限制为 4 的情况下，这个进程创建了 {made} 个子进程："
+                         "这个限制数的是什么？正在 fork 的进程自己算不算在内？",
+        "07.pids.ok": "✓ 限制为 4 时，这个进程 fork 出 3 个子进程，下一次 fork 失败了",
     },
 }

@@ -12,7 +12,9 @@ memory plot as an image/png, and that the kernel is shut down before the test en
 as Jupyter does (so its atexit hooks run: the magics remove their named containers, 01 its
 hand-made bridge, also after a failed cell), so the autouse leak check sees every named
 container, cgroup, mount and link the notebook made gone; bridges, which the leak check leaves
-out, are checked here. In an instructor edition the solutions run and their checks
+out, are checked here, and so is what 07 (build a container yourself) makes by hand, outside
+nbcontainer, where the leak check does not look: its ``byo-*``/``mini-*`` cgroups, ``byo*``
+links and ``byo-*`` work directories. In an instructor edition the solutions run and their checks
 (``course.expect``) raise when a solution is wrong.
 
 The executed notebook becomes its HTML page (in ``$NBCONTAINER_COURSE_HTML``, scripts/test
@@ -120,6 +122,27 @@ def left_bridges(before: set[str]) -> list[str]:
                   if b != "nbc0" and not b.startswith("nbc-") and not foreign(b))
 
 
+def hand_made() -> set[str]:
+    """What lesson 07 makes by hand and names ``byo``/``mini``: cgroups (below any hierarchy),
+    links, work directories in the temporary directory."""
+    found = {f"link {n}" for n in os.listdir("/sys/class/net") if n.startswith("byo")}
+    found |= {f"dir {n}" for n in os.listdir(tempfile.gettempdir()) if n.startswith("byo-")}
+    for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
+        found |= {f"cgroup {dirpath}/{d}" for d in dirnames if d.startswith(("byo-", "mini-"))}
+        if dirpath.count("/") > 8:
+            dirnames.clear()
+    return found
+
+
+@pytest.fixture
+def nothing_hand_made_left() -> Iterator[None]:
+    """No ``byo``/``mini`` cgroup, link or work directory appeared during the test."""
+    before = hand_made()
+    yield
+    left = hand_made() - before
+    assert not left, f"the notebook left behind: {sorted(left)}"
+
+
 @pytest.fixture(scope="module")
 def kernel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ``course-python3`` kernelspec (this interpreter) and a ``course-nobody`` one."""
@@ -159,7 +182,8 @@ def no_bytecode(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.root
 @pytest.mark.parametrize("page", PAGES, ids=key)
 def test_notebook_runs_as_root(page: Any, kernel_dir: Path, html_dir: Path,
-                               rendered: dict[str, tuple[Any, int]]) -> None:
+                               rendered: dict[str, tuple[Any, int]],
+                               nothing_hand_made_left: None) -> None:
     """Run All as root: no error outside ``raises-exception`` cells, and those do raise; then
     the executed notebook is rendered (also when it failed, as scripts/render-course does)."""
     before = bridges()
@@ -223,7 +247,8 @@ def nobody_dir() -> Iterator[Path]:
 @pytest.mark.root
 @pytest.mark.parametrize("page", STUDENT, ids=key)
 def test_notebook_skips_without_root(page: Any, kernel_dir: Path, nobody_dir: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+                                     monkeypatch: pytest.MonkeyPatch,
+                                     nothing_hand_made_left: None) -> None:
     """As on Binder (no root): the first cell says so in the edition's language, and no cell
     crashes."""
     home = nobody_dir / "home"
