@@ -48,7 +48,9 @@ def zygote() -> Iterator[Zygote]:
     Zygote.shutdown()
 
 
-def _ready(z: Zygote, timeout: float = 10.0) -> None:
+def _ready(z: Zygote, timeout: float = 60.0) -> None:
+    """Wait for the spare (a bound for a hang: making the first one, root included, takes
+    seconds in the emulated v2 VM)."""
     deadline = time.monotonic() + timeout
     while spares(z)._spare is None and time.monotonic() < deadline:  # noqa: SLF001
         time.sleep(0.01)
