@@ -86,6 +86,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "02.compare.line": "--memory {limit:>4} --memory-swap {limit:>4}: {outcome}, "
                            "peak {peak} MiB",
         "02.cpu.inside": "inside: the loop used {share:.0%} of one core",
+        "02.cpu.throttled": "the host's cpu.stat: the quota throttled the loop in "
+                            "nr_throttled of its nr_periods",
+        "02.cpu.busy": "the host's cpu.stat: never throttled: the machine was busy, so the "
+                       "loop got less CPU than its quota",
+        "02.compare.oom": "OOM-killed",
         "02.memory.unreadable": "{limit!r} is not a memory size nbcontainer accepts: "
                                 "{problem}",
         "02.memory.too_small": "under {limit} allocating 120 MiB failed ({outcome}): the "
@@ -162,6 +167,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "02.compare.line": "--memory {limit:>4} --memory-swap {limit:>4}：{outcome}，"
                            "峰值 {peak} MiB",
         "02.cpu.inside": "容器内：循环用掉了一个核的 {share:.0%}",
+        "02.cpu.throttled": "宿主机上的 cpu.stat：在 nr_periods 个周期中，"
+                            "配额在 nr_throttled 个周期里限制（throttle）了这个循环",
+        "02.cpu.busy": "宿主机上的 cpu.stat：从未被限制：机器很忙，"
+                       "循环得到的 CPU 本来就少于它的配额",
+        "02.compare.oom": "被 OOM 杀死",
         "02.memory.unreadable": "{limit!r} 不是 nbcontainer 接受的内存大小：{problem}",
         "02.memory.too_small": "在 {limit} 下分配 120 MiB 失败了（{outcome}）："
                                "限制除了 bytearray 之外还得留出空间",
