@@ -159,6 +159,51 @@ MESSAGES: dict[str, dict[str, str]] = {
                          "limit count, and is the forking process itself among them?",
         "07.pids.ok": "✓ with a limit of 4 the process forked 3 children, and its next fork "
                       "failed",
+        # 01-namespaces
+        "01.caps.held": "{n} capabilities in CapEff: {names}",
+        "01.caps.default": "exactly Docker's default set: no SYS_ADMIN, no NET_ADMIN",
+        "01.caps.other": "not Docker's default set",
+        "01.owners.container": "the container's user namespace: {ns}",
+        "01.owners.host": "the host's user namespace:      {ns}",
+        "01.owners.line": "  {name:<5} is owned by {owner}",
+        "01.ns.unknown": "your set holds a name that is not a namespace type; the names are "
+                         "those of /proc/self/ns: {names}",
+        "01.ns.shared": "your set names a namespace that the container shares with the host: "
+                        "nbcontainer creates no namespace the container does not need",
+        "01.ns.missed": "the container has at least one namespace of its own that your set "
+                        "leaves out: besides what --ns asks for, starting the container on "
+                        "its image needs more",
+        "01.ns.ok": "✓ Correct: the container's own namespaces are {own}.",
+        "01.prop.unknown": "{value!r} is not a value of unshare's --propagation (see "
+                           "unshare(1))",
+        "01.prop.no_mount": "the nested namespace could not mount its tmpfs, so the check "
+                            "proves nothing; the container said: {output}",
+        "01.prop.leaked": "the tmpfs mounted in the nested namespace showed up in the outer "
+                          "one: with that propagation, mount events still travel outwards",
+        "01.prop.ok": "✓ Correct: the tmpfs stayed in the nested namespace; the outer one "
+                      "never saw it.",
+        # 02-cgroups
+        "02.v2.not_here": "cgroup v1 here: {path} has {files}, and no cgroup.subtree_control; "
+                          "v1 has no rule against processes in a cgroup that has children "
+                          "(run this notebook on a cgroup v2 machine to see the rule)",
+        "02.compare.line": "--memory {limit:>4} --memory-swap {limit:>4}: {outcome}, "
+                           "peak {peak} MiB",
+        "02.cpu.inside": "inside: the loop used {share:.0%} of one core",
+        "02.cpu.throttled": "the host's cpu.stat: the quota throttled the loop in "
+                            "nr_throttled of its nr_periods",
+        "02.cpu.busy": "the host's cpu.stat: never throttled: the machine was busy, so the "
+                       "loop got less CPU than its quota",
+        "02.compare.oom": "OOM-killed",
+        "02.memory.unreadable": "{limit!r} is not a memory size nbcontainer accepts: "
+                                "{problem}",
+        "02.memory.too_small": "under {limit} allocating 120 MiB failed ({outcome}): the "
+                               "limit must leave room for more than the bytearray",
+        "02.memory.too_big": "{limit} lets the allocation through (peak {peak} MiB), but it "
+                             "is more than twice 120 MiB: find a tighter limit",
+        "02.memory.ok": "✓ Correct: 120 MiB allocated under {limit} (peak {peak} MiB).",
+        "02.dir.wrong": "your cgroup_dir gives a directory that is not the container's cgroup "
+                        "for: {controllers} (your answers: {answers})",
+        "02.dir.ok": "✓ Correct: your directories are the container's cgroups.",
     },
     "zh": {
         "env.not_linux": "这不是 Linux：命名空间、cgroup 和 overlayfs 都是 Linux 的功能",
@@ -282,5 +327,47 @@ MESSAGES: dict[str, dict[str, str]] = {
         "07.pids.wrong": "在限制为 4 的情况下，这个进程创建了 {made} 个子进程："
                          "这个限制数的是什么？正在 fork 的进程自己算不算在内？",
         "07.pids.ok": "✓ 限制为 4 时，这个进程 fork 出 3 个子进程，下一次 fork 失败了",
+        # 01-namespaces
+        "01.caps.held": "CapEff 中有 {n} 项能力：{names}",
+        "01.caps.default": "恰好是 Docker 的默认能力集：没有 SYS_ADMIN，也没有 NET_ADMIN",
+        "01.caps.other": "不是 Docker 的默认能力集",
+        "01.owners.container": "容器的 user 命名空间：{ns}",
+        "01.owners.host": "宿主机的 user 命名空间：{ns}",
+        "01.owners.line": "  {name:<5} 的所有者是 {owner}",
+        "01.ns.unknown": "你的集合里有一个名字不是命名空间类型；可选的名字就是 /proc/self/ns "
+                         "中的那些：{names}",
+        "01.ns.shared": "你的集合列出了一个容器与宿主机共用的命名空间："
+                        "nbcontainer 不会创建容器用不到的命名空间",
+        "01.ns.missed": "容器至少还有一个自己的命名空间没在你的集合里：除了 --ns 要求的之外，"
+                        "让容器在它的镜像上启动还需要别的",
+        "01.ns.ok": "✓ 正确：容器自己的命名空间是 {own}。",
+        "01.prop.unknown": "{value!r} 不是 unshare 的 --propagation 选项的取值"
+                           "（见 unshare(1)）",
+        "01.prop.no_mount": "嵌套的命名空间没能挂载它的 tmpfs，所以这个检查什么也证明不了；"
+                            "容器的输出是：{output}",
+        "01.prop.leaked": "在嵌套命名空间里挂载的 tmpfs 出现在了外层命名空间中："
+                          "用这种传播类型，挂载事件仍会向外传播",
+        "01.prop.ok": "✓ 正确：tmpfs 留在了嵌套的命名空间里，外层从未看到它。",
+        # 02-cgroups
+        "02.v2.not_here": "这里是 cgroup v1：{path} 中有 {files}，没有 cgroup.subtree_control；"
+                          "v1 没有禁止有子 cgroup 的 cgroup 容纳进程的规则"
+                          "（在 cgroup v2 的机器上运行本笔记本才能看到这条规则）",
+        "02.compare.line": "--memory {limit:>4} --memory-swap {limit:>4}：{outcome}，"
+                           "峰值 {peak} MiB",
+        "02.cpu.inside": "容器内：循环用掉了一个核的 {share:.0%}",
+        "02.cpu.throttled": "宿主机上的 cpu.stat：在 nr_periods 个周期中，"
+                            "配额在 nr_throttled 个周期里限制（throttle）了这个循环",
+        "02.cpu.busy": "宿主机上的 cpu.stat：从未被限制：机器很忙，"
+                       "循环得到的 CPU 本来就少于它的配额",
+        "02.compare.oom": "被 OOM 杀死",
+        "02.memory.unreadable": "{limit!r} 不是 nbcontainer 接受的内存大小：{problem}",
+        "02.memory.too_small": "在 {limit} 下分配 120 MiB 失败了（{outcome}）："
+                               "限制除了 bytearray 之外还得留出空间",
+        "02.memory.too_big": "{limit} 能让分配成功（峰值 {peak} MiB），"
+                             "但超过了 120 MiB 的两倍：找一个更紧的限制",
+        "02.memory.ok": "✓ 正确：在 {limit} 下分配了 120 MiB（峰值 {peak} MiB）。",
+        "02.dir.wrong": "你的 cgroup_dir 对这些控制器给出的目录不是容器的 cgroup：{controllers}"
+                        "（你的答案：{answers}）",
+        "02.dir.ok": "✓ 正确：你给出的目录就是容器的 cgroup。",
     },
 }
