@@ -251,7 +251,9 @@ def split_args(line: str, prog: str) -> list[str]:
 
 
 def comparison_values(args: argparse.Namespace) -> tuple[str | None, list[str]]:
-    """Which option a comparison run varies (memory or cpus) and its values; (None, [])."""
+    """Which option a comparison run varies (memory or cpus) and its values; (None, []).
+
+    A memory comparison may pair ``--memory-swap`` value for value (:func:`paired_swap`)."""
     varied = [(dest, getattr(args, dest)) for dest in ("memory", "cpus")
               if getattr(args, dest) and "," in getattr(args, dest)]
     if not varied:
@@ -268,6 +270,21 @@ def comparison_values(args: argparse.Namespace) -> tuple[str | None, list[str]]:
         raise UsageError("%%container: a comparison run makes one container per value, so it "
                          "cannot use --name; drop --name or give a single value")
     return dest, values
+
+
+def paired_swap(args: argparse.Namespace, dest: str | None, count: int) -> list[str] | None:
+    """``--memory-swap`` as a comma list, one value per ``--memory`` value of a comparison
+    (``--memory 50m,100m --memory-swap 50m,100m``: no run may swap), or None if it is one
+    value for every run."""
+    text = getattr(args, "memory_swap", None)
+    if not text or "," not in text:
+        return None
+    values = [v.strip() for v in text.split(",")]
+    if dest != "memory" or len(values) != count or any(not v for v in values):
+        raise UsageError(f"--memory-swap {text}: a comma list pairs one value with each value "
+                         "of a --memory comparison (as many values, in the same order), e.g. "
+                         "--memory 50m,100m --memory-swap 50m,100m")
+    return values
 
 
 @dataclass
@@ -362,6 +379,10 @@ class ContainerMagics(Magics):
         dest, values = comparison_values(args)
         runs: list[tuple[str, dict[str, Any]]] = (
             [(f"--{dest} {v}", {dest: v}) for v in values] if dest else [("", {})])
+        swaps = paired_swap(args, dest, len(values))
+        if swaps is not None:
+            runs = [(label, {**override, "memory_swap": swap})
+                    for (label, override), swap in zip(runs, swaps, strict=True)]
         out = []
         for label, override in runs:
             try:

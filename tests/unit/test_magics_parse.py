@@ -98,6 +98,14 @@ def test_comparison_values_make_one_labelled_spec_each(cm):
     assert [s.limits.cpus for _, s in runs] == [0.25, 1.0]
 
 
+def test_a_memory_comparison_pairs_its_swap_value_for_value(cm):
+    runs = cm.specs(cm.parse("--memory 50m,100m --memory-swap 50m,100m"))
+    assert [(s.limits.memory, s.limits.memory_swap) for _, s in runs] == [
+        (50 << 20, 50 << 20), (100 << 20, 100 << 20)]
+    runs = cm.specs(cm.parse("--memory 50m,100m --memory-swap 300m"))
+    assert [s.limits.memory_swap for _, s in runs] == [300 << 20, 300 << 20]
+
+
 @pytest.mark.parametrize("line, message", [
     ("--mem 10zb", "--memory: invalid size '10zb'"),
     ("--bogus", "unrecognized arguments: --bogus"),
@@ -105,6 +113,9 @@ def test_comparison_values_make_one_labelled_spec_each(cm):
     ("--ns pid,nope", "nope"),
     ("--memory 50m,100m --cpus 1,2", "compare one option at a time"),
     ("--memory 50m,,100m", "empty value"),
+    ("--memory 50m,100m --memory-swap 50m", "--memory-swap"),
+    ("--memory 50m,100m --memory-swap 50m,100m,200m", "pairs one value with each"),
+    ("--memory-swap 50m,100m", "pairs one value with each"),
     ("--memory 50m,100m --name web", "cannot use --name"),
     ("--image 'Bad Image'", "invalid image reference"),
     ("-i x sh", "Python bodies only"),
