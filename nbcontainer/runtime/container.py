@@ -57,7 +57,6 @@ from nbcontainer.runtime import hidden, lifecycle, seccomp, userns, users
 from nbcontainer.runtime import state as state_mod
 from nbcontainer.runtime.result import Result
 from nbcontainer.runtime.sealed import sealed_interpreter
-from nbcontainer.runtime.spare import RootWish, Spare, spares
 from nbcontainer.runtime.state import ContainerState
 from nbcontainer.runtime.zygote import ForkedHelper, Zygote, fork_helper
 from nbcontainer.spec import BUILTIN_IMAGES, ContainerSpec
@@ -67,6 +66,7 @@ if TYPE_CHECKING:
     from typing import IO, Any
 
     from nbcontainer.registry.progress import Progress
+    from nbcontainer.runtime.spare import Spare
 
     StdStream = int | IO[Any] | None
 
@@ -1030,6 +1030,9 @@ class Container(ContainerProcess):
         if zygote is None or self.detached or self.cgroup_parent is not None \
                 or spec.net_container is not None:
             return None
+        # Imported here: a CLI start (no zygote) never needs the spares' module (~4 ms).
+        from nbcontainer.runtime.spare import RootWish, spares
+
         namespaces = spec.effective_namespaces()
         wish = None
         if image is not None and image.layers == ("/",) and not spec.privileged \
@@ -1133,6 +1136,8 @@ class Container(ContainerProcess):
         finally:
             zygote = self._zygote() if self._spare is not None else None
             if zygote is not None:
+                from nbcontainer.runtime.spare import spares
+
                 spares(zygote).refill()  # the next cell's spare, now that this one has ended
 
     def stats(self) -> cgroups.CgroupStats:
