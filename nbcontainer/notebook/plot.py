@@ -177,8 +177,10 @@ class MemoryFigure:
                     mark.remove()
                 marks.clear()
             for t_kill in s.oom_times[len(marks):]:
+                # Animated, drawn after the curves: at a kill the curve drops straight down at
+                # the same time, and drawn over the mark it would hide it.
                 marks.append(ax.axvline(t_kill, color="#CC0000", linestyle=":",
-                                        linewidth=1.2, label="OOM kill"))
+                                        linewidth=1.2, label="OOM kill", animated=True))
         for line, limit in self.lines[len(series):]:
             line.set_data([], [])
             limit.set_visible(False)
@@ -210,6 +212,9 @@ class MemoryFigure:
             cpu_axis.draw_artist(self.cpu_line)
         for line, _ in self.lines[:len(series)]:
             ax.draw_artist(line)
+        for marks in self.kills[:len(series)]:
+            for mark in marks:
+                ax.draw_artist(mark)
         self._draw_legend(handles)
         return self._png()
 

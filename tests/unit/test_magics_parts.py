@@ -478,3 +478,35 @@ def test_a_failed_or_oom_killed_cell_keeps_its_last_frame_however_fast():
     assert finished("auto", force=True) == ["final"]   # failed (exit code, signal)
     assert finished("off", oom_kills=1, force=True) == []
     assert finished("never", oom_kills=1) == []        # the older spelling of off
+
+
+def test_an_oom_mark_shows_above_the_curve_that_drops_at_the_kill() -> None:
+    """At a kill the memory curve falls straight down at the kill's time: the red mark must be
+    drawn over it, not hidden under it (the curves are blitted after the background)."""
+    pytest.importorskip("matplotlib")
+    from array import array
+
+    from PIL import Image
+
+    from nbcontainer.notebook.plot import MemoryFigure
+
+    n = 120
+    times = [i / 50 for i in range(n)]
+    kills = [times[44], times[95]]
+    memory = [0.5 if t in kills else 48.0 for t in times]
+    series = Series("", array("d", times), array("d", memory), array("d", [10.0] * n),
+                    50 * MIB, 50 * MIB, kills, 2, 0, n)
+    figure = MemoryFigure()
+    image = Image.open(io.BytesIO(figure.render([series]))).convert("RGB")
+    height = image.size[1]
+    (_, bottom), (_, top) = figure.ax.transAxes.transform([(0, 0), (0, 1)])
+
+    def red(rgb: tuple[int, int, int]) -> bool:
+        r, g, b = rgb
+        return r >= 150 and g <= 0.6 * r and b <= 0.6 * r
+
+    for t_kill in kills:
+        x = round(figure.ax.transData.transform((t_kill, 0))[0])
+        column = [image.getpixel((xx, height - 1 - y)) for xx in (x - 1, x, x + 1)
+                  for y in range(int(bottom) + 2, int(top) - 2)]
+        assert sum(map(red, column)) >= 10, f"the OOM mark at {t_kill:.2f} s is hidden"
