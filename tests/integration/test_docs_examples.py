@@ -62,7 +62,7 @@ SKIP = {
 
 #: (file, first line) -> what the documented failure says: blocks that show an error on purpose.
 EXPECTED_ERRORS = {
-    ("magics.md", "%%container --memory 50m,100m,200m --memory-swap -1 --plot"):
+    ("magics.md", "%%container --memory 50m,100m,200m --memory-swap 50m,100m,200m --plot"):
         "2 of 3 runs failed",  # the text: the smaller limits are OOM-killed, 200m is not
 }
 
