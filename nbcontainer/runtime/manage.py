@@ -154,8 +154,11 @@ def gc(root: Path | None = None) -> list[str]:
         for entry in os.listdir(base):
             path = base / entry
             if entry.startswith(state_mod.SPARE_DIR_PREFIX) and path.is_dir():
-                # A spare's root built ahead: kept while its supervisor lives.
-                if state_mod.spare_directory_alive(path) is False:
+                # A spare's root built ahead: kept while its supervisor lives (one without its
+                # marker yet is a crash between mkdir and writing it, once it is a minute old).
+                spare = state_mod.spare_directory_alive(path)
+                if spare is False or (spare is None
+                                      and time.time() - path.stat().st_mtime > 60):
                     lifecycle.teardown(None, path)
                     actions.append(f"removed the spare directory {entry} (its supervisor is gone)")
                 continue

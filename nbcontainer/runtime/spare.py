@@ -61,6 +61,7 @@ from pathlib import Path
 
 from nbcontainer import cgroups
 from nbcontainer.cgroups import Cgroup
+from nbcontainer.child.rootfs import PREPARED_MOUNTS
 from nbcontainer.errors import ContainerError
 from nbcontainer.net import networks
 from nbcontainer.protocol import Channel, Error, Left, Pid, Prefork, Prepared, ProtocolError
@@ -100,15 +101,9 @@ class PreparedRoot:
         below what it has mounted already (a hidden path, /proc, /sys, /dev)."""
         if wish is None or wish.store != self.store:
             return False
-        covered = [p.rstrip("/") for p in (*self.hidden, *rootfs_mounts())]
+        covered = [p.rstrip("/") for p in (*self.hidden, *PREPARED_MOUNTS)]
         return not any(t.rstrip("/") == c or t.startswith(c + "/")
                        for t in wish.targets for c in covered)
-
-
-def rootfs_mounts() -> tuple[str, ...]:
-    from nbcontainer.child.rootfs import PREPARED_MOUNTS
-
-    return PREPARED_MOUNTS
 
 
 @dataclass

@@ -268,9 +268,14 @@ def test_gc_keeps_a_live_spares_directory_and_removes_a_dead_ones(zygote: Zygote
     dead = store_root() / "containers" / f"{SPARE_DIR_PREFIX}0123456789ab"
     (dead / "upper").mkdir(parents=True)
     (dead / "spare.json").write_text('{"supervisor_pid": 999999999, "supervisor_start": 1}')
+    unmarked = store_root() / "containers" / f"{SPARE_DIR_PREFIX}ba9876543210"
+    (unmarked / "work").mkdir(parents=True)
+    old = time.time() - 120  # a crash between its mkdir and its marker, two minutes ago
+    os.utime(unmarked, (old, old))
     actions = gc()
     assert any(dead.name in a for a in actions), actions
     assert not dead.exists()
+    assert not unmarked.exists(), "an old spare directory without its marker stays"
     assert _spare_roots() == live
 
 

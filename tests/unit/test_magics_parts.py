@@ -8,6 +8,7 @@ the OOM and peak logic can be checked exactly.
 from __future__ import annotations
 
 import io
+import os
 import signal
 import subprocess
 import sys
@@ -510,3 +511,16 @@ def test_an_oom_mark_shows_above_the_curve_that_drops_at_the_kill() -> None:
         column = [image.getpixel((xx, height - 1 - y)) for xx in (x - 1, x, x + 1)
                   for y in range(int(bottom) + 2, int(top) - 2)]
         assert sum(map(red, column)) >= 10, f"the OOM mark at {t_kill:.2f} s is hidden"
+
+
+def test_prefill_puts_what_fits_in_the_pipe_and_returns_the_rest() -> None:
+    pipes = Pipes()
+    try:
+        data = bytes(range(256)) * 1024  # 256 KiB: more than a pipe holds
+        rest = pipes.prefill(data)
+        assert 0 < len(rest) < len(data) and data.endswith(rest)
+        got = os.read(pipes.stdin_r, len(data))
+        assert data.startswith(got) and len(got) + len(rest) == len(data)
+        assert pipes.prefill(b"") == b""
+    finally:
+        pipes.close()
