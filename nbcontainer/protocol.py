@@ -190,6 +190,10 @@ class Config(Message):
     #: cgroup v2: the container's cgroup directory, which the helper forks the first process
     #: into (clone3 with CLONE_INTO_CGROUP); None: the supervisor attaches it (v1, fallback)
     cgroup: str | None = None
+    #: cgroup v1: the container's ``tasks`` files, one per hierarchy; the helper opens them
+    #: before it forks and the first process writes ``0`` to each, moving itself in
+    #: (:func:`nbcontainer.child.helper.enter_cgroup` says why); empty: see ``cgroup``
+    cgroup_tasks: list[str] = []
     #: run with ``--net container:NAME``: the pid whose network namespace the helper joins
     #: (instead of unsharing one) before it forks the first process
     join_net: int | None = None
@@ -206,6 +210,10 @@ class Prefork(Message):
     cgroup: str  # the spare's cgroup: its name and its directories (Cgroup.paths)
     paths: dict[str, str]
     leave: list[str]  # the cgroup.procs files the helper returns to
+    #: v1: the spare cgroup's ``tasks`` files; the first process moves itself in through
+    #: them (Config.cgroup_tasks) and the helper never enters; empty: the supervisor attached
+    #: the helper (v1, the older way) or the first process is cloned in (v2)
+    tasks: list[str] = []
     #: the root to build ahead, ``{"dir", "layers", "hide"}`` (the host image's), or None
     rootfs: dict | None = None
 
@@ -228,12 +236,14 @@ class Pid(Message):
 
     op = "pid"
     pid: int
-    #: born in its cgroup (clone3 with CLONE_INTO_CGROUP, cgroup v2): nothing to attach
+    #: in its cgroup already (born there: clone3 with CLONE_INTO_CGROUP, cgroup v2; or it
+    #: moved itself in through ``Config.cgroup_tasks``, v1): nothing to attach
     placed: bool = False
 
 
 class Left(Message):
-    """a spare's helper -> supervisor: it has moved out of the spare's cgroup."""
+    """a spare -> supervisor: its cgroup holds only the first process (the helper moved out,
+    or never entered and the first process moved itself in through ``Prefork.tasks``)."""
 
     op = "left"
 

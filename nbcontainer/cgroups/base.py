@@ -291,6 +291,12 @@ class Cgroup(abc.ABC):
         """The distinct directories (co-mounted v1 controllers share one)."""
         return sorted(set(self.paths.values()))
 
+    def thread_files(self) -> list[str]:
+        """The files a single-threaded process writes ``0`` to, to move itself in (cgroup v1's
+        per-thread ``tasks``, one per directory); empty where the process is cloned into its
+        cgroup instead (v2). See :func:`nbcontainer.child.helper.enter_cgroup`."""
+        return []
+
     # lifecycle -----------------------------------------------------------------------------
 
     def attach(self, pid: int) -> None:

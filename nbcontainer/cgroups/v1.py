@@ -128,6 +128,9 @@ _STAT_FILES = {
 class V1Cgroup(Cgroup):
     """A container's cgroup on v1: one directory per hierarchy."""
 
+    def thread_files(self) -> list[str]:
+        return [directory + "/tasks" for directory in self.dirs]
+
     def _stat_files(self) -> dict[str, str]:
         return {key: f"{self.paths[c]}/{f}" for key, (c, f) in _STAT_FILES.items()
                 if c in self.paths}

@@ -941,6 +941,7 @@ class Container(ContainerProcess):
                 k: self._network[k] for k in ("ifname", "address", "prefixlen", "gateway")},
             join_net=self._join_net,
             cgroup=self.cgroup.paths.get("unified"),
+            cgroup_tasks=self.cgroup.thread_files(),
         )
         st = self.state
         st.cgroup = self.cgroup.name
@@ -1229,6 +1230,7 @@ class Exec(ContainerProcess):
             no_new_privs=cfg.get("no_new_privs", not cfg.get("privileged", False)),
             seccomp=cfg.get("seccomp"),
             cgroup=self.cgroup.paths.get("unified"),
+            cgroup_tasks=self.cgroup.thread_files(),
         )
         try:
             self._spawn()

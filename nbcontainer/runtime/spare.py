@@ -1,20 +1,19 @@
 """A container's first process forked inside a fresh cgroup ahead of time.
 
-Why: on cgroup v1 the first write to ``cgroup.procs`` after a quiet spell waits for an RCU grace
-period (``cgroup_threadgroup_rwsem`` is a per-CPU rwsem; taking it for writing from idle goes
-through ``rcu_sync_enter``; bench/RESULTS.md has cold vs back-to-back starts). The container's first
-process must be in its cgroup before any of the payload runs, and notebook cells come one at a
-time with pauses between them, so every cell paid that wait.
+Why: a container's start forks, unshares its namespaces and builds its root, and notebook cells
+come one at a time with pauses between them: all of that can be done in the pause. (Spares
+were first made for the v1 cgroup attach, whose first ``cgroup.procs`` write after a quiet
+spell waits for an RCU grace period; a first process now moves itself in through ``tasks``
+without that wait, :func:`nbcontainer.child.helper.enter_cgroup`.)
 
-A *spare* is made while the kernel is idle: the zygote forks a helper, the supervisor attaches
-it to a new cgroup (paying the wait off the cell's path), and the helper forks the container's
-first process, born inside that cgroup, which unshares the namespaces the next container is
-expected to want and waits. The helper then moves itself back to the cgroups it came from and
-says so; only then is the spare ready, so nothing but the first process is ever in the cgroup.
+A *spare* is made while the kernel is idle: the zygote forks a helper, which forks the
+container's first process; that moves itself into a new cgroup (v1: ``0`` into each
+``tasks`` file; v2: it is cloned into it), unshares the namespaces the next container is
+expected to want, says ``Left`` (only it is in the cgroup) and waits.
 The next container adopts the spare if its namespaces match and its limits need no other
 hierarchy: the cgroup is renamed to the container's id and given its limits, the first process
 receives the container's stdio over the control socket, then its config, and goes on as usual.
-That takes the attach, a fork and the namespace creation off the cell's path.
+That takes a fork and the namespace creation off the cell's path.
 
 On cgroup v2 the first process is cloned straight into the spare's cgroup (clone3 with
 ``CLONE_INTO_CGROUP``; the helper never enters it, so it has nothing to leave; where the
@@ -288,13 +287,12 @@ class SparePool:
 
 def make_spare(zygote: Zygote, namespaces: frozenset[str], network: str | None = None,
                store: Path | None = None) -> Spare:
-    """Fork a helper, attach it to a new cgroup, have it fork a first process and leave
-    (v1), or have it clone the first process into the new cgroup (v2); on a ``network``, plug
-    the first process into it; with a ``store``, have the first process build the host
-    image's root ahead, in a container directory of that store.
+    """Fork a helper and have it fork a first process that moves itself into a new cgroup
+    (v1, through ``tasks``) or is cloned into it (v2); on a ``network``, plug the first
+    process into it; with a ``store``, have the first process build the host image's root
+    ahead, in a container directory of that store.
 
-    The attach is the slow part (the RCU grace period), then the veth pair, then the root:
-    that is why this runs ahead of time.
+    The veth pair and the root are the slow parts: that is why this runs ahead of time.
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     channel = Channel(ours)
@@ -313,8 +311,6 @@ def make_spare(zygote: Zygote, namespaces: frozenset[str], network: str | None =
     try:
         cgroup = cgroups.create_cgroup(f"{SPARE_PREFIX}{os.getpid()}-{next(_counter)}", Limits())
         v2 = "unified" in cgroup.paths
-        if not v2:
-            cgroup.attach(helper.pid)
         layout = None
         if store is not None:
             root = PreparedRoot(store, state_mod.reserve_spare_directory(store),
@@ -324,6 +320,7 @@ def make_spare(zygote: Zygote, namespaces: frozenset[str], network: str | None =
         channel.send(Prefork(namespaces=sorted(namespaces), cgroup=cgroup.name,
                              paths=dict(cgroup.paths),
                              leave=cgroups.origin_procs_files(zygote.pid, cgroup),
+                             tasks=cgroup.thread_files(),
                              rootfs=layout))
         # The helper says Pid then Left; the first process, Prepared (or Error) when its root
         # is built: in either order.

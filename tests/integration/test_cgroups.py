@@ -675,3 +675,79 @@ def test_container_first_process_is_born_in_its_cgroup(zygote: bool) -> None:
         c.kill()
         c.wait(30)
         c.cleanup()
+
+
+@pytest.mark.cgroup_v1
+@pytest.mark.parametrize("zygote", [False, True])
+def test_v1_first_process_moves_itself_in(zygote: bool) -> None:
+    """On v1 the supervisor writes no cgroup.procs either: the first process writes 0 to each
+    hierarchy's ``tasks`` (one thread, no global lock), before any of the payload runs; an
+    exec'd process does the same (its cgroup namespace then shows it at the root)."""
+    from nbcontainer import Container, Exec, make_spec
+
+    c = Container(make_spec(["sleep", "30"], memory="64m", pids_limit=16), zygote=zygote,
+                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        c.start()
+        assert c._placed  # noqa: SLF001
+        assert c.cgroup is not None
+        for directory in c.cgroup.dirs:
+            procs = Path(directory, "cgroup.procs").read_text().split()
+            assert procs == [str(c.pid)], directory
+        assert c.state is not None
+        out = io.BytesIO()
+        read, write = os.pipe()
+        e = Exec(c.state, ["cat", "/proc/self/cgroup"], zygote=zygote,
+                 stdin=subprocess.DEVNULL, stdout=write)
+        e.start()
+        os.close(write)
+        with os.fdopen(read, "rb") as f:
+            out.write(f.read())
+        assert e._placed  # noqa: SLF001
+        assert e.wait(30).exit_code == 0
+        e.cleanup()
+        lines = out.getvalue().decode().split()
+        v1_lines = [line for line in lines if not line.startswith("0::")]
+        assert v1_lines and all(line.endswith(":/") for line in v1_lines), lines
+    finally:
+        c.kill()
+        c.wait(30)
+        c.cleanup()
+
+
+@pytest.mark.cgroup_v1
+def test_v1_self_move_failure_is_a_sentence() -> None:
+    """A ``tasks`` write the kernel refuses (a cpuset cgroup without cpus: ENOSPC) ends the
+    first process with exit 125 and a sentence on the control channel, not a traceback."""
+    import socket
+
+    from nbcontainer.child.helper import enter_cgroup
+    from nbcontainer.protocol import Channel, Error
+
+    cpuset = "/sys/fs/cgroup/cpuset"
+    if not os.path.isdir(cpuset):
+        pytest.skip("no v1 cpuset hierarchy here")
+    directory = os.path.join(cpuset, f"nbc-enter-test-{os.getpid()}")
+    os.mkdir(directory)  # cpuset.cpus and cpuset.mems start empty
+    try:
+        assert not Path(directory, "cpuset.cpus").read_text().strip()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        fd = os.open(directory + "/tasks", os.O_WRONLY | os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                ours.close()
+                enter_cgroup(Channel(theirs), [fd])
+            finally:
+                os._exit(0)
+        os.close(fd)
+        theirs.close()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 125
+        msg = Channel(ours).recv(Error)
+        assert msg.message == ("container setup failed: cannot join the container's cgroup: "
+                               "No space left on device")
+        assert not Path(directory, "tasks").read_text().strip()
+        ours.close()
+    finally:
+        os.rmdir(directory)
