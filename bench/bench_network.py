@@ -75,7 +75,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from _common import cgroup_layout, interleave, interpreter, median_min, order_note  # noqa: E402
+from _common import (  # noqa: E402
+    cgroup_layout,
+    cli_command,
+    interleave,
+    interpreter,
+    median_min,
+    order_note,
+)
 from bench_start import (  # noqa: E402
     CPU_PERIOD,
     CPU_QUOTA,
@@ -241,7 +248,7 @@ def start_sides(tmp: Path) -> tuple[dict[str, Callable[[], object]], list[str]]:
         spec = make_spec(["/bin/true"], image="busybox", net=net, **limits)
         sides[f"API + zygote, --net {net}"] = lambda spec=spec: run(spec, zygote=True)
     for net in ("none", "bridge"):
-        cli = [sys.executable, "-m", "nbcontainer", "run", "--memory", str(MEMORY),
+        cli = [*cli_command(), "run", "--memory", str(MEMORY),
                "--pids-limit", str(PIDS), "--cpus", "1", "--net", net, "busybox", "/bin/true"]
         sides[f"CLI, --net {net}"] = lambda cli=cli: subprocess.run(cli, check=True)
     notes = []

@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from _common import interleave, interpreter, median_min, order_note  # noqa: E402
+from _common import cli_command, interleave, interpreter, median_min, order_note  # noqa: E402
 from oci_registry import Layer, LocalRegistry, skopeo_copy, write_image, write_layout  # noqa: E402
 
 from nbcontainer.registry.pull import pull  # noqa: E402
@@ -78,7 +78,7 @@ def main() -> int:
         blob_bytes = sum(p.stat().st_size for p in (layout / "blobs/sha256").iterdir())
         store, oci, bundle = work / "store", work / "oci", work / "bundle"
         env = {**os.environ, "NBCONTAINER_ROOT": str(store), "HOME": str(work)}
-        cli = [sys.executable, "-m", "nbcontainer", "pull", "-q", ref]
+        cli = [*cli_command(), "pull", "-q", ref]
 
         def reset() -> None:
             for d in (store, oci, bundle):

@@ -47,7 +47,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from _common import cgroup_layout, interleave, interpreter, median_min, order_note  # noqa: E402
+from _common import (  # noqa: E402
+    cgroup_layout,
+    cli_command,
+    interleave,
+    interpreter,
+    median_min,
+    order_note,
+)
 
 MEMORY = 100 << 20
 PIDS = 64
@@ -168,12 +175,12 @@ def main() -> int:
     limits = {"memory": MEMORY, "pids_limit": PIDS, "cpus": CPU_QUOTA / CPU_PERIOD}
     busybox_spec = make_spec(["/bin/true"], image="busybox", net="none", **limits)
     host_spec = make_spec(["/bin/true"], image="host", net="none", **limits)
-    cli = [sys.executable, "-m", "nbcontainer", "run", "--memory", str(MEMORY),
+    cli = [*cli_command(), "run", "--memory", str(MEMORY),
            "--pids-limit", str(PIDS), "--cpus", "1", "--net", "none", "busybox", "/bin/true"]
     # Issue 16's `nbcontainer run host /bin/true`, with --net none: the default network (a
     # bridge: veth pair, address lease) is bench_network.py's CLI row; no network keeps this
     # row next to the OCI runtimes' bare network namespace.
-    cli_host = [sys.executable, "-m", "nbcontainer", "run", "--net", "none", "host", "/bin/true"]
+    cli_host = [*cli_command(), "run", "--net", "none", "host", "/bin/true"]
     counter = iter(range(10**9))
 
     def oci(tool: str) -> None:
@@ -242,7 +249,7 @@ def main() -> int:
     print("Same work on every side except [a], [b] and [c]: namespaces pid,net,ipc,uts,mount,"
           f"cgroup; memory {MEMORY >> 20} MiB, pids {PIDS}, 1 CPU; an overlay over the busybox "
           "layer. The CLI row is `nbcontainer run --memory 100m --pids-limit 64 --cpus 1 --net "
-          "none busybox /bin/true`, a new interpreter per start.")
+          f"none busybox /bin/true`, a new interpreter per start ({' '.join(cli_command())}).")
     print("Differences left: nbcontainer also installs Docker's default seccomp filter "
           "(`crun spec`'s config has none) and joins a session keyring of its own; crun/runc "
           "also mount /sys/fs/cgroup read-only (all apply a device allowlist, RLIMIT_NOFILE "

@@ -13,8 +13,7 @@ Pure: imports only :mod:`nbcontainer.spec` (argparse lazily, for the parsers).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from nbcontainer._records import record
 from nbcontainer.spec import ContainerSpec, make_spec
 
 TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
@@ -26,7 +25,7 @@ CLI, MAGIC, KERNEL = "cli", "magic", "kernel"
 EVERY_FRONT_END = frozenset({CLI, MAGIC, KERNEL})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunOption:
     """One run option, declared once.
 

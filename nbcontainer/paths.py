@@ -27,10 +27,10 @@ import fcntl
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from nbcontainer import _libc
+from nbcontainer._records import record
 
 DEFAULT_ROOT = "/var/lib/nbcontainer"
 #: statfs(2) f_type of overlayfs (<linux/magic.h> OVERLAYFS_SUPER_MAGIC) and of tmpfs.
@@ -64,7 +64,7 @@ def store_root(root: str | os.PathLike[str] | None = None) -> Path:
     return placement(configured_root(root), prepare=True).root
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Placement:
     """Where a configured store really keeps its contents, and why."""
 

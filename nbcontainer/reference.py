@@ -23,8 +23,8 @@ Pure: imports only :mod:`nbcontainer.errors`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
+from nbcontainer._records import record
 from nbcontainer.errors import UsageError
 
 DEFAULT_DOMAIN = "docker.io"
@@ -57,7 +57,7 @@ _HINT = ("expected [REGISTRY[:PORT]/]REPO[:TAG|@sha256:DIGEST], e.g. python:3.12
          "localhost:5000/team/app:v1")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Reference:
     """A parsed, normalised image reference.
 
@@ -212,7 +212,7 @@ _ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armh
 _PLATFORM_PART = re.compile(r"[a-z0-9_.-]+")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Platform:
     """An OCI platform: ``linux/amd64``, ``linux/arm64/v8``, ``linux/arm/v7``."""
 

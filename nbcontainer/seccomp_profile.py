@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from nbcontainer._records import record
 from nbcontainer.errors import UsageError
 
 TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
@@ -42,7 +42,7 @@ MACHINES = {"x86_64": ("amd64", "SCMP_ARCH_X86_64"), "aarch64": ("arm64", "SCMP_
             "riscv64": ("riscv64", "SCMP_ARCH_RISCV64")}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Rule:
     """One libseccomp rule: ``action`` for ``name`` when every ``args`` condition holds."""
 
@@ -52,7 +52,7 @@ class Rule:
     args: tuple[tuple[int, str, int, int], ...] = ()  # (index, op, value, valueTwo)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Selection:
     """What one container's filter is made of."""
 

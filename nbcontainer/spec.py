@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
 
+from nbcontainer._records import field, fields, record, replace
 from nbcontainer.capnames import ALL_CAPS, DEFAULT_CAPS
 from nbcontainer.errors import UsageError
 from nbcontainer.reference import parse as parse_reference
@@ -167,7 +167,7 @@ def parse_namespaces(text: str | list[str] | frozenset[str]) -> frozenset[str]:
     return frozenset(result)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Volume:
     """A bind mount of a host path into the container."""
 
@@ -176,7 +176,7 @@ class Volume:
     readonly: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Device:
     """A host device node made available inside (``--device``)."""
 
@@ -210,7 +210,7 @@ def parse_device(text: str) -> Device:
     return Device(host, container, perms)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Port:
     """A published port (``-p``): the host's address and port, the container's port."""
 
@@ -357,7 +357,7 @@ def parse_timeout(text: str | float) -> float:
     return value
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Security:
     """``--security-opt``: the seccomp profile and no_new_privs."""
 
@@ -406,7 +406,7 @@ def format_size(n: int | float | None) -> str:
     return f"{value} TiB"  # pragma: no cover
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Limits:
     """The cgroup limits of a container; ``None`` means not set."""
 
@@ -418,7 +418,7 @@ class Limits:
     pids_limit: int | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ContainerSpec:
     """Everything that defines a container, validated. Build it with :func:`make_spec`."""
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import dataclasses
 import glob
 import hashlib
 import os
@@ -35,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from nbcontainer._records import replace
 from nbcontainer.building.containerfile import (
     ContainerfileError,
     Instruction,
@@ -158,7 +158,7 @@ def build_from_text(text: str, tag: str, context_dir: str | os.PathLike[str],
             except BaseException:
                 task.fail(f"step {number} failed")
                 raise
-        final = dataclasses.replace(builder.current, name=repo, tag=version,
+        final = replace(builder.current, name=repo, tag=version,
                                     source=f"built from {source or 'text'} in {context}")
         store.put_image(final)
     task.finish(f"built {final.id.removeprefix('sha256:')[:12]}")
@@ -230,7 +230,7 @@ class _Builder:
                 config: dict[str, Any]) -> ImageRecord:
         """The current image plus one history entry (and layer), with a fresh id."""
         parent = self.current
-        record = dataclasses.replace(
+        record = replace(
             parent, name="<none>", tag="<none>", id="", created=entry.created,
             layers=parent.layers + ([layer.diff_id] if layer else []),
             history=[*parent.history, entry], **config)
@@ -264,7 +264,7 @@ class _Builder:
         except (ImageError, ImageNotFoundError, RegistryError) as err:
             raise ContainerfileError(str(err) if str(err).startswith("line ")
                                      else f"line {ins.line}: FROM: {err}") from err
-        record = dataclasses.replace(base, name="<none>", tag="<none>")
+        record = replace(base, name="<none>", tag="<none>")
         if not record.id:
             record.id = image_id(record)
         self.store.put_state(record)

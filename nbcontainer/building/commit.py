@@ -20,7 +20,6 @@ tar turns into a whiteout; a store on another filesystem) is copied as before.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import os
 import re
@@ -29,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nbcontainer._records import replace
 from nbcontainer.errors import ContainerStateError, ImageError, UsageError
 from nbcontainer.images.builtin import base_record
 from nbcontainer.images.snapshot import CannotAdopt, adopt_tree, image_id, publish_tree
@@ -123,7 +123,7 @@ def commit(container_ref: str, image_name: str, root: str | os.PathLike[str] | N
                              comment=message or "")
         before = [HistoryEntry(created=m.created, created_by=m.created_by, size=m.size,
                                comment="committed before") for m in earlier]
-        record = dataclasses.replace(
+        record = replace(
             base, name=repo, tag=tag, id="", created=entry.created,
             layers=base.layers + [m.diff_id for m in earlier] + ([layer.diff_id] if layer else []),
             history=[*base.history, *before, entry], source=f"commit of container {st.short}")

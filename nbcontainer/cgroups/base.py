@@ -15,9 +15,9 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from types import TracebackType
 
+from nbcontainer._records import record
 from nbcontainer.errors import CgroupError
 
 #: How long remove() and kill_all() keep trying by default: zombies drain within
@@ -25,7 +25,7 @@ from nbcontainer.errors import CgroupError
 DEFAULT_TIMEOUT = 5.0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CgroupStats:
     """One normalised sample of a container's cgroup; the same fields on v1 and v2.
 

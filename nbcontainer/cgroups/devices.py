@@ -24,14 +24,14 @@ import os
 import stat
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from nbcontainer._records import record
 from nbcontainer.errors import UsageError
 
 WILDCARD = -1
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DeviceRule:
     """Allow ``access`` (from ``rwm``) on devices of ``kind`` (``c``, ``b`` or ``a`` = both)
     with these numbers (``WILDCARD`` = any)."""

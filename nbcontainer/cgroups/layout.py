@@ -19,8 +19,9 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
+
+from nbcontainer._records import field, record
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
 PARENT_NAME = "nbcontainer"
@@ -45,7 +46,7 @@ _WHAT_NEEDS = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Mount:
     """One line of /proc/self/mountinfo that matters to us: a cgroup or cgroup2 mount."""
 
@@ -157,7 +158,7 @@ def _read_words(path: str) -> frozenset[str]:
         return frozenset()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Layout:
     """What cgroups this machine offers and where containers' cgroups are created.
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from nbcontainer._records import field, record
 from nbcontainer.errors import FeatureMissingError, ImageError, ImageNotFoundError
 
 TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
@@ -22,7 +22,7 @@ BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 BUSYBOX_LABEL = "org.nbcontainer.busybox.sha256"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImageConfig:
     """The runtime config of an image (OCI image config, the part a container uses)."""
 
@@ -34,7 +34,7 @@ class ImageConfig:
     labels: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ResolvedImage:
     """An image ready to mount: layer directories bottom first, and its config."""
 

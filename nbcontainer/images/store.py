@@ -32,10 +32,10 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from nbcontainer._records import asdict, field, record
 from nbcontainer.errors import ImageError, ImageNotFoundError, UsageError
 from nbcontainer.paths import (
     containers_dir,
@@ -86,7 +86,7 @@ def hex_of(diff_id: str) -> str:
     return hexdigest
 
 
-@dataclass
+@record
 class HistoryEntry:
     """One step of an image's history, as `history` shows it (OCI config history + size)."""
 
@@ -97,7 +97,7 @@ class HistoryEntry:
     comment: str = ""
 
 
-@dataclass
+@record
 class LayerMeta:
     """The small facts kept beside a layer's tree."""
 
@@ -108,7 +108,7 @@ class LayerMeta:
     created: str = ""
 
 
-@dataclass
+@record
 class ImageRecord:
     """An image: ordered layers (bottom first), runtime config and history."""
 

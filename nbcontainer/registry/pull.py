@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
 from typing import Any
 
+from nbcontainer._records import field, record, replace
 from nbcontainer.errors import RegistryError
 from nbcontainer.images.extract import ExtractLimits
 from nbcontainer.images.oci import (
@@ -58,7 +58,7 @@ LAYER_TYPES = (
 MAX_CONCURRENT_DOWNLOADS = 3
 
 
-@dataclass
+@record
 class PullResult:
     """What a pull stored and what it cost: the record, and the blobs it downloaded."""
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -51,6 +50,16 @@ def _system_and_homes() -> list[str]:
     return _cache[1]
 
 
+def _temp_dirs() -> list[str]:
+    """Every directory :func:`tempfile.gettempdir` could pick (the kernel relay makes its
+    directory there): ``$TMPDIR``, ``$TEMP``, ``$TMP``, /tmp, /var/tmp, /usr/tmp, those that
+    exist. All of them, not the first: hiding more is safe, and ``tempfile`` (with the
+    ``random`` and ``shutil`` it imports) stays off a container start's path."""
+    names = [os.environ.get(var) for var in ("TMPDIR", "TEMP", "TMP")]
+    return [d for d in dict.fromkeys([*filter(None, names), "/tmp", "/var/tmp", "/usr/tmp"])
+            if os.path.isdir(d)]
+
+
 def host_secrets(store: Path) -> list[str]:
     """The existing paths the ``host`` image hides, resolved on the host, sorted."""
     fresh = [str(store), str(configured_store(store))]  # a store on overlayfs: both
@@ -58,7 +67,8 @@ def host_secrets(store: Path) -> list[str]:
     if runtime_dir:
         fresh.append(runtime_dir)
     # Other container kernels' relay directories (their connection keys and sockets).
-    fresh += glob.glob(os.path.join(tempfile.gettempdir(), f"{KERNEL_RUNDIR_PREFIX}*"))
+    for tmp in _temp_dirs():
+        fresh += glob.glob(os.path.join(tmp, f"{KERNEL_RUNDIR_PREFIX}*"))
     return sorted(set(_system_and_homes()) | _existing(fresh))
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import signal as signal_mod
-from dataclasses import dataclass
 
+from nbcontainer._records import record
 from nbcontainer.spec import format_size
 
 
@@ -16,7 +16,7 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Result:
     """The end of a container (or of one exec in it) and what it used.
 

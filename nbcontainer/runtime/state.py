@@ -17,9 +17,9 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from nbcontainer._records import field, fields, record
 from nbcontainer.errors import ContainerNotFoundError, UsageError
 from nbcontainer.paths import (
     containers_dir,
@@ -62,7 +62,7 @@ def is_alive(pid: int | None, start: int | None) -> bool:
         return False
 
 
-@dataclass
+@record
 class ContainerState:
     """The persistent facts of one container."""
 
@@ -152,7 +152,7 @@ def save(root: Path, state: ContainerState) -> None:
     """Write the record atomically (write a temporary file, then rename): a container that
     removes itself when it ends swaps the names instead (:func:`replace_runtime_record`)."""
     path = container_path(root, state.id) / "state.json"
-    # The fields are plain JSON values: vars() is a shallow view, dataclasses.asdict would
+    # The fields are plain JSON values: vars() is a shallow view, an asdict would
     # deep-copy the record on every save (on the container start path).
     text = json.dumps(vars(state))
     if state.auto_remove:
@@ -172,7 +172,7 @@ def load(root: Path, cid: str) -> ContainerState:
             data = json.load(f)
     except (OSError, ValueError) as err:
         raise ContainerNotFoundError(f"no such container: {cid}") from err
-    known = set(ContainerState.__dataclass_fields__)
+    known = {f.name for f in fields(ContainerState)}
     return ContainerState(**{k: v for k, v in data.items() if k in known})
 
 

@@ -23,9 +23,9 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from nbcontainer._records import record
 from nbcontainer.errors import SetupError
 from nbcontainer.paths import directory_lock, machine_records
 
@@ -34,7 +34,7 @@ SUBUID = "/etc/subuid"
 SUBGID = "/etc/subgid"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class IdMap:
     """Ids 0..size-1 inside are ``uid``.. and ``gid``.. on the host; ``leased`` when the
     range is this container's own (recorded in the store), not the shared one."""

@@ -16,14 +16,14 @@ import errno
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from nbcontainer._records import record
 from nbcontainer.errors import UsageError
 
 MAX_FILE = 1 << 20
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class User:
     """A resolved user: ids for setuid/setgid and the home directory for ``HOME``."""
 

@@ -10,7 +10,6 @@ name nothing (or only a tag, or several names) are one sentence, exit 125, nothi
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
@@ -24,6 +23,8 @@ from pathlib import Path
 import pytest
 from conftest import capture
 from oci_registry import Layer, LocalRegistry, busybox_layer, skopeo_copy, write_image, write_layout
+
+from nbcontainer._records import replace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
 from test_images_helpers import (  # noqa: E402
@@ -179,7 +180,7 @@ def _pulled_looking(store: Path, tmp_path: Path) -> ImageRecord:
     """An image whose record says it was pulled: reference and digest written via the store."""
     record = import_image(make_oci_layout(tmp_path / "src", [make_tar(FILES)]), "team/app:v2",
                           store)
-    record = dataclasses.replace(record, digest=sha(b"manifest"),
+    record = replace(record, digest=sha(b"manifest"),
                                  reference="docker.io/team/app:v2")
     ImageStore(store).put_image(record)
     return record

@@ -361,10 +361,10 @@ def test_missing_controller_is_refused_before_anything_is_created(tmp_path: Path
 
 def test_memory_swap_without_swap_accounting_is_refused(tmp_path: Path) -> None:
     """Not silently unenforced: a --memory-swap the kernel cannot limit is a missing feature."""
-    import dataclasses
+    from nbcontainer._records import replace
 
     root, info, proc = _v1_fake(tmp_path, ("memory",))
-    layout = dataclasses.replace(layout_from(root, info, proc), swap_accounting=False)
+    layout = replace(layout_from(root, info, proc), swap_accounting=False)
     before = sorted(p for p, _, _ in os.walk(root))
     with pytest.raises(FeatureMissingError, match="--memory-swap needs swap accounting"):
         create_cgroup("abc", Limits(memory=64 * MiB, memory_swap=128 * MiB), layout=layout)

@@ -103,8 +103,8 @@ ALLOWED = {
     "images": set(),
     "doctor": {"cgroups", "images", "child", "runtime", "net"},
 }
-BOTTOM = {"errors", "spec", "options", "capnames", "paths", "_libc", "protocol", "__main__",
-          "reference",
+BOTTOM = {"errors", "_records", "spec", "options", "capnames", "paths", "_libc", "protocol",
+          "__main__", "reference",
           "seccomp_profile", "_netlink", "progress"}
 
 
