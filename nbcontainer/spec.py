@@ -14,9 +14,6 @@ from collections.abc import Callable
 from nbcontainer._records import field, fields, record, replace
 from nbcontainer.capnames import ALL_CAPS, DEFAULT_CAPS
 from nbcontainer.errors import UsageError
-from nbcontainer.reference import parse as parse_reference
-from nbcontainer.reference import parse_platform
-from nbcontainer.seccomp_profile import load_profile_file
 
 TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
 if TYPE_CHECKING:
@@ -379,8 +376,12 @@ def parse_security_opts(items: list[str] | tuple[str, ...] | None) -> Security:
         key, sep, value = str(item).partition("=")
         if not sep and ":" in key:  # Docker's old spelling, seccomp:unconfined
             key, sep, value = key.partition(":")
-        if key == "seccomp" and value:
-            seccomp = "unconfined" if value == "unconfined" else load_profile_file(value)
+        if key == "seccomp" and value and value != "unconfined":
+            from nbcontainer.seccomp_profile import load_profile_file
+
+            seccomp = load_profile_file(value)
+        elif key == "seccomp" and value:
+            seccomp = "unconfined"
         elif key == "no-new-privileges":
             if value.lower() not in ("", "true", "false"):
                 raise UsageError(f"--security-opt: invalid {item!r}: no-new-privileges takes "
@@ -603,7 +604,11 @@ def make_spec(
     cmd = tuple(str(c) for c in command)
     if any("\0" in c for c in cmd):
         raise UsageError("command: arguments must not contain NUL bytes")
+    # The reference grammar (regexes compiled at its import) only for a registry image:
+    # a start of a built-in image does not pay for it.
     if image not in BUILTIN_IMAGES:
+        from nbcontainer.reference import parse as parse_reference
+
         try:
             parse_reference(str(image))
         except UsageError as err:
@@ -611,7 +616,11 @@ def make_spec(
     if pull not in (None, "", *PULL_POLICIES):
         raise UsageError(f"--pull: invalid policy {pull!r}; use missing (the default), always "
                          "or never")
-    plat = None if platform in (None, "") else str(parse_platform(str(platform)))
+    plat = None
+    if platform not in (None, ""):
+        from nbcontainer.reference import parse_platform
+
+        plat = str(parse_platform(str(platform)))
     return ContainerSpec(
         command=cmd,
         image=image,
