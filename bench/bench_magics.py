@@ -30,10 +30,12 @@ import argparse
 import json
 import os
 import queue
+import select
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -131,15 +133,57 @@ class TimedMeter(Meter):
         self.cpu = time.thread_time() - t0
 
 
-def sampler_cost(rates: tuple[float, ...], seconds: float,
-                 rounds: int) -> dict[float, tuple[float, float]]:
-    """Per sampling rate on a live cgroup: the meter thread's CPU (fraction of a core) and CPU
-    seconds per sample, medians over ``rounds`` runs of ``seconds`` each (the rates take turns,
-    so a busy moment of the machine does not land on one rate only)."""
+#: The workloads the sampler is measured on: memory holding still (the meter's fast samples
+#: pause, meter.py says why), and memory moving all the time (4 MiB of tmpfs written and
+#: removed every 20 ms: every sample sees a move, so the asked rate is taken throughout).
+SAMPLER_WORKLOADS = {
+    "still": ["sleep", "600"],
+    "moving": ["sh", "-c", "while :; do head -c 4194304 /dev/zero > /dev/shm/m; usleep 20000; "
+                           "rm /dev/shm/m; usleep 20000; done"],
+}
+
+
+def bare_loop(path: str, rate: float, seconds: float) -> tuple[float, int]:
+    """The floor of a sample: a thread on the meter's schedule that waits as it does (poll on
+    a pipe, with a timeout) and preads the memory file, and does nothing else. Returns its
+    CPU seconds and samples."""
+    out: list[float] = []
+
+    def body() -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        wake_r, wake_w = os.pipe()
+        poll = select.poll()
+        poll.register(wake_r, select.POLLIN)
+        t0, n = time.thread_time(), 0
+        due = time.monotonic()
+        end = due + seconds
+        while due < end:
+            due += 1.0 / rate
+            poll.poll(max(0.0, due - time.monotonic()) * 1000)
+            int(os.pread(fd, 32, 0))
+            n += 1
+        out.extend((time.thread_time() - t0, n))
+        for f in (fd, wake_r, wake_w):
+            os.close(f)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    return out[0], int(out[1])
+
+
+def sampler_cost(rates: tuple[float, ...], seconds: float, rounds: int,
+                 command: list[str]) -> dict[float | str, tuple[float, float, float]]:
+    """Per sampling rate on a live cgroup running ``command``: the meter thread's CPU
+    (fraction of a core), CPU seconds per sample and samples per second, medians over
+    ``rounds`` runs of ``seconds`` each (the rates take turns, so a busy moment of the machine
+    does not land on one rate only); and, under the key ``"floor"``, :func:`bare_loop` at the
+    highest rate, in the same turns."""
     from nbcontainer import Container, make_spec
 
-    runs: dict[float, list[tuple[float, float, int]]] = {rate: [] for rate in rates}
-    c = Container(make_spec(["sleep", "600"], image="busybox", memory="100m"),
+    runs: dict[float | str, list[tuple[float, float, int]]] = {
+        rate: [] for rate in (*rates, "floor")}
+    c = Container(make_spec(command, image="busybox", memory="100m"),
                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     c.start()
     try:
@@ -151,15 +195,18 @@ def sampler_cost(rates: tuple[float, ...], seconds: float,
                 series = meter.stop()
                 runs[rate].append((meter.cpu / seconds, meter.cpu / max(1, series.samples),
                                    series.samples))
+            assert c.cgroup is not None
+            with c.cgroup.open_sampler(["memory_current"]) as kept:
+                path = kept.paths["memory_current"]
+            cpu, samples = bare_loop(path, max(rates), seconds)
+            runs["floor"].append((cpu / seconds, cpu / max(1, samples), samples))
     finally:
         c.kill()
         c.cleanup()
-    for rate, values in runs.items():
-        samples = statistics.median(n for _, _, n in values)
-        print(f"  {rate:g} Hz: {samples:.0f} samples in {seconds:g} s "
-              f"({samples / seconds:.1f}/s achieved; median of {rounds} runs)")
     return {rate: (statistics.median(f for f, _, _ in values),
-                   statistics.median(e for _, e, _ in values)) for rate, values in runs.items()}
+                   statistics.median(e for _, e, _ in values),
+                   statistics.median(n for _, _, n in values) / seconds)
+            for rate, values in runs.items()}
 
 
 def plot_cost(kc: Any, pid: int, rounds: int, loop: int,
@@ -274,12 +321,20 @@ def main() -> None:
                        latency(kc, args.rounds, args.gap), "%%script python")
             if 2 in parts:
                 print("2. sampler CPU cost (meter thread, fraction of one core; CPU per "
-                      "sample; the rate asked for, and the rate achieved)")
-                for rate, (frac, each) in sampler_cost((20.0, 50.0, 100.0),
-                                                       args.sampler_seconds,
-                                                       args.sampler_rounds).items():
-                    print(f"  {rate:g} Hz: {frac * 100:.3f} % of a core, "
-                          f"{each * 1e6:.0f} us per sample")
+                      "sample; the rate asked for, and the rate achieved; median of "
+                      f"{args.sampler_rounds} runs of {args.sampler_seconds:g} s)")
+                for workload, command in SAMPLER_WORKLOADS.items():
+                    print(f"  memory {workload}: {' '.join(command)}")
+                    prefix = "" if workload == "still" else f"{workload} "
+                    for rate, (frac, each, achieved) in sampler_cost(
+                            (20.0, 50.0, 100.0), args.sampler_seconds, args.sampler_rounds,
+                            command).items():
+                        what = (f"{rate:g} Hz" if rate != "floor" else
+                                "floor at 100 Hz (a bare loop: the same wait and one pread, "
+                                "nothing else)")
+                        print(f"  {prefix}{what}: {frac * 100:.3f} % of a core, "
+                              f"{each * 1e6:.0f} us per sample, {achieved:.1f} samples/s "
+                              "achieved")
             if 3 in parts:
                 times, per_frame, frames = plot_cost(kc, km.provisioner.process.pid,
                                                      args.plot_rounds, args.plot_loop, args.gap)

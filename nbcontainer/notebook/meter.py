@@ -3,7 +3,7 @@
 It reads through a :class:`~nbcontainer.cgroups.Sampler` (file descriptors kept open, one
 ``pread`` per file). Sampling is much faster than drawing: a spike between two frames is in the
 samples, and a spike between two samples is still in the kernel's own peak and OOM-kill
-counters, which are read about 20 times a second whatever the rate.
+counters, which are read :data:`FULL_RATE` (10) times a second whatever the rate.
 
 What a sample costs (bench/RESULTS.md, measured in the meter thread on a 2-CPU VM): the wakeup
 itself, 45-65 us of thread CPU whatever the mechanism (``poll`` with a timeout, ``sleep``, a
@@ -11,8 +11,19 @@ periodic timerfd), plus the Python run after it with cold caches, which costs 10
 the same code costs in a tight loop (a full :meth:`~nbcontainer.cgroups.Sampler.read` and
 append: about 120 us, against 6 us hot). So most samples take a fast path that reads one file
 (the memory in use) with one ``pread`` and appends three numbers; every
-``rate / 20``-th sample is a full one (limits, the kernel's peak, OOM kills, CPU time). CPU use
+``rate / 10``-th sample is a full one (limits, the kernel's peak, OOM kills, CPU time). CPU use
 is a 0.25 s average anyway, so the fast samples repeat the last full sample's value.
+
+While the memory holds still the fast samples pause: once it has stayed within
+:data:`CALM_DELTA` for :data:`CALM_AFTER` seconds, only the full samples are taken (10 a
+second), and the first full sample that sees it move brings the fast ones back. A
+container that allocates nothing (a CPU-bound cell, a server waiting) so costs a tenth of
+100 Hz's wake-ups, and a curve that moves is still drawn at the asked rate, at most one
+full-sample interval (100 ms) after it starts to move; the peak in between is the kernel's. The
+kernel's own notifications were measured against and not taken: cgroup v1's usage thresholds
+(``cgroup.event_control``) wait for an RCU grace period at every (re)registration and are
+deprecated; v2 has no notification of usage at all (``memory.events`` counts limit hits, PSI
+measures stalls).
 
 The wait between samples is a ``poll(2)`` on a pipe that :meth:`Meter.stop` writes to, so
 stopping is immediate (memory_profiler's trick: the wait doubles as the stop signal).
@@ -59,6 +70,15 @@ MIB = 1 << 20
 #: CPU use is averaged over this window: per-sample values at 50 Hz only show the quota's
 #: on/off periods (a 100 ms CFS period), not the rate a user thinks of.
 CPU_WINDOW = 0.25
+#: Full samples per second (at most): the CPU curve's 0.25 s average needs no more, and the
+#: kernel's peak and OOM-kill counters miss nothing between two reads. Each costs about twice a
+#: fast sample (bench/RESULTS.md): 20 a second were 0.4 % of a core by themselves.
+FULL_RATE = 10.0
+#: Memory (MiB) that moved less than this since the last move counts as holding still: a
+#: quarter of a MiB is under a pixel of the plot's scale up to a few hundred MiB.
+CALM_DELTA = 0.25
+#: After this many seconds of still memory the fast samples pause (see the module docstring).
+CALM_AFTER = 0.25
 #: What the meter reads from the cgroup (no pids files: nothing here draws them).
 METER_FIELDS = ("memory_current", "memory_peak", "memory_limit", "oom_kills", "cpu_usage_ns")
 
@@ -71,8 +91,9 @@ class Meter:
     cgroup
         An :class:`nbcontainer.cgroups.Cgroup` (anything with ``open_sampler()``).
     rate
-        Samples per second (the thread sleeps ``1/rate`` between reads); at most about 20
-        of them are full reads, the rest read the memory in use only.
+        Samples per second while the memory moves (the thread sleeps ``1/rate`` between
+        reads); at most :data:`FULL_RATE` of them are full reads, the rest read the memory in use
+        only. While it holds still, only the full reads (see the module docstring).
     label
         The series label (a comparison run's value).
     base_oom_kills
@@ -84,7 +105,7 @@ class Meter:
     def __init__(self, cgroup: Any, rate: float = 50.0, label: str = "",
                  base_oom_kills: int | None = 0) -> None:
         self.rate = max(1.0, float(rate))
-        self._full_every = max(1, round(self.rate / 20))
+        self._full_every = max(1, round(self.rate / FULL_RATE))
         self.series = Series(label=label, base_oom_kills=base_oom_kills)
         self._sampler = cgroup.open_sampler(METER_FIELDS)
         self._stopped = False
@@ -116,18 +137,32 @@ class Meter:
         t0 = self._t0
         due = monotonic()
         n = 0
+        # Holding still: where the memory last moved to (MiB) and when; calm pauses the fast
+        # samples until a full one sees it move.
+        anchor = s.memory[-1] if s.memory else 0.0
+        moved_at = due
+        calm = False
         while True:
-            due += interval  # a schedule, not a sleep: the rate does not drift with the work
+            # Slots of the schedule to the next sample: the next one, or while calm the next
+            # full one. A schedule, not a sleep: the rate does not drift with the work.
+            step = full_every - n % full_every if calm else 1
+            due += interval * step
+            n += step
             wait = due - monotonic()
             if wait < 0:
                 due = monotonic()
                 wait = 0
             if wait_for_stop(wait * 1000) or self._stopped:
                 break
-            n += 1
             if n % full_every == 0:
                 if not self.sample():
                     break
+                mib = s.memory[-1]
+                now = monotonic()
+                if abs(mib - anchor) >= CALM_DELTA:
+                    anchor, moved_at, calm = mib, now, False
+                elif now - moved_at >= CALM_AFTER:
+                    calm = True
                 continue
             # Memory only (one pread) and the CPU value of the last full sample. No lock:
             # the arrays only grow and Series.copy cuts them to a common length.
@@ -135,12 +170,18 @@ class Meter:
                 current = read_memory() or 0
             except (ContainerError, OSError, ValueError):
                 break
-            times(monotonic() - t0)
-            memory(current / MIB)
+            now = monotonic()
+            mib = current / MIB
+            times(now - t0)
+            memory(mib)
             cpu(self._cpu)
             if s.peak is None or current > s.peak:  # a kernel without a peak counter
                 s.peak = current
             s.samples += 1
+            if abs(mib - anchor) >= CALM_DELTA:
+                anchor, moved_at = mib, now
+            elif now - moved_at >= CALM_AFTER:
+                calm = True
 
     def sample(self) -> bool:
         """Read the cgroup fully once (usage, limit, peak, OOM kills, CPU) and append; False

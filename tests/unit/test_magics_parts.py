@@ -14,12 +14,13 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 
 from nbcontainer.cgroups import CgroupStats
 from nbcontainer.notebook.dataformat import Encoded, loads
-from nbcontainer.notebook.meter import MIB, Meter, Series
+from nbcontainer.notebook.meter import CALM_AFTER, MIB, Meter, Series
 from nbcontainer.notebook.streams import Interrupted, Pipes, Pump
 from nbcontainer.notebook.transfer import (
     Program,
@@ -261,7 +262,7 @@ def stats(current: int, peak: int, kills: int, cpu_ns: int = 0) -> CgroupStats:
 def test_meter_takes_peak_and_oom_kills_from_the_counters():
     cg = ScriptedCgroup([stats(10 * MIB, 10 * MIB, 0), stats(20 * MIB, 99 * MIB, 1),
                          stats(5 * MIB, 99 * MIB, 1), stats(5 * MIB, 99 * MIB, 2)])
-    meter = Meter(cg, rate=20).start()  # at 20 Hz every sample is a full read
+    meter = Meter(cg, rate=10).start()  # at 10 Hz every sample is a full read
     time.sleep(0.4)
     series = meter.stop()
     assert cg.sampler.closed
@@ -271,20 +272,71 @@ def test_meter_takes_peak_and_oom_kills_from_the_counters():
     assert list(series.memory[:3]) == [10.0, 20.0, 5.0]
 
 
-def test_meter_reads_the_counters_20_times_a_second_and_memory_at_every_sample():
+def test_meter_reads_the_counters_10_times_a_second_and_memory_at_every_sample():
     cg = ScriptedCgroup([stats(10 * MIB, 10 * MIB, 0, cpu_ns=0)]
                         + [stats(20 * MIB, 30 * MIB, 1, cpu_ns=10**8 * i) for i in range(1, 99)])
     meter = Meter(cg, rate=200).start()
     time.sleep(0.3)
     series = meter.stop()
     assert cg.only is not None and "pids_current" not in cg.only
-    full = cg.sampler.i  # the first sample, one in ten after it, the last one
-    assert series.samples >= 20 and 2 <= full <= series.samples // 10 + 3, (full, series)
+    full = cg.sampler.i  # the first sample, one in twenty after it (10 a second at 200 Hz), the last one
+    assert series.samples >= 20 and 2 <= full <= series.samples // 20 + 3, (full, series)
     # The fast samples in between record the memory of the last full read, and its CPU use.
     assert series.memory[0] == 10.0 and series.memory[-1] == 20.0
     assert len(series.times) == len(series.memory) == len(series.cpu) == series.samples
     assert series.cpu[-1] > 0 and series.cpu[-2] > 0
     assert series.peak == 30 * MIB and series.oom_kills == 1
+
+
+class ClockedSampler(ScriptedSampler):
+    """Memory as a function of the time since it was made (full and fast reads alike)."""
+
+    def __init__(self, memory_at: Any) -> None:
+        super().__init__([stats(0, 0, 0)])
+        self.memory_at = memory_at
+        self.t0 = time.monotonic()
+        self.fast = 0
+
+    def read(self) -> CgroupStats:
+        self.i += 1
+        current = self.memory_at(time.monotonic() - self.t0)
+        return stats(current, current, 0)
+
+    def memory_current(self) -> int | None:
+        self.fast += 1
+        return self.memory_at(time.monotonic() - self.t0)
+
+
+def _metered(memory_at: Any, seconds: float, rate: float = 100) -> tuple[Any, ClockedSampler]:
+    cg = ScriptedCgroup([])
+    cg.sampler = ClockedSampler(memory_at)
+    meter = Meter(cg, rate=rate).start()
+    time.sleep(seconds)
+    return meter.stop(), cg.sampler
+
+
+def test_meter_pauses_the_fast_samples_while_memory_holds_still():
+    series, sampler = _metered(lambda t: 50 * MIB, 1.0)
+    # the first CALM_AFTER seconds at the full rate, then the 10 full reads a second only
+    assert sampler.i >= 7, sampler.i  # full reads go on (10 a second): CPU, peak, OOM kills
+    assert sampler.fast <= 100 * CALM_AFTER + 5, sampler.fast
+    assert series.samples == sampler.i + sampler.fast
+    assert len(series.times) == len(series.memory) == series.samples
+
+
+def test_meter_samples_at_the_full_rate_while_memory_moves():
+    series, sampler = _metered(lambda t: int(t * 1000) * MIB, 1.0)  # +1 MiB a millisecond
+    assert sampler.fast >= 50, sampler.fast  # 80 asked (100 Hz less the full reads)
+    assert series.samples >= 60
+
+
+def test_meter_comes_back_to_the_full_rate_when_memory_moves_again():
+    # still for 0.6 s (calm after 0.25 s), then moving
+    series, sampler = _metered(lambda t: 10 * MIB if t < 0.6 else int(t * 1000) * MIB, 1.2)
+    late = [t for t in series.times if t > 0.75]
+    assert len(late) >= 25, late  # ~45 samples asked in 0.45 s at 100 Hz; calm would give 9
+    early = [t for t in series.times if 0.4 < t < 0.6]
+    assert len(early) <= 5, early  # calm: ~2 full reads in 0.2 s (20 asked)
 
 
 def test_meter_counts_kills_from_the_first_sample_for_an_exec():
