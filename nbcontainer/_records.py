@@ -22,6 +22,18 @@ class; ``__repr__``; ``__match_args__``; :func:`fields` (with ``name``, ``type``
 
 from __future__ import annotations
 
+TYPE_CHECKING = False  # typing is slow to import: a CLI start needs only what it runs
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    from typing_extensions import dataclass_transform  # typing's own from Python 3.11
+
+    _T = TypeVar("_T")
+else:
+    def dataclass_transform(**_: object) -> object:
+        """At run time a no-op; for type checkers (PEP 681) the records are dataclasses."""
+        return lambda decorated: decorated
+
 _MISSING = object()
 
 #: Mutable defaults a record must not share between instances (dataclasses refuses them too).
@@ -55,15 +67,16 @@ class Field:
         return self.default is _MISSING and self.default_factory is _MISSING
 
 
-def field(*, default: object = _MISSING, default_factory: object = _MISSING,
-          hash: bool | None = None, compare: bool = True, repr: bool = True) -> object:
+def field(*, default: Any = _MISSING, default_factory: Any = _MISSING,
+          hash: bool | None = None, compare: bool = True, repr: bool = True) -> Any:
     """A field's options, as :func:`dataclasses.field` takes them."""
     if default is not _MISSING and default_factory is not _MISSING:
         raise ValueError("cannot specify both default and default_factory")
     return Field(default, default_factory, hash, compare, repr)
 
 
-def record(cls: type | None = None, /, *, frozen: bool = False):  # noqa: ANN201 - decorator
+@dataclass_transform(field_specifiers=(field, Field))
+def record(cls: type | None = None, /, *, frozen: bool = False) -> Any:
     """Make ``cls`` a record (``@record`` or ``@record(frozen=True)``), in place."""
 
     def wrap(klass: type) -> type:
@@ -81,7 +94,7 @@ def fields(rec: object) -> tuple[Field, ...]:
         raise TypeError(f"{klass.__name__} is not a record") from None
 
 
-def replace(rec: object, /, **changes: object) -> object:
+def replace(rec: _T, /, **changes: Any) -> _T:
     """A copy of the record ``rec`` with some fields changed."""
     values = {f.name: getattr(rec, f.name) for f in fields(rec)}
     unknown = set(changes) - set(values)
@@ -91,7 +104,7 @@ def replace(rec: object, /, **changes: object) -> object:
     return type(rec)(**values)
 
 
-def asdict(rec: object) -> dict[str, object]:
+def asdict(rec: object) -> dict[str, Any]:
     """A record as a dict, records inside it too (for JSON); lists, tuples and dicts are
     copied, other values shared (dataclasses deep-copies them; the records' are scalars)."""
     return {f.name: _plain(getattr(rec, f.name)) for f in fields(rec)}
@@ -134,19 +147,21 @@ def _make_record(cls: type, frozen: bool) -> type:
         if f.required and seen_default:
             raise TypeError(f"non-default argument {f.name!r} follows default argument")
         seen_default = seen_default or not f.required
-    cls.__record_fields__ = tuple(table.values())  # type: ignore[attr-defined]
-    cls.__match_args__ = tuple(table)  # type: ignore[attr-defined]
     own = cls.__dict__
+    methods: dict[str, object] = {"__record_fields__": tuple(table.values()),
+                                  "__match_args__": tuple(table)}
     for name, method in (("__init__", _init), ("__repr__", _repr), ("__eq__", _eq)):
         if name not in own:
-            setattr(cls, name, method)
+            methods[name] = method
     if frozen:
-        cls.__setattr__ = _frozen_setattr  # type: ignore[method-assign,assignment]
-        cls.__delattr__ = _frozen_delattr  # type: ignore[method-assign,assignment]
-        if "__hash__" not in own or own["__hash__"] is None:
-            cls.__hash__ = _hash  # type: ignore[method-assign,assignment]
+        methods["__setattr__"] = _frozen_setattr
+        methods["__delattr__"] = _frozen_delattr
+        if own.get("__hash__") is None:
+            methods["__hash__"] = _hash
     elif "__hash__" not in own:
-        cls.__hash__ = None  # type: ignore[assignment] - mutable and compared by value
+        methods["__hash__"] = None  # mutable and compared by value: unhashable
+    for name, value in methods.items():
+        setattr(cls, name, value)
     return cls
 
 
@@ -167,7 +182,7 @@ def _init(self: object, *args: object, **kwargs: object) -> None:
         elif f.default is not _MISSING:
             value = f.default
         elif f.default_factory is not _MISSING:
-            value = f.default_factory()  # type: ignore[operator]
+            value = f.default_factory()
         else:
             raise TypeError(f"{type(self).__name__}() missing required argument: {f.name!r}")
         assign(self, f.name, value)

@@ -502,7 +502,7 @@ class ContainerSpec:
 
     def with_(self, **changes: object) -> ContainerSpec:
         """A copy with some fields changed."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)
 
 
 def make_spec(
