@@ -279,7 +279,7 @@ def test_meter_reads_the_counters_10_times_a_second_and_memory_at_every_sample()
     time.sleep(0.3)
     series = meter.stop()
     assert cg.only is not None and "pids_current" not in cg.only
-    full = cg.sampler.i  # the first sample, one in twenty after it (10 a second at 200 Hz), the last one
+    full = cg.sampler.i  # the first sample, one in twenty after it (200 Hz), the last one
     assert series.samples >= 20 and 2 <= full <= series.samples // 20 + 3, (full, series)
     # The fast samples in between record the memory of the last full read, and its CPU use.
     assert series.memory[0] == 10.0 and series.memory[-1] == 20.0
