@@ -134,7 +134,7 @@ def q_magics(r: Results, link: str) -> str:
     moving = {m.group(1): (m.group(2), m.group(3)) for m in re.finditer(
         r"^\s+moving (\d+) Hz: ([\d.]+) % of a core, (\d+) us per sample", r.section("magics"),
         re.M)}
-    floor = re.search(r"^\s+moving floor at 100 Hz [^:]*: ([\d.]+) % of a core",
+    floor = re.search(r"^\s+moving floor at 100 Hz \(.*\): ([\d.]+) % of a core",
                       r.section("magics"), re.M)
     if not {"20", "100"} <= set(rates) or "100" not in moving or floor is None:
         raise QuoteError("RESULTS.md section 'magics' lacks the 20 and 100 Hz sampler lines")

@@ -89,17 +89,16 @@ def serve(fd: int, preload: list[str] | tuple[str, ...] = ()) -> None:
     """The zygote's loop: fork a helper per request, reap them, exit with the supervisor."""
     # Preload everything a helper needs, and what a Python payload's bootstrap imports:
     # every fork then finds them imported.
-    import importlib
-    import linecache  # noqa: F401
-    import traceback  # noqa: F401
-    import types  # noqa: F401
-
     # inspect (with ast, dis, tokenize) came in with dataclasses until the start's path
     # dropped those (nbcontainer/_records.py). Without it a `pass` cell's forked first process
     # takes about 70 more page faults, +1 ms per cell (perf stat over 40 cells, bench_magics
     # part 1); no child imports it, so the faults are copy-on-write of the zygote's heap,
     # whose layout the import changes. The cause was not pinned down further: it stays loaded.
+    import importlib
     import inspect  # noqa: F401
+    import linecache  # noqa: F401
+    import traceback  # noqa: F401
+    import types  # noqa: F401
 
     from nbcontainer import _libc, cgroups  # cgroups: for a spare's helper (runtime/spare.py)
     from nbcontainer.child import helper as init
