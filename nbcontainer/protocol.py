@@ -211,8 +211,7 @@ class Prefork(Message):
     paths: dict[str, str]
     leave: list[str]  # the cgroup.procs files the helper returns to
     #: v1: the spare cgroup's ``tasks`` files; the first process moves itself in through
-    #: them (Config.cgroup_tasks) and the helper never enters; empty: the supervisor attached
-    #: the helper (v1, the older way) or the first process is cloned in (v2)
+    #: them (Config.cgroup_tasks) and the helper never enters; empty on v2 (cloned in)
     tasks: list[str] = []
     #: the root to build ahead, ``{"dir", "layers", "hide"}`` (the host image's), or None
     rootfs: dict | None = None

@@ -667,14 +667,11 @@ def _prefork_spare(chan: Channel, spare: Prefork) -> None:
     """A spare (runtime/spare.py): fork the container's first process now, ahead of its cell.
 
     On cgroup v1 the first process moves itself into the spare's cgroup through its ``tasks``
-    files (:func:`enter_cgroup`; without them, the supervisor has put this helper into the
-    cgroup, so the first process is born there, and the helper moves back). On v2 the
+    files (:func:`enter_cgroup`). On v2 the
     first process is born in the spare's cgroup by clone3 (the helper never enters it; should
     the kernel refuse, the supervisor attaches it). It unshares the expected namespaces and
     waits for its stdio and config; the helper says ``Left`` and waits for it.
     """
-    from nbcontainer import cgroups
-
     _die_with_parent(os.getppid())  # the zygote, which dies with the supervisor
     _ignore_stop_signals()
     me = os.getpid()
@@ -691,9 +688,7 @@ def _prefork_spare(chan: Channel, spare: Prefork) -> None:
         _await_adoption(chan, spare, me, status_fd)
         os._exit(125)  # not reached
     chan.send(Pid(pid=child, placed=placed))
-    if not tasks_fds:
-        if "unified" not in spare.paths:
-            cgroups.leave(spare.leave)
+    if not tasks_fds:  # v2: cloned in; the helper never was in the cgroup
         chan.send(Left())
     _report_when_done(chan, child, status_fd)
 
